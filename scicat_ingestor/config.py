@@ -1,0 +1,507 @@
+"""Configuration: YAML file (ESS-ingestor compatible) → frozen, typed dataclasses.
+
+Every key the ESS ingestor knows is accepted under the same name, so existing files load unchanged.
+Unlike upstream, unknown keys at any depth and wrong types are errors that name the dotted key, and
+defaults that crash upstream (``scicat.timeout: 0``) are replaced by working ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration problem; ``str()`` is one line naming the file and the key at fault."""
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A secret string whose repr/str never shows the value (safe to log or print)."""
+
+    value: str = field(default="", repr=False)
+
+    def __repr__(self) -> str:
+        return "Secret('****')" if self.value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self.value)
+
+
+# --------------------------------------------------------------------------------------------
+# The model. Field names are the ESS ingestor's keys; new keys are marked "(new)" in the README.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetOptions:
+    allow_dataset_pid: bool = True
+    generate_dataset_pid: bool = False
+    dataset_pid_prefix: str = "20.500.12269"
+    default_instrument_id: str = "ID_OF_FALLBACK_INSTRUMENT"
+    default_proposal_id: str = "DEFAULT_PROPOSAL_ID"
+    default_owner_group: str = "DEFAULT_OWNER_GROUP"
+    default_access_groups: tuple[str, ...] = ("ACCESS_GROUP_1",)
+
+
+@dataclass(frozen=True)
+class FileHandlingOptions:
+    compute_file_stats: bool = True
+    compute_file_hash: bool = True
+    file_hash_algorithm: str = "blake2b"
+    save_file_hash: bool = True
+    hash_file_extension: str = "b2b"
+    ingestor_files_directory: str = "../ingestor"
+    message_to_file: bool = True
+    message_file_extension: str = "message.json"
+    file_path_type: Literal["relative", "absolute"] = "relative"
+    # One data root or a list of them: files outside every root are refused.
+    data_directory: str | tuple[str, ...] = ""
+    data_file_open_max_tries: int = 3
+    data_file_open_retry_delay: tuple[float, ...] = ()
+    # (new) largest NeXus dataset (bytes) a schema variable may read into memory.
+    max_read_bytes: int = 16 * 1024 * 1024
+    # (new) chunk size for streaming checksums; large chunks keep hashing near raw hashlib speed.
+    hash_chunk_bytes: int = 4 * 1024 * 1024
+
+    @property
+    def data_roots(self) -> tuple[str, ...]:
+        """Configured data roots as a tuple; empty means 'no restriction configured'."""
+        if isinstance(self.data_directory, str):
+            return (self.data_directory,) if self.data_directory else ()
+        return tuple(d for d in self.data_directory if d)
+
+
+@dataclass(frozen=True)
+class DeadLetterOptions:
+    """(new) Where messages that cannot be ingested go, with their reason."""
+
+    topic: str = ""
+    file: str = ""
+
+
+@dataclass(frozen=True)
+class IngestionOptions:
+    dry_run: bool = False
+    # Accepted for compatibility; there are no subprocesses here.
+    offline_ingestor_executable: tuple[str, ...] = ("scicat_background_ingestor",)
+    # The number of worker threads (name kept for compatibility).
+    max_offline_ingestors: int = 10
+    # Accepted for compatibility; the poll loop never sleeps blindly.
+    offline_ingestors_wait_time: int = 10
+    schemas_directory: str = "schemas"
+    fallback_schema_file_path: str = ""
+    check_if_dataset_exists_by_pid: bool = True
+    check_if_dataset_exists_by_metadata: bool = True
+    check_if_dataset_exists_by_metadata_key: str = "job_id"
+    file_handling: FileHandlingOptions = field(default_factory=FileHandlingOptions)
+    # (new) messages queued beyond the busy workers before partitions are paused.
+    queue_size: int = 10
+    # (new) transient-failure retry: first delay, cap, and how long a file may stay unreadable.
+    retry_initial_delay: float = 1.0
+    retry_max_delay: float = 60.0
+    file_retry_budget: float = 600.0
+    # (new) seconds in-flight work may finish after SIGTERM or a partition revoke.
+    drain_grace_period: float = 30.0
+    dead_letter: DeadLetterOptions = field(default_factory=DeadLetterOptions)
+
+
+@dataclass(frozen=True)
+class KafkaOptions:
+    topics: tuple[str, ...] = ("KAFKA_TOPIC_1", "KAFKA_TOPIC_2")
+    group_id: str = "GROUP_ID"
+    bootstrap_servers: str = "localhost:9093"
+    security_protocol: str = "sasl_ssl"
+    sasl_mechanism: str = "SCRAM-SHA-256"
+    sasl_username: str = "USERNAME"
+    sasl_password: Secret = field(default_factory=Secret)
+    ssl_ca_location: str = "FULL_PATH_TO_CERTIFICATE_FILE"
+    # Accepted for compatibility: offsets are always committed after ingestion, never before.
+    individual_message_commit: bool = True
+    enable_auto_commit: bool = True
+    auto_offset_reset: str = "earliest"
+    # (new) any further librdkafka consumer setting, passed through unchanged.
+    consumer_config: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+    # (new) seconds between offset commits.
+    commit_interval: float = 1.0
+
+
+@dataclass(frozen=True)
+class LoggingOptions:
+    verbose: bool = False
+    file_log: bool = False
+    file_log_base_name: str = "scicat_ingestor_log"
+    file_log_timestamp: bool = False
+    logging_level: str = "INFO"
+    log_message_prefix: str = "SFI"
+    system_log: bool = False
+    system_log_facility: str = "mail"
+    graylog: bool = False
+    graylog_host: str = ""
+    graylog_port: str | int = ""
+    graylog_facility: str = "scicat.ingestor"
+    # (new) "text" or "json" (one JSON object per line) for stdout and the file log.
+    log_format: Literal["text", "json"] = "text"
+    # (new) rotate the file log at this size (0 = never) keeping this many old files.
+    file_log_max_bytes: int = 50 * 1024 * 1024
+    file_log_backup_count: int = 5
+    # (new) syslog socket path or host:port, and Graylog transport.
+    system_log_address: str = "/dev/log"
+    graylog_protocol: Literal["udp", "tcp"] = "udp"
+
+
+@dataclass(frozen=True)
+class ApiEndpoints:
+    datasets: str = "datasets"
+    proposals: str = "proposals"
+    origdatablocks: str = "origdatablocks"
+    instruments: str = "instruments"
+    samples: str = "samples"
+
+
+DEFAULT_SCICAT_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class SciCatOptions:
+    host: str = "https://scicat.host"
+    token: Secret = field(default_factory=Secret)
+    additional_headers: Mapping[str, str] = field(default_factory=dict)
+    # Seconds; 0 or null (which break upstream) mean the default.
+    timeout: float | None = DEFAULT_SCICAT_TIMEOUT
+    stream: bool = True
+    verify: bool = True
+    health_endpoint: str = "health"
+    api_endpoints: ApiEndpoints = field(default_factory=ApiEndpoints)
+    # (new) functional-account login, used when no token is given.
+    username: str = ""
+    password: Secret = field(default_factory=Secret)
+    # (new) HTTP retries on connection errors, timeouts, 429 and 5xx.
+    max_retries: int = 3
+    backoff_factor: float = 0.5
+
+    @property
+    def effective_timeout(self) -> float:
+        """The request timeout actually used: never 0 or None."""
+        return self.timeout if self.timeout else DEFAULT_SCICAT_TIMEOUT
+
+
+@dataclass(frozen=True)
+class HealthCheckOptions:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # (new) false disables the HTTP endpoint.
+    enabled: bool = True
+    # (new) /health fails when the poll loop has not polled for this many seconds.
+    liveness_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class IngestorConfig:
+    """The whole configuration (the union of the ESS online and offline options)."""
+
+    nexus_file: str = ""
+    done_writing_message_file: str = ""
+    run_start_message_file: str = ""
+    config_file: str = ""
+    id: str = ""
+    dataset: DatasetOptions = field(default_factory=DatasetOptions)
+    ingestion: IngestionOptions = field(default_factory=IngestionOptions)
+    kafka: KafkaOptions = field(default_factory=KafkaOptions)
+    logging: LoggingOptions = field(default_factory=LoggingOptions)
+    scicat: SciCatOptions = field(default_factory=SciCatOptions)
+    health_check: HealthCheckOptions = field(default_factory=HealthCheckOptions)
+
+
+# Secrets that may come from the environment instead of the file (documented in the README).
+SECRET_ENV_VARS: dict[str, tuple[str, ...]] = {
+    "SCICAT_TOKEN": ("scicat", "token"),
+    "SCICAT_USERNAME": ("scicat", "username"),
+    "SCICAT_PASSWORD": ("scicat", "password"),
+    "KAFKA_SASL_USERNAME": ("kafka", "sasl_username"),
+    "KAFKA_SASL_PASSWORD": ("kafka", "sasl_password"),
+}
+
+# Keys whose comma-separated string form is split into a list (as upstream does, but stripped).
+_COMMA_LISTS = {"kafka.topics"}
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML (or legacy JSON) config file into a dict; one-line errors for every failure."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config file: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{p}: invalid YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping, found {type(data).__name__}")
+    return data
+
+
+def load_config(
+    path: str | Path | None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> IngestorConfig:
+    """Load a config file, apply environment secrets and dotted overrides, validate, build.
+
+    Precedence (highest first): dotted ``overrides`` (the command line), environment secrets, file.
+    """
+    data: dict[str, Any] = read_config_file(path) if path is not None else {}
+    source = str(path) if path is not None else "<defaults>"
+    env = os.environ if environ is None else environ
+    for var, dotted in SECRET_ENV_VARS.items():
+        if env.get(var):
+            _set_dotted(data, dotted, env[var])
+    for key, value in (overrides or {}).items():
+        _set_dotted(data, tuple(key.split(".")), value)
+    if path is not None:
+        data["config_file"] = str(path)
+    return build(IngestorConfig, data, source)
+
+
+def _set_dotted(data: dict[str, Any], keys: Sequence[str], value: Any) -> None:
+    node = data
+    for key in keys[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[keys[-1]] = value
+
+
+def build(cls: type[T], data: Any, source: str, prefix: str = "") -> T:
+    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"{source}: '{prefix.rstrip('.') or '<top level>'}' must be a mapping, "
+            f"found {_describe(data)}"
+        )
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(_unknown_key_message(source, dotted, str(key), list(fields)))
+        kwargs[key] = _convert(hints[key], value, source, dotted)
+    return cls(**kwargs)
+
+
+def _unknown_key_message(source: str, dotted: str, key: str, valid: list[str]) -> str:
+    near = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(near)}?" if near else f"; valid keys: {', '.join(valid)}"
+    return f"{source}: unknown key '{dotted}'{hint}"
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin is tuple:
+        return f"list of {_type_name(get_args(tp)[0])}"
+    if origin is Mapping:
+        return "mapping"
+    if tp is type(None):
+        return "null"
+    return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _convert(tp: Any, value: Any, source: str, dotted: str) -> Any:
+    """Check ``value`` against annotation ``tp`` and convert it (lists→tuples, str→Secret, ...)."""
+    if dataclasses.is_dataclass(tp) and tp is not Secret:
+        return build(tp, value, source, dotted + ".")  # type: ignore[arg-type]
+    if dotted in _COMMA_LISTS and isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    try:
+        return _coerce(tp, value)
+    except _Mismatch:
+        pass
+    raise ConfigError(
+        f"{source}: '{dotted}' must be {_type_name(tp)}, found {_describe(value)}"
+    )
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _coerce(tp: Any, value: Any) -> Any:  # noqa: PLR0911 - one branch per type kind
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        for arg in get_args(tp):
+            try:
+                return _coerce(arg, value)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        raise _Mismatch
+    if tp is type(None):
+        if value is None:
+            return None
+        raise _Mismatch
+    if tp is Secret:
+        if isinstance(value, Secret):
+            return value
+        if isinstance(value, str):
+            return Secret(value)
+        raise _Mismatch
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise _Mismatch
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _Mismatch
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise _Mismatch
+        (item_tp, _ellipsis) = get_args(tp)
+        return tuple(_coerce(item_tp, item) for item in value)
+    if origin is Mapping:
+        if not isinstance(value, Mapping):
+            raise _Mismatch
+        key_tp, val_tp = get_args(tp)
+        return {_coerce(key_tp, k): _coerce(val_tp, v) for k, v in value.items()}
+    raise _Mismatch
+
+
+# --------------------------------------------------------------------------------------------
+# Printing (secrets masked)
+# --------------------------------------------------------------------------------------------
+
+
+def to_dict(obj: Any, mask_secrets: bool = True) -> Any:
+    """Plain-data view of a config object; secrets become '****' unless ``mask_secrets`` is off."""
+    if isinstance(obj, Secret):
+        if not mask_secrets:
+            return obj.value
+        return "****" if obj.value else ""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name), mask_secrets) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple | list):
+        return [to_dict(v, mask_secrets) for v in obj]
+    if isinstance(obj, Mapping):
+        return {k: to_dict(v, mask_secrets) for k, v in obj.items()}
+    return obj
+
+
+def dump_yaml(config: IngestorConfig) -> str:
+    """The effective configuration as YAML, secrets masked."""
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+def secret_values(config: IngestorConfig) -> list[str]:
+    """Every non-empty secret in the config (used by the log filter that redacts them)."""
+    found: list[str] = []
+
+    def walk(obj: Any) -> None:
+        if isinstance(obj, Secret):
+            if obj.value:
+                found.append(obj.value)
+        elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            for f in dataclasses.fields(obj):
+                walk(getattr(obj, f.name))
+
+    walk(config)
+    return found
+
+
+def iter_leaf_fields(
+    cls: type[Any] = IngestorConfig, prefix: str = ""
+) -> typing.Iterator[tuple[str, Any, Any]]:
+    """Yield (dotted key, type annotation, default) for every scalar/list config key."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        dotted = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(tp) and tp is not Secret:
+            yield from iter_leaf_fields(tp, dotted + ".")  # type: ignore[arg-type]
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = None
+        yield dotted, tp, default
+
+
+def config_warnings(config: IngestorConfig) -> list[str]:
+    """Settings that load but do something an operator should know about (logged at start)."""
+    warnings: list[str] = []
+    if not config.scicat.verify:
+        warnings.append(
+            "scicat.verify is false: TLS certificates of SciCat are NOT verified "
+            "(the ESS ingestor always verified them; set scicat.verify: true)"
+        )
+    if not config.scicat.timeout:
+        warnings.append(
+            f"scicat.timeout is {config.scicat.timeout!r}, which would disable or break requests; "
+            f"using {DEFAULT_SCICAT_TIMEOUT:g} s"
+        )
+    if config.kafka.enable_auto_commit and not config.kafka.individual_message_commit:
+        warnings.append(
+            "kafka.enable_auto_commit is ignored: offsets are committed only after ingestion finished"
+        )
+    fh = config.ingestion.file_handling
+    if fh.save_file_hash and not fh.compute_file_hash:
+        warnings.append(
+            "ingestion.file_handling.save_file_hash needs compute_file_hash: no hash file is written"
+        )
+    return warnings

@@ -1,0 +1,1 @@
+"""Operations: health/readiness endpoint, Prometheus metrics, logging sinks."""

@@ -1,0 +1,77 @@
+"""Prometheus metrics, all in one registry so /metrics shows exactly the ingestor's own series.
+
+Metric objects are module-level so that the module where an event happens can count it without passing
+a metrics object through every call. Label values are bounded sets (topic, kind, outcome, endpoint,
+status): never a file name, pid or secret.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+MESSAGES = Counter(
+    "scicat_ingestor_messages",
+    "Kafka messages consumed, by topic and triage kind (wrdn, skip, poison).",
+    ["topic", "kind"],
+    registry=REGISTRY,
+)
+FILES = Counter(
+    "scicat_ingestor_files",
+    "Files finished, by outcome (created, existed, dry_run, skipped, dead_lettered, failed_permanent).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+RETRIES = Counter(
+    "scicat_ingestor_retries",
+    "Ingestion attempts rescheduled after a transient failure, by cause (file, scicat).",
+    ["cause"],
+    registry=REGISTRY,
+)
+IN_FLIGHT = Gauge(
+    "scicat_ingestor_in_flight",
+    "Files accepted from Kafka and not yet finished (running, queued or waiting to retry).",
+    registry=REGISTRY,
+)
+PAUSED = Gauge(
+    "scicat_ingestor_paused",
+    "1 while consumption is paused for backpressure, else 0.",
+    registry=REGISTRY,
+)
+INGEST_SECONDS = Histogram(
+    "scicat_ingestor_ingest_duration_seconds",
+    "Time to ingest one file (one attempt), from start of work to the last SciCat answer.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
+SCICAT_REQUEST_SECONDS = Histogram(
+    "scicat_ingestor_scicat_request_duration_seconds",
+    "SciCat HTTP request time, by endpoint name and status code ('error' when no response).",
+    ["endpoint", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+BYTES_HASHED = Counter(
+    "scicat_ingestor_bytes_hashed",
+    "Bytes read to compute file checksums.",
+    registry=REGISTRY,
+)
+COMMITTED_OFFSET = Gauge(
+    "scicat_ingestor_committed_offset",
+    "Last offset committed to Kafka, by topic and partition.",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
+CONSUMER_LAG = Gauge(
+    "scicat_ingestor_consumer_lag",
+    "High watermark minus committed offset, by topic and partition, where the broker reports it.",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
+DEAD_LETTERS = Counter(
+    "scicat_ingestor_dead_letters",
+    "Messages written to the dead-letter sink, by sink (kafka, file).",
+    ["sink"],
+    registry=REGISTRY,
+)

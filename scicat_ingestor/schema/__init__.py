@@ -1,0 +1,1 @@
+"""The imsc metadata schema engine: load, select, evaluate variables, build the dataset payload."""

@@ -32,7 +32,7 @@ format: install
 	$(VENV)/bin/ruff check --fix scicat_ingestor tests bench
 
 $(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	$(PY) -m pip install --quiet -e ".[dev,bench,chaos]"
 	touch $@
 
 bench: $(BENCH_STAMP)

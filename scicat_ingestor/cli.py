@@ -1,8 +1,8 @@
-"""Command line: ``python -m scicat_ingestor`` / ``scicat-ingestor``, plus the ESS ingestor's command names.
+"""Command line: ``python -m scicat_ingestor`` / ``scicat-ingestor``, plus the ESS command names.
 
-Every config key is also a dotted override flag (``--kafka.bootstrap-servers host:9092``), generated from
-the config dataclasses so the two can never drift apart. Unlike upstream, list flags keep their element
-type and booleans can be switched off (``--ingestion.dry-run false``).
+Every config key is also a dotted override flag (``--kafka.bootstrap-servers host:9092``),
+generated from the config dataclasses so the two can never drift apart. Unlike upstream, list
+flags keep their element type and booleans can be switched off (``--ingestion.dry-run false``).
 Exit codes: 0 ok, 1 failure, 2 usage error or invalid configuration/schema.
 """
 
@@ -34,7 +34,12 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 logger = logging.getLogger("scicat_ingestor.cli")
 
 # Top-level keys handled by explicit flags (or meaningless on the command line).
-_NO_OVERRIDE_FLAG = {"config_file", "nexus_file", "done_writing_message_file", "run_start_message_file"}
+_NO_OVERRIDE_FLAG = {
+    "config_file",
+    "nexus_file",
+    "done_writing_message_file",
+    "run_start_message_file",
+}
 
 SUBCOMMANDS = ("run", "ingest", "validate-config", "validate-schema", "show-config", "replay")
 
@@ -65,7 +70,7 @@ def _parse_key_value(text: str) -> tuple[str, Any]:
     return key, yaml.safe_load(value) if value else ""
 
 
-def _flag_spec(tp: Any) -> dict[str, Any]:  # noqa: PLR0911 - one branch per type kind
+def _flag_spec(tp: Any) -> dict[str, Any]:
     """argparse keyword arguments for a config field annotation."""
     origin = get_origin(tp)
     args = [a for a in get_args(tp) if a is not type(None)]
@@ -156,8 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = sub.add_parser("ingest", help="ingest files, directories or globs now (backfill)")
     _add_config_arg(ingest)
     ingest.add_argument("paths", nargs="+", metavar="FILE", help="file, directory or glob")
-    ingest.add_argument("-w", "--workers", type=int, default=None, help="threads (default: "
-                        "ingestion.max_offline_ingestors)")
+    ingest.add_argument(
+        "-w",
+        "--workers",
+        type=int,
+        default=None,
+        help="threads (default: ingestion.max_offline_ingestors)",
+    )
     add_override_flags(ingest)
 
     vconf = sub.add_parser("validate-config", help="check configuration files, one line each")
@@ -165,14 +175,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     vschema = sub.add_parser(
         "validate-schema",
-        help="check metadata schema files; with --nexus-file, show selection, variables and payload",
+        help="check schema files; with --nexus-file, show selection, variables and payload",
     )
     _add_config_arg(vschema)
-    vschema.add_argument("paths", nargs="*", metavar="PATH",
-                         help="schema files or directories (default: ingestion.schemas_directory)")
+    vschema.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="schema files or directories (default: ingestion.schemas_directory)",
+    )
     vschema.add_argument("--nexus-file", help="evaluate the schemas against this NeXus file")
-    vschema.add_argument("--scicat", action="store_true",
-                         help="resolve SC variables through the configured SciCat (default: not fetched)")
+    vschema.add_argument(
+        "--scicat",
+        action="store_true",
+        help="resolve SC variables through the configured SciCat (default: not fetched)",
+    )
     add_override_flags(vschema)
 
     show = sub.add_parser("show-config", help="print the effective configuration (secrets masked)")
@@ -188,8 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_online_alias_parser() -> argparse.ArgumentParser:
     """The ESS ingestor's ``scicat_ingestor -c CONFIG [overrides]``."""
-    parser = argparse.ArgumentParser(prog="scicat_ingestor",
-                                     description="Run the daemon (ESS ingestor compatible name).")
+    parser = argparse.ArgumentParser(
+        prog="scicat_ingestor", description="Run the daemon (ESS ingestor compatible name)."
+    )
     _add_config_arg(parser)
     add_override_flags(parser)
     return parser
@@ -197,12 +215,17 @@ def build_online_alias_parser() -> argparse.ArgumentParser:
 
 def build_offline_alias_parser() -> argparse.ArgumentParser:
     """The ESS ingestor's ``scicat_background_ingestor -c CONFIG --nexus-file F``."""
-    parser = argparse.ArgumentParser(prog="scicat_background_ingestor",
-                                     description="Ingest one file (ESS ingestor compatible name).")
+    parser = argparse.ArgumentParser(
+        prog="scicat_background_ingestor",
+        description="Ingest one file (ESS ingestor compatible name).",
+    )
     _add_config_arg(parser)
     parser.add_argument("--nexus-file", required=True, help="the NeXus file to ingest")
-    parser.add_argument("--done-writing-message-file", default="",
-                        help="accepted for compatibility; the message is not needed to ingest")
+    parser.add_argument(
+        "--done-writing-message-file",
+        default="",
+        help="accepted for compatibility; the message is not needed to ingest",
+    )
     add_override_flags(parser)
     return parser
 

@@ -110,10 +110,9 @@ class IngestionOptions:
     file_handling: FileHandlingOptions = field(default_factory=FileHandlingOptions)
     # (new) messages queued beyond the busy workers before partitions are paused.
     queue_size: int = 10
-    # (new) transient-failure retry: first delay, cap, and how long a file may stay unreadable.
+    # (new) SciCat-outage retry: first delay and cap of the exponential backoff.
     retry_initial_delay: float = 1.0
     retry_max_delay: float = 60.0
-    file_retry_budget: float = 600.0
     # (new) seconds in-flight work may finish after SIGTERM or a partition revoke.
     drain_grace_period: float = 30.0
     dead_letter: DeadLetterOptions = field(default_factory=DeadLetterOptions)
@@ -358,67 +357,65 @@ def _convert(tp: Any, value: Any, source: str, dotted: str) -> Any:
         value = [part.strip() for part in value.split(",") if part.strip()]
     try:
         return _coerce(tp, value)
-    except _Mismatch:
+    except _MismatchError:
         pass
-    raise ConfigError(
-        f"{source}: '{dotted}' must be {_type_name(tp)}, found {_describe(value)}"
-    )
+    raise ConfigError(f"{source}: '{dotted}' must be {_type_name(tp)}, found {_describe(value)}")
 
 
-class _Mismatch(Exception):
+class _MismatchError(Exception):
     pass
 
 
-def _coerce(tp: Any, value: Any) -> Any:  # noqa: PLR0911 - one branch per type kind
+def _coerce(tp: Any, value: Any) -> Any:
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
         for arg in get_args(tp):
             try:
                 return _coerce(arg, value)
-            except _Mismatch:
+            except _MismatchError:
                 continue
-        raise _Mismatch
+        raise _MismatchError
     if origin is Literal:
         if value in get_args(tp):
             return value
-        raise _Mismatch
+        raise _MismatchError
     if tp is type(None):
         if value is None:
             return None
-        raise _Mismatch
+        raise _MismatchError
     if tp is Secret:
         if isinstance(value, Secret):
             return value
         if isinstance(value, str):
             return Secret(value)
-        raise _Mismatch
+        raise _MismatchError
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise _Mismatch
+        raise _MismatchError
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise _Mismatch
+        raise _MismatchError
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
-        raise _Mismatch
+        raise _MismatchError
     if tp is str:
         if isinstance(value, str):
             return value
-        raise _Mismatch
+        raise _MismatchError
     if origin is tuple:
         if not isinstance(value, list | tuple):
-            raise _Mismatch
+            raise _MismatchError
         (item_tp, _ellipsis) = get_args(tp)
         return tuple(_coerce(item_tp, item) for item in value)
     if origin is Mapping:
         if not isinstance(value, Mapping):
-            raise _Mismatch
+            raise _MismatchError
         key_tp, val_tp = get_args(tp)
         return {_coerce(key_tp, k): _coerce(val_tp, v) for k, v in value.items()}
-    raise _Mismatch
+    raise _MismatchError
 
 
 # --------------------------------------------------------------------------------------------
@@ -433,7 +430,9 @@ def to_dict(obj: Any, mask_secrets: bool = True) -> Any:
             return obj.value
         return "****" if obj.value else ""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name), mask_secrets) for f in dataclasses.fields(obj)}
+        return {
+            f.name: to_dict(getattr(obj, f.name), mask_secrets) for f in dataclasses.fields(obj)
+        }
     if isinstance(obj, tuple | list):
         return [to_dict(v, mask_secrets) for v in obj]
     if isinstance(obj, Mapping):
@@ -497,11 +496,11 @@ def config_warnings(config: IngestorConfig) -> list[str]:
         )
     if config.kafka.enable_auto_commit and not config.kafka.individual_message_commit:
         warnings.append(
-            "kafka.enable_auto_commit is ignored: offsets are committed only after ingestion finished"
+            "kafka.enable_auto_commit is ignored: offsets are committed only after ingestion"
         )
     fh = config.ingestion.file_handling
     if fh.save_file_hash and not fh.compute_file_hash:
         warnings.append(
-            "ingestion.file_handling.save_file_hash needs compute_file_hash: no hash file is written"
+            "ingestion.file_handling.save_file_hash needs compute_file_hash: no hash file written"
         )
     return warnings

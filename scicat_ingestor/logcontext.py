@@ -1,8 +1,8 @@
 """Per-thread log context (job id, file, dataset pid) attached to every log record.
 
-Workers wrap one file's ingestion in ``log_context(...)``; ``ContextFilter`` (installed on the handlers by
-``ops.logs``) copies the fields onto each record, so formatters and the GELF handler can emit them without
-every log call repeating them.
+Workers wrap one file's ingestion in ``log_context(...)``; ``ContextFilter`` (installed on the
+handlers by ``ops.logs``) copies the fields onto each record, so formatters and the GELF handler
+can emit them without every log call repeating them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from contextlib import contextmanager
 CONTEXT_FIELDS = ("job_id", "file", "dataset_pid", "outcome")
 
 _context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar(
-    "scicat_ingestor_log_context", default={}  # noqa: B039 - never mutated, only replaced
+    "scicat_ingestor_log_context",
+    default={},  # noqa: B039 - never mutated, only replaced
 )
 
 

@@ -1,7 +1,8 @@
-"""The result of ingesting one file; the daemon's commit, retry and dead-letter logic reads it.
+"""The result of ingesting one file; the daemon's commit, retry and dead-letter logic read it.
 
-``Transient`` means "try again later" (SciCat unreachable or 5xx, file not yet readable); ``Permanent``
-means retrying cannot help (bad file, schema, 4xx) and the message goes to the dead-letter sink.
+``Transient`` means "try again later" (SciCat unreachable or 5xx, file not yet readable);
+``Permanent`` means retrying cannot help (bad file, schema, 4xx) and the message goes to the
+dead-letter sink.
 """
 
 from __future__ import annotations

@@ -12,7 +12,10 @@ from scicat_ingestor.cli import SUBCOMMANDS, main, upstream_offline_main
 
 def test_python_m_help_lists_subcommands() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "scicat_ingestor", "--help"], capture_output=True, text=True
+        [sys.executable, "-m", "scicat_ingestor", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0
     for name in SUBCOMMANDS:
@@ -22,7 +25,9 @@ def test_python_m_help_lists_subcommands() -> None:
 def test_console_scripts_are_installed() -> None:
     bindir = Path(sys.executable).parent
     for script in ("scicat-ingestor", "scicat_ingestor", "scicat_background_ingestor"):
-        result = subprocess.run([bindir / script, "--help"], capture_output=True, text=True)
+        result = subprocess.run(
+            [bindir / script, "--help"], capture_output=True, text=True, check=False
+        )
         assert result.returncode == 0, script
 
 
@@ -75,7 +80,9 @@ def test_fix_list_overrides_keep_element_type(
 ) -> None:
     """Upstream gives strings for list flags, then crashes comparing '1' < 120."""
     cfg = str(data_dir / "upstream-config.sample.yml")
-    out = show(capsys, "-c", cfg, "--ingestion.file-handling.data-file-open-retry-delay", "1", "2.5")
+    out = show(
+        capsys, "-c", cfg, "--ingestion.file-handling.data-file-open-retry-delay", "1", "2.5"
+    )
     assert out["ingestion"]["file_handling"]["data_file_open_retry_delay"] == [1.0, 2.5]  # type: ignore[index]
 
 
@@ -94,11 +101,19 @@ def test_overrides_for_lists_mappings_and_secrets(
 ) -> None:
     cfg = str(data_dir / "upstream-config.sample.yml")
     out = show(
-        capsys, "-c", cfg,
-        "--kafka.topics", "t1", "t2",
-        "--kafka.bootstrap-servers", "host:9092",
-        "--kafka.consumer-config", "session.timeout.ms=6000", "client.id=ingest",
-        "--scicat.token", "very-secret",
+        capsys,
+        "-c",
+        cfg,
+        "--kafka.topics",
+        "t1",
+        "t2",
+        "--kafka.bootstrap-servers",
+        "host:9092",
+        "--kafka.consumer-config",
+        "session.timeout.ms=6000",
+        "client.id=ingest",
+        "--scicat.token",
+        "very-secret",
     )
     kafka = out["kafka"]
     assert kafka["topics"] == ["t1", "t2"]  # type: ignore[index]

@@ -1,4 +1,4 @@
-"""Configuration loading: the upstream sample loads unchanged; every kind of bad input is one clear line."""
+"""Config loading: the upstream sample loads unchanged; each kind of bad input is one clear line."""
 
 from pathlib import Path
 
@@ -47,7 +47,8 @@ def test_defaults_without_file() -> None:
         ({"kafka": {"topicz": "a"}}, "unknown key 'kafka.topicz'; did you mean topics?"),
         (
             {"ingestion": {"file_handling": {"compute_file_hashes": True}}},
-            "unknown key 'ingestion.file_handling.compute_file_hashes'; did you mean compute_file_hash",
+            "unknown key 'ingestion.file_handling.compute_file_hashes'; "
+            "did you mean compute_file_hash",
         ),
         ({"scicat": {"api_endpoints": {"dataset": "x"}}}, "'scicat.api_endpoints.dataset'"),
         ({"bogus": 1}, "unknown key 'bogus'; valid keys: "),
@@ -177,7 +178,7 @@ def test_secrets_masked_in_repr_and_dump(tmp_path: Path) -> None:
 
 
 def test_overrides_are_validated_like_the_file() -> None:
-    with pytest.raises(ConfigError, match="'ingestion.max_offline_ingestors' must be integer"):
+    with pytest.raises(ConfigError, match=r"'ingestion\.max_offline_ingestors' must be integer"):
         load_config(None, {"ingestion.max_offline_ingestors": "many"}, environ={})
 
 

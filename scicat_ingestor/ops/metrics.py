@@ -1,8 +1,8 @@
-"""Prometheus metrics, all in one registry so /metrics shows exactly the ingestor's own series.
+"""Prometheus metrics, in one registry so /metrics shows exactly the ingestor's own series.
 
-Metric objects are module-level so that the module where an event happens can count it without passing
-a metrics object through every call. Label values are bounded sets (topic, kind, outcome, endpoint,
-status): never a file name, pid or secret.
+Metric objects are module-level so that the module where an event happens can count it without
+passing a metrics object through every call. Label values are bounded sets (topic, kind,
+outcome, endpoint, status): never a file name, pid or secret.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ MESSAGES = Counter(
 )
 FILES = Counter(
     "scicat_ingestor_files",
-    "Files finished, by outcome (created, existed, dry_run, skipped, dead_lettered, failed_permanent).",
+    "Files finished, by outcome "
+    "(created, existed, dry_run, skipped, dead_lettered, failed_permanent).",
     ["outcome"],
     registry=REGISTRY,
 )

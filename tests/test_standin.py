@@ -1,0 +1,533 @@
+"""The SciCat stand-in over real HTTP: OpenAPI validation, auth, storage, filters, faults."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import requests
+
+from scicat_ingestor.testing.scicat_standin import (
+    DTO_ORIGDATABLOCK,
+    DTO_RAW_DATASET,
+    FilterError,
+    SciCatStandIn,
+    apply_filter,
+    load_validators,
+)
+
+integration = pytest.mark.integration
+
+
+def _dataset(pid: str | None = "20.500.12269/0b4e9d0c-standin", **changes: Any) -> dict[str, Any]:
+    """A dataset body shaped like the ingestor's (see upstream-spec §4.10)."""
+    body: dict[str, Any] = {
+        "pid": pid,
+        "size": 29623,
+        "numberOfFiles": 2,
+        "isPublished": False,
+        "datasetName": "odin",
+        "principalInvestigator": "Pia Investigator",
+        "creationLocation": "ESS:CODA",
+        "scientificMetadata": {
+            "job_id": {"value": "job-1", "type": "string", "human_name": "Job id", "unit": ""},
+            "run_number": {"value": 31010, "type": "integer", "human_name": "Run", "unit": ""},
+        },
+        "owner": "Pia Investigator",
+        "ownerEmail": "pia.investigator@ess.example.org",
+        "sourceFolder": "/data/coda/2024/443503",
+        "contactEmail": "pia.investigator@ess.example.org",
+        "creationTime": "2024-10-28T09:06:41.186000+00:00",
+        "type": "raw",
+        "techniques": [],
+        "instrumentId": "odin-id",
+        "proposalId": "443503",
+        "ownerGroup": "ess_proposal_443503",
+        "accessGroups": ["scientific information management systems group"],
+    }
+    if pid is None:
+        del body["pid"]
+    body.update(changes)
+    return body
+
+
+def _block(dataset_id: str, sizes: tuple[int, ...] = (29495, 128)) -> dict[str, Any]:
+    files = [
+        {
+            "path": f"file-{i}.hdf",
+            "size": size,
+            "time": "2026-11-22T15:46:23.000Z",
+            "chk": None if i else "ab" * 64,
+            "uid": "0",
+            "gid": "0",
+            "perm": "0o100644",
+        }
+        for i, size in enumerate(sizes)
+    ]
+    return {
+        "datasetId": dataset_id,
+        "size": sum(sizes),
+        "chkAlg": "blake2b",
+        "dataFileList": files,
+        "ownerGroup": "ignored-group",
+        "accessGroups": [],
+    }
+
+
+class Api:
+    """A tiny authenticated client for the stand-in (plain ``requests``, one Session)."""
+
+    def __init__(self, standin: SciCatStandIn, token: str | None = None) -> None:
+        self.base = standin.url
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token or standin.token}"
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.get(self.base + path, timeout=5, **kwargs)
+
+    def post(self, path: str, body: object, **kwargs: Any) -> requests.Response:
+        return self.session.post(self.base + path, json=body, timeout=5, **kwargs)
+
+    def find(self, path: str, where: dict[str, Any], **extra: Any) -> requests.Response:
+        return self.get(path, params={"filter": json.dumps({"where": where, **extra})})
+
+
+@pytest.fixture
+def api(scicat_standin: SciCatStandIn) -> Api:
+    return Api(scicat_standin)
+
+
+# ---- datasets --------------------------------------------------------------------------------
+
+
+@integration
+def test_valid_dataset_is_created_with_system_fields(api: Api) -> None:
+    response = api.post("/datasets", _dataset())
+    assert response.status_code == 201, response.text
+    created = response.json()
+    assert created["pid"] == "20.500.12269/0b4e9d0c-standin"
+    assert created["createdBy"] == "ingestor"
+    assert created["createdAt"].endswith("Z")
+    assert created["creationTime"] == "2024-10-28T09:06:41.186Z"  # stored as UTC, like MongoDB
+    assert created["sharedWith"] == []  # schema default filled in
+
+
+@integration
+def test_unknown_field_is_refused_like_forbid_non_whitelisted(api: Api) -> None:
+    response = api.post("/datasets", _dataset(foo="bar"))
+    assert response.status_code == 400
+    assert "property foo should not exist" in response.text
+    errors = json.loads(response.json()["message"])  # the real controller JSON-encodes them
+    assert errors[0]["constraints"] == {"whitelistValidation": "property foo should not exist"}
+
+
+@integration
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"sourceFolder": None}, "sourceFolder must be a string"),
+        ({"creationTime": "yesterday"}, "creationTime must be a valid ISO 8601 date string"),
+        ({"ownerEmail": ""}, "ownerEmail must be an email"),
+        ({"size": "big"}, "size must be a number"),
+        ({"techniques": [{"pid": "t", "name": "x", "extra": 1}]}, "property extra should not"),
+    ],
+)
+def test_invalid_dataset_fields_are_refused(
+    api: Api, changes: dict[str, Any], expected: str
+) -> None:
+    response = api.post("/datasets", _dataset(**changes))
+    assert response.status_code == 400
+    assert expected in response.json()["message"]
+
+
+@integration
+def test_missing_required_field_is_refused(api: Api) -> None:
+    body = _dataset()
+    del body["principalInvestigator"]
+    response = api.post("/datasets", body)
+    assert response.status_code == 400
+    assert "principalInvestigator must be a string" in response.json()["message"]
+
+
+@integration
+def test_wrong_dataset_type_is_refused(api: Api) -> None:
+    response = api.post("/datasets", _dataset(type="simulation"))
+    assert response.status_code == 400
+    assert response.json() == {"status": 400, "message": "Wrong dataset type!"}
+
+
+@integration
+def test_optional_fields_may_be_null(api: Api, scicat_standin: SciCatStandIn) -> None:
+    response = api.post("/datasets", _dataset(description=None, datasetlifecycle=None))
+    assert response.status_code == 201, response.text
+    assert scicat_standin.datasets[response.json()["pid"]]["description"] is None
+
+
+@integration
+def test_duplicate_pid_conflicts(api: Api) -> None:
+    assert api.post("/datasets", _dataset()).status_code == 201
+    response = api.post("/datasets", _dataset())
+    assert response.status_code == 409
+    assert response.json()["error"] == "Conflict"
+
+
+@integration
+def test_dataset_without_pid_gets_one(api: Api, scicat_standin: SciCatStandIn) -> None:
+    response = api.post("/datasets", _dataset(pid=None))
+    assert response.status_code == 201
+    pid = response.json()["pid"]
+    assert pid.startswith("20.500.12269/")
+    assert list(scicat_standin.datasets) == [pid]
+
+
+@integration
+def test_get_dataset_by_percent_encoded_pid(api: Api) -> None:
+    api.post("/datasets", _dataset())
+    response = api.get("/datasets/20.500.12269%2F0b4e9d0c-standin")
+    assert response.status_code == 200
+    assert response.json()["datasetName"] == "odin"
+    missing = api.get("/datasets/20.500.12269%2Fnope")
+    assert missing.status_code == 404
+    assert missing.json()["message"] == "dataset: 20.500.12269/nope not found"
+
+
+@integration
+def test_filter_by_scientific_metadata_key(api: Api) -> None:
+    api.post("/datasets", _dataset())
+    api.post("/datasets", _dataset(pid="other", scientificMetadata={}))
+    found = api.find("/datasets", {"scientificMetadata.job_id.value": "job-1"})
+    assert [d["pid"] for d in found.json()] == ["20.500.12269/0b4e9d0c-standin"]
+    assert api.find("/datasets", {"scientificMetadata.job_id.value": "job-2"}).json() == []
+
+
+@integration
+def test_filter_limits_and_find_one(api: Api) -> None:
+    for pid in ("c", "a", "b"):
+        api.post("/datasets", _dataset(pid=pid))
+    ordered = api.find("/datasets", {}, limits={"order": "pid:desc", "skip": 1, "limit": 1})
+    assert [d["pid"] for d in ordered.json()] == ["b"]
+    assert api.find("/datasets/findOne", {"pid": "a"}).json()["pid"] == "a"
+    assert api.find("/datasets/findOne", {"pid": "z"}).status_code == 404
+
+
+@integration
+def test_invalid_filter_is_a_400(api: Api) -> None:
+    response = api.get("/datasets", params={"filter": "{not json"})
+    assert response.status_code == 400
+    assert "filter is not valid JSON" in response.json()["message"]
+
+
+# ---- origdatablocks --------------------------------------------------------------------------
+
+
+@integration
+def test_origdatablocks_recompute_dataset_size_and_file_count(
+    api: Api, scicat_standin: SciCatStandIn
+) -> None:
+    pid = api.post("/datasets", _dataset(size=1, numberOfFiles=0)).json()["pid"]
+    first = api.post("/origdatablocks", _block(pid))
+    assert first.status_code == 201, first.text
+    assert first.json()["_id"] == first.json()["id"]
+    assert first.json()["ownerGroup"] == "ess_proposal_443503"  # taken from the dataset
+    api.post("/origdatablocks", _block(pid, sizes=(10, 20, 30)))
+    dataset = scicat_standin.datasets[pid]
+    assert (dataset["size"], dataset["numberOfFiles"]) == (29495 + 128 + 60, 5)
+    assert len(api.get(f"/datasets/{pid.replace('/', '%2F')}/origdatablocks").json()) == 2
+    assert len(api.find("/origdatablocks", {"datasetId": pid}).json()) == 2
+
+
+@integration
+def test_origdatablock_for_unknown_dataset_is_404(api: Api) -> None:
+    response = api.post("/origdatablocks", _block("no-such-pid"))
+    assert response.status_code == 404
+    assert "not found for attaching an origdatablock" in response.json()["message"]
+
+
+@integration
+def test_origdatablock_is_validated(api: Api) -> None:
+    pid = api.post("/datasets", _dataset()).json()["pid"]
+    block = _block(pid)
+    block["dataFileList"][0]["mode"] = "rw"
+    block["dataFileList"][1]["size"] = None
+    response = api.post("/origdatablocks", block)
+    assert response.status_code == 400
+    assert response.json()["message"] == [
+        "dataFileList.0.property mode should not exist",
+        "dataFileList.1.size must be a number conforming to the specified constraints",
+    ]
+    assert api.post("/origdatablocks", {**block, "dataFileList": []}).status_code == 400
+
+
+# ---- proposals, instruments, samples ---------------------------------------------------------
+
+
+@integration
+def test_seeded_proposals_and_added_ones(api: Api, scicat_standin: SciCatStandIn) -> None:
+    coda = api.get("/proposals/443503").json()
+    assert (coda["pi_firstname"], coda["pi_lastname"]) == ("Pia", "Investigator")
+    assert api.get("/proposals/876380").json()["ownerGroup"] == "ess_proposal_876380"
+    assert api.get("/proposals/1").status_code == 404
+    scicat_standin.add_proposal({"proposalId": "1", "pi_email": "x@y.org"})
+    assert api.get("/proposals/1").json()["pi_email"] == "x@y.org"
+
+
+@integration
+def test_instruments_filter_ilike_and_equality(api: Api) -> None:
+    odin = api.find("/instruments", {"name": {"ilike": "ODIN"}}).json()
+    assert [i["uniqueName"] for i in odin] == ["ODIN"]
+    assert odin[0]["id"] == odin[0]["pid"]
+    assert [i["name"] for i in api.find("/instruments", {"uniqueName": "YMIR"}).json()] == ["ymir"]
+    assert len(api.get("/instruments").json()) == 3
+
+
+@integration
+def test_samples_are_validated_created_and_found(api: Api) -> None:
+    body = {"ownerGroup": "443503", "accessGroups": ["443503"], "description": "lego"}
+    created = api.post("/samples", {**body, "proposalId": "443503", "isPublished": False})
+    assert created.status_code == 201
+    found = api.find("/samples", {"description": "lego", "proposalId": "443503"}).json()
+    assert [s["sampleId"] for s in found] == [created.json()["sampleId"]]
+    refused = api.post("/samples", {**body, "colour": "red"})
+    assert refused.json()["message"] == ["property colour should not exist"]
+
+
+# ---- auth ------------------------------------------------------------------------------------
+
+
+@integration
+def test_missing_token_is_403_and_bad_token_is_401(scicat_standin: SciCatStandIn) -> None:
+    url = scicat_standin.url + "/datasets"
+    assert requests.get(url, timeout=5).status_code == 403
+    bad = requests.get(url, headers={"Authorization": "Bearer nope"}, timeout=5)
+    assert bad.status_code == 401
+
+
+@integration
+def test_health_needs_no_token(scicat_standin: SciCatStandIn) -> None:
+    response = requests.get(scicat_standin.url + "/health", timeout=5)
+    assert response.json()["status"] == "ok"
+
+
+@integration
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        {"username": "ingestor", "password": "wrong"},
+        {"username": "nobody", "password": "pwd"},
+        {"username": "ingestor"},
+    ],
+)
+def test_bad_login_is_401(scicat_standin: SciCatStandIn, credentials: dict[str, str]) -> None:
+    response = requests.post(scicat_standin.url + "/auth/login", json=credentials, timeout=5)
+    assert response.status_code == 401
+
+
+@integration
+def test_login_token_works_until_expired(scicat_standin: SciCatStandIn) -> None:
+    response = requests.post(
+        scicat_standin.url + "/auth/login",
+        json={"username": "ingestor", "password": "pwd"},
+        timeout=5,
+    )
+    assert response.status_code == 201
+    login = response.json()
+    assert login["id"] == login["access_token"]
+    assert login["user"]["username"] == "ingestor"
+    api = Api(scicat_standin, token=login["id"])
+    assert api.get("/proposals/443503").status_code == 200
+    scicat_standin.expire_tokens()
+    assert api.get("/proposals/443503").status_code == 401
+    assert Api(scicat_standin).get("/proposals/443503").status_code == 200  # static token stays
+
+
+@integration
+def test_custom_token_and_accounts(
+    scicat_standin_factory: Callable[..., SciCatStandIn],
+) -> None:
+    standin = scicat_standin_factory(token="t0k", accounts={"bob": "secret"})
+    assert Api(standin).get("/proposals/443503").status_code == 200
+    login = {"username": "bob", "password": "secret"}
+    assert requests.post(standin.url + "/auth/login", json=login, timeout=5).status_code == 201
+
+
+@integration
+def test_unknown_route_is_404_without_auth(scicat_standin: SciCatStandIn) -> None:
+    response = requests.get(scicat_standin.url + "/nothing/here", timeout=5)
+    assert response.status_code == 404
+    assert response.json()["message"] == "Cannot GET /api/v3/nothing/here"
+
+
+# ---- fault injection -------------------------------------------------------------------------
+
+
+@integration
+def test_fail_next_then_ok(api: Api, scicat_standin: SciCatStandIn) -> None:
+    scicat_standin.fail_next(2, 503)
+    assert [api.get("/proposals/443503").status_code for _ in range(3)] == [503, 503, 200]
+    assert scicat_standin.stats()["requests"]["GET /proposals/{pid} 503"] == 2
+
+
+@integration
+def test_fail_next_only_hits_its_path_prefix(api: Api, scicat_standin: SciCatStandIn) -> None:
+    pid = api.post("/datasets", _dataset()).json()["pid"]
+    scicat_standin.fail_next(1, 503, "/api/v3/origdatablocks")  # "origdatablocks" works too
+    assert api.get("/proposals/443503").status_code == 200
+    assert api.post("/origdatablocks", _block(pid)).status_code == 503
+    assert api.post("/origdatablocks", _block(pid)).status_code == 201
+
+
+@integration
+def test_fail_next_with_commit_stores_but_fails(api: Api, scicat_standin: SciCatStandIn) -> None:
+    scicat_standin.fail_next(1, 502, "datasets", commit=True)
+    assert api.post("/datasets", _dataset()).status_code == 502
+    assert list(scicat_standin.datasets) == ["20.500.12269/0b4e9d0c-standin"]
+    assert api.post("/datasets", _dataset()).status_code == 409  # the client's retry
+
+
+@integration
+def test_stop_answering_makes_clients_time_out_then_resume(
+    scicat_standin: SciCatStandIn,
+) -> None:
+    url = scicat_standin.url + "/health"
+    scicat_standin.stop_answering()
+    with pytest.raises(requests.ReadTimeout):
+        requests.get(url, timeout=0.5)
+    scicat_standin.resume()
+    assert requests.get(url, timeout=5).status_code == 200
+    assert ("GET", "/api/v3/health", 0) in scicat_standin.requests_log  # never answered
+
+
+@integration
+def test_refusing_closes_the_port_until_resume(scicat_standin: SciCatStandIn) -> None:
+    url = scicat_standin.url + "/health"
+    session = requests.Session()
+    assert session.get(url, timeout=5).status_code == 200
+    scicat_standin.stop_answering(refuse=True)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(url, timeout=5)
+    scicat_standin.resume()
+    assert session.get(url, timeout=5).status_code == 200  # same port, new connection
+
+
+@integration
+def test_delay_holds_only_matching_requests(api: Api, scicat_standin: SciCatStandIn) -> None:
+    scicat_standin.delay(30, "876380")
+    with pytest.raises(requests.ReadTimeout):
+        api.session.get(api.base + "/proposals/876380", timeout=0.3)
+    assert api.get("/proposals/443503").status_code == 200
+    scicat_standin.delay(0, "876380")
+    assert api.get("/proposals/876380").status_code == 200
+
+
+@integration
+def test_control_over_http(scicat_standin: SciCatStandIn) -> None:
+    control = scicat_standin.control_url
+    api = Api(scicat_standin)
+
+    def post(action: str, body: dict[str, Any] | None = None) -> requests.Response:
+        return requests.post(f"{control}/{action}", json=body or {}, timeout=5)
+
+    assert post("fail", {"status": 500, "count": 1, "path_prefix": "proposals"}).ok
+    assert api.get("/proposals/443503").status_code == 500
+    assert post("stop_answering").ok
+    with pytest.raises(requests.ReadTimeout):
+        requests.get(scicat_standin.url + "/health", timeout=0.3)
+    assert post("resume").ok
+    assert post("proposals", {"proposalId": "42", "title": "added over HTTP"}).ok
+    assert api.get("/proposals/42").json()["title"] == "added over HTTP"
+    assert post("delay", {"seconds": 0, "match": "x"}).ok
+    assert post("expire_tokens").ok
+    assert post("stop_answering", {"refuse": True}).status_code == 400  # could never resume
+    assert post("nonsense").status_code == 404
+    api.post("/datasets", _dataset())
+    assert list(requests.get(f"{control}/datasets", timeout=5).json()) == [_dataset()["pid"]]
+    stats = requests.get(f"{control}/stats", timeout=5).json()
+    assert stats["datasets"] == 1
+    assert stats["requests"]["GET /proposals/{pid} 500"] == 1
+
+
+@integration
+def test_keep_alive_reuses_one_connection(api: Api, scicat_standin: SciCatStandIn) -> None:
+    for _ in range(200):
+        assert api.get("/proposals/443503").status_code == 200
+    assert scicat_standin.stats()["connections"] == 1
+
+
+@integration
+@pytest.mark.parametrize(
+    ("header", "status"),
+    [("Content-Length: 99999999", 413), ("Transfer-Encoding: chunked", 411)],
+)
+def test_bodies_it_cannot_read_are_refused(
+    scicat_standin: SciCatStandIn, header: str, status: int
+) -> None:
+    request = f"POST /api/v3/datasets HTTP/1.1\r\nHost: x\r\n{header}\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", scicat_standin.port), timeout=5) as conn:
+        conn.sendall(request.encode())
+        with conn.makefile("rb") as reader:
+            head = reader.readline().decode()
+    assert head.split()[1] == str(status)
+
+
+@integration
+def test_requests_log_records_method_path_status(api: Api, scicat_standin: SciCatStandIn) -> None:
+    api.get("/proposals/0")
+    assert scicat_standin.requests_log == [("GET", "/api/v3/proposals/0", 404)]
+
+
+@integration
+def test_cli_serves_until_sigterm() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scicat_ingestor.testing.scicat_standin", "--token", "cli-token"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        headers = {"Authorization": "Bearer cli-token"}
+        assert requests.get(url + "/proposals/443503", headers=headers, timeout=5).ok
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        process.kill()
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+# ---- pure logic ------------------------------------------------------------------------------
+
+
+def test_filter_operators() -> None:
+    docs: list[dict[str, Any]] = [
+        {"name": "odin", "groups": ["a", "b"], "n": 10},
+        {"name": "Loki", "groups": ["c"], "n": 9},
+        {"name": "coda"},
+    ]
+
+    def names(where: dict[str, Any], **extra: Any) -> list[str]:
+        found = apply_filter(docs, json.dumps({"where": where, **extra}))
+        return [d["name"] for d in found]
+
+    assert names({"groups": "b"}) == ["odin"]  # array membership, like MongoDB
+    assert names({"name": {"like": "^[a-z]"}}) == ["odin", "coda"]
+    assert names({"name": {"inq": ["Loki", "coda"]}}) == ["Loki", "coda"]
+    assert names({"n": None}) == ["coda"]  # missing equals null
+    assert names({"or": [{"n": 9}, {"name": "coda"}]}) == ["Loki", "coda"]
+    assert names({}, order=["n ASC"]) == ["coda", "Loki", "odin"]  # numeric, not lexical
+    with pytest.raises(FilterError, match="unsupported filter operator"):
+        names({"n": {"$gt": 1}})
+
+
+def test_validators_are_compiled_once_per_process() -> None:
+    validators = load_validators()
+    assert load_validators() is validators
+    assert validators[DTO_RAW_DATASET].violations(_dataset()) == []
+    assert validators[DTO_ORIGDATABLOCK].violations(_block("p")) == []

@@ -1,0 +1,223 @@
+"""Open a NeXus/HDF5 file read-only and read small values from it safely.
+
+One open attempt only: whether and when to retry is the caller's decision, made from the error type
+(``FileNotReady`` may succeed later, ``NotNexus`` never will). Values come back as plain Python
+objects (``str``, ``int``, ``float``, ``list``) so the schema engine never sees numpy or bytes.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import functools
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_READ_BYTES = 16 * 1024 * 1024
+
+
+class NexusError(Exception):
+    """A problem with one NeXus file; ``str()`` names the file, ``detail`` is the reason alone."""
+
+    def __init__(self, file: Path | str, detail: str) -> None:
+        super().__init__(f"{file}: {detail}")
+        self.file = str(file)
+        self.detail = detail
+
+
+class FileNotReady(NexusError):  # noqa: N818 - name agreed with the other modules
+    """The file is missing or still locked by its writer: opening it may succeed later."""
+
+
+class NotNexus(NexusError):  # noqa: N818 - name agreed with the other modules
+    """The file exists but is not readable HDF5 (wrong format, truncated, no permission)."""
+
+
+class NexusValueError(NexusError):
+    """One value could not be read (missing path, a group, too large, undecodable text)."""
+
+
+def classify_open_error(exc: OSError, path: Path | str) -> NexusError:
+    """Map an ``h5py.File`` open failure to a transient or permanent error."""
+    text = str(exc)
+    if isinstance(exc, BlockingIOError):
+        return FileNotReady(path, "locked by another process (still being written?)")
+    if "unable to lock" in text:
+        # Not "someone holds the lock" (that is EAGAIN → BlockingIOError): the filesystem
+        # cannot lock at all (ENOSYS/ENOLCK, e.g. some NFS mounts). Retrying will not help.
+        return NotNexus(
+            path,
+            f"cannot lock the file (errno {exc.errno}); if this filesystem does not support "
+            "locking, set HDF5_USE_FILE_LOCKING=FALSE",
+        )
+    if isinstance(exc, FileNotFoundError) or exc.errno == errno.ENOENT:
+        return FileNotReady(path, "file not found")
+    if isinstance(exc, PermissionError):
+        return NotNexus(path, "permission denied")
+    if isinstance(exc, IsADirectoryError):
+        return NotNexus(path, "is a directory, not a file")
+    if "truncated file" in text:
+        return NotNexus(path, "truncated HDF5 file")
+    if "file signature not found" in text:
+        return NotNexus(path, "not an HDF5 file (file signature not found)")
+    return NotNexus(path, f"cannot open as HDF5: {_first_line(text)}")
+
+
+@contextmanager
+def open_nexus(path: Path, max_read_bytes: int = DEFAULT_MAX_READ_BYTES) -> Iterator[NexusReader]:
+    """Open ``path`` read-only once and yield a reader; the file is closed on every exit path."""
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as exc:
+        raise classify_open_error(exc, path) from exc
+    try:
+        # HDF5 hands back the existing handle when this process already has the file open for
+        # writing (e.g. an in-process writer): that file is not finished yet.
+        if h5.mode != "r":
+            raise FileNotReady(path, "still open for writing in this process")
+        yield NexusReader(h5, Path(path), max_read_bytes)
+    finally:
+        h5.close()
+
+
+class NexusReader:
+    """Read small values by HDF5 path; every failure is a ``NexusValueError`` with the reason."""
+
+    def __init__(
+        self, h5: h5py.File, path: Path, max_read_bytes: int = DEFAULT_MAX_READ_BYTES
+    ) -> None:
+        self._h5 = h5
+        self.path = path
+        self.max_read_bytes = max_read_bytes
+        self._objects: dict[str, Any] = {}
+
+    def _error(self, detail: str) -> NexusValueError:
+        return NexusValueError(self.path, detail)
+
+    def _get(self, path: str) -> Any:
+        """``h5.get`` with a per-file cache: ``read`` then ``units`` of one path open it once."""
+        try:
+            return self._objects[path]
+        except KeyError:
+            pass
+        try:
+            obj = self._h5.get(path)
+        except (KeyError, ValueError, TypeError, OSError) as exc:
+            raise self._error(f"{path}: cannot access: {_first_line(str(exc))}") from exc
+        self._objects[path] = obj
+        return obj
+
+    def _dataset(self, path: str) -> h5py.Dataset:
+        obj = self._get(path)
+        if obj is None:
+            raise self._error(f"{path}: no such dataset")
+        if not isinstance(obj, h5py.Dataset):
+            raise self._error(f"{path}: is a group, not a dataset")
+        return obj
+
+    def read(self, path: str) -> Any:
+        """The value at ``path`` as plain Python: one element → scalar, several → list."""
+        ds = self._dataset(path)
+        if ds.shape is None:
+            return None
+        nbytes = int(ds.size) * ds.dtype.itemsize
+        if nbytes > self.max_read_bytes:
+            raise self._error(
+                f"{path}: dataset is {nbytes} bytes, more than max_read_bytes "
+                f"({self.max_read_bytes}); refusing to read it"
+            )
+        try:
+            raw = ds[()]
+        except (OSError, ValueError, TypeError) as exc:
+            raise self._error(f"{path}: read failed: {_first_line(str(exc))}") from exc
+        try:
+            return plain(raw)
+        except UnicodeDecodeError as exc:
+            raise self._error(f"{path}: text is not valid UTF-8 ({exc.reason})") from exc
+
+    def read_text(self, path: str) -> str:
+        """The value at ``path`` as text: strings as they are, numbers as their decimal text."""
+        value = self.read(path)
+        if isinstance(value, str):
+            return value
+        if isinstance(value, list):
+            raise self._error(
+                f"{path}: holds {len(value)} values; a 'string' needs exactly one "
+                "(use string[] or list)"
+            )
+        if value is None:
+            raise self._error(f"{path}: dataset is empty")
+        return str(value)
+
+    def units(self, path: str) -> str | None:
+        """The dataset's ``units`` attribute as text, or None when it has none."""
+        ds = self._dataset(path)
+        try:
+            raw = ds.attrs.get("units")
+        except (OSError, KeyError) as exc:
+            raise self._error(f"{path}: cannot read 'units': {_first_line(str(exc))}") from exc
+        if raw is None:
+            return None
+        try:
+            value = plain(raw)
+        except UnicodeDecodeError as exc:
+            raise self._error(f"{path}: 'units' is not valid UTF-8 ({exc.reason})") from exc
+        return None if value is None else str(value)
+
+    def glob(self, pattern: str) -> list[str]:
+        """Absolute paths matching ``pattern``, in file order; ``[]`` when nothing matches.
+
+        Segments are separated by ``/`` (a leading ``/`` is optional). A segment containing ``*``,
+        ``?`` or ``[`` is a shell-style wildcard matched against the whole member name
+        (``user_*`` matches ``user_SørenSchmidt``); other segments are literal names.
+        """
+        paths = [""]
+        for segment in (s for s in pattern.split("/") if s):
+            if not _is_wildcard(segment):
+                paths = [f"{prefix}/{segment}" for prefix in paths]
+                continue
+            rx = _compile_segment(segment)
+            matched: list[str] = []
+            for prefix in paths:
+                group = self._get(prefix or "/")
+                if isinstance(group, h5py.Group):
+                    matched.extend(f"{prefix}/{name}" for name in group if rx.match(name))
+            paths = matched
+        return [p or "/" for p in paths if self._get(p or "/") is not None]
+
+
+def plain(raw: Any) -> Any:
+    """numpy/bytes value → Python value: bytes → str (UTF-8), 1 element → scalar, array → list."""
+    if isinstance(raw, np.ndarray):
+        if raw.size == 1:
+            return plain(raw.reshape(-1)[0])
+        return [plain(item) for item in raw.tolist()]
+    if isinstance(raw, bytes):  # includes np.bytes_
+        return raw.decode("utf-8")
+    if isinstance(raw, np.generic):
+        return plain(raw.item())
+    if isinstance(raw, list | tuple):
+        return [plain(item) for item in raw]
+    return raw
+
+
+def _is_wildcard(segment: str) -> bool:
+    return any(c in segment for c in "*?[")
+
+
+@functools.lru_cache(maxsize=256)
+def _compile_segment(segment: str) -> re.Pattern[str]:
+    return re.compile(fnmatch.translate(segment))
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "unknown error"

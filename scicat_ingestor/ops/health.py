@@ -1,0 +1,326 @@
+"""Operators' HTTP endpoint: `/health` (liveness), `/ready` (readiness), `/metrics` (Prometheus).
+
+Upstream had one ``/health`` that ran the Kafka, storage and SciCat probes inside the request and
+answered 503 when any failed; used as a Docker HEALTHCHECK this restarted a perfectly alive ingestor
+whenever SciCat was down (and always with the default empty ``data_directory``). Here the two
+questions are separate:
+
+- ``/health`` is **liveness**: 200 while the poll loop has polled within
+  ``health_check.liveness_timeout`` seconds (or is draining to stop). Restarting helps only then.
+- ``/ready`` is **readiness**: 200 when the poll loop is alive, the service is not stopping, the
+  broker is connected, SciCat answered its health endpoint recently (and ingestion requests are
+  not failing) and every data root is listable; no data roots configured counts as ready.
+
+Both bodies keep upstream's keys ``kafka``, ``storage`` and ``scicat`` (booleans) so dashboards
+reading them keep working; only ``/ready``'s status code depends on them. The slow checks
+(SciCat over the network, data roots on possibly remote file systems) run in one background thread
+every ``check_interval`` seconds, so requests never wait on them and SciCat is never called more
+often than that, however often the endpoints are scraped. A check that has not finished for a long
+time (a hung mount, an unanswered request) counts as failed. Bodies carry no URLs, exception texts
+or configuration values, so no secret can appear in them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from scicat_ingestor.config import HealthCheckOptions
+from scicat_ingestor.ops.metrics import REGISTRY
+from scicat_ingestor.state import ServiceState, StateSnapshot
+
+logger = logging.getLogger("scicat_ingestor.ops.health")
+
+DEFAULT_CHECK_INTERVAL = 5.0
+
+
+class HealthServerError(RuntimeError):
+    """The endpoint could not start; ``str()`` is one line naming the address."""
+
+
+@dataclass(frozen=True)
+class Check:
+    ok: bool
+    detail: str
+    checked_at: float | None = None  # monotonic time of the result, None for instant checks
+
+    def as_json(self, now: float) -> dict[str, Any]:
+        body: dict[str, Any] = {"ok": self.ok, "detail": self.detail}
+        if self.checked_at is not None:
+            body["age_seconds"] = round(now - self.checked_at, 3)
+        return body
+
+
+def check_data_roots(roots: Sequence[str]) -> Check:
+    """Every data root is a directory we can list (a missing mount shows up here first)."""
+    if not roots:
+        return Check(True, "no data roots configured")
+    for root in roots:
+        try:
+            with os.scandir(root) as entries:
+                next(entries, None)
+        except OSError as exc:
+            return Check(False, f"data root {root} is not listable: {exc.strerror or exc}")
+    return Check(True, f"{len(roots)} data root(s) listable")
+
+
+class SlowChecks:
+    """Runs the SciCat probe and the data-root check in one thread, every ``interval`` seconds."""
+
+    def __init__(
+        self,
+        scicat_probe: Callable[[], bool],
+        data_roots: Sequence[str],
+        interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._probe = scicat_probe
+        self._roots = tuple(data_roots)
+        self.interval = interval
+        # A result older than this means the checking thread is stuck (hung mount or request).
+        self.stale_after = max(3 * interval, 60.0)
+        self._clock = clock
+        self._results: dict[str, Check] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="health-checks", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def run_once(self) -> None:
+        self._store("scicat", self._scicat())
+        self._store("storage", check_data_roots(self._roots))
+
+    def result(self, name: str, now: float) -> Check:
+        with self._lock:
+            latest = self._results.get(name)
+        if latest is None:
+            return Check(False, "not checked yet")
+        assert latest.checked_at is not None
+        if now - latest.checked_at > self.stale_after:
+            return Check(False, "check has not completed recently", latest.checked_at)
+        return latest
+
+    def _scicat(self) -> Check:
+        try:
+            ok = bool(self._probe())
+        except Exception as exc:  # a probe bug must not kill the checking thread
+            logger.warning("SciCat health probe raised %s", type(exc).__name__)
+            ok = False
+        return Check(ok, "health endpoint answered" if ok else "health endpoint not answering")
+
+    def _store(self, name: str, check: Check) -> None:
+        stamped = Check(check.ok, check.detail, self._clock())
+        with self._lock:
+            previous = self._results.get(name)
+            self._results[name] = stamped
+        if previous is not None and previous.ok != stamped.ok:
+            if stamped.ok:
+                logger.info("Readiness check %s recovered: %s", name, stamped.detail)
+            else:
+                logger.warning("Readiness check %s failing: %s", name, stamped.detail)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.run_once()
+            self._stop.wait(self.interval)
+
+
+class HealthServer:
+    """The HTTP endpoint, served by a ThreadingHTTPServer in a daemon thread.
+
+    ``port`` 0 binds a free port (tests); the bound one is ``self.port`` after ``start()``.
+    """
+
+    def __init__(
+        self,
+        options: HealthCheckOptions,
+        state: ServiceState,
+        scicat_probe: Callable[[], bool],
+        data_roots: Sequence[str] = (),
+        *,
+        check_interval: float = DEFAULT_CHECK_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.options = options
+        self.state = state
+        self.checks = SlowChecks(scicat_probe, data_roots, check_interval, clock)
+        self._clock = clock
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        if self._httpd is None:
+            raise RuntimeError("health server not started")
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = self.options.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> HealthServer:
+        """Bind and serve; HealthServerError (one line) when the address is unusable."""
+        host, port = self.options.host, self.options.port
+        try:
+            httpd = _Server(host, port, self)
+        except (OSError, OverflowError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise HealthServerError(
+                f"health_check: cannot listen on {host}:{port}: {reason}"
+            ) from None
+        self._httpd = httpd
+        self.checks.start()
+        self._thread = threading.Thread(
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.25},
+            name="health-http",
+            daemon=True,
+        )
+        self._thread.start()
+        logger.info("Health endpoint listening on %s (/health, /ready, /metrics)", self.url)
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.checks.stop()
+
+    def __enter__(self) -> HealthServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- the answers ------------------------------------------------------------------------
+
+    def poll_loop_check(self, snap: StateSnapshot, now: float) -> Check:
+        """Alive while the poll loop polled within ``liveness_timeout`` (or is draining to stop)."""
+        if snap.stopping:
+            return Check(True, "stopping: draining in-flight work")
+        since = snap.last_poll_monotonic
+        if since is None:
+            since = snap.started_monotonic
+        age = now - since
+        limit = self.options.liveness_timeout
+        if age <= limit:
+            what = "starting, no poll yet" if snap.last_poll_monotonic is None else "polling"
+            return Check(True, f"{what} (last {age:.1f} s ago)")
+        return Check(False, f"no poll for {age:.1f} s (limit {limit:g} s)")
+
+    def liveness(self) -> tuple[bool, dict[str, Any]]:
+        now, snap = self._clock(), self.state.snapshot()
+        poll = self.poll_loop_check(snap, now)
+        body = self._compat_keys(snap, now)
+        body.update(live=poll.ok, detail=poll.detail)
+        return poll.ok, body
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        now, snap = self._clock(), self.state.snapshot()
+        checks = {
+            "poll_loop": self.poll_loop_check(snap, now),
+            "service": Check(False, "stopping") if snap.stopping else Check(True, "running"),
+            "broker": _broker_check(snap),
+            "scicat": self._scicat_check(snap, now),
+            "storage": self.checks.result("storage", now),
+        }
+        ready = all(check.ok for check in checks.values())
+        body = self._compat_keys(snap, now)
+        body.update(
+            ready=ready,
+            checks={name: check.as_json(now) for name, check in checks.items()},
+            assigned_partitions=snap.assigned_partitions,
+            in_flight=snap.in_flight,
+            paused=snap.paused,
+        )
+        return ready, body
+
+    def _scicat_check(self, snap: StateSnapshot, now: float) -> Check:
+        probe = self.checks.result("scicat", now)
+        if probe.ok and snap.scicat_failing:
+            return Check(
+                False, "health endpoint answers, but ingestion requests fail", probe.checked_at
+            )
+        return probe
+
+    def _compat_keys(self, snap: StateSnapshot, now: float) -> dict[str, Any]:
+        """Upstream's /health keys, in upstream's order, from cached results (never blocks)."""
+        return {
+            "kafka": snap.broker_connected,
+            "storage": self.checks.result("storage", now).ok,
+            "scicat": self._scicat_check(snap, now).ok,
+        }
+
+
+def _broker_check(snap: StateSnapshot) -> Check:
+    if not snap.broker_connected:
+        return Check(False, "not connected to the Kafka broker")
+    return Check(True, f"connected, {snap.assigned_partitions} partition(s) assigned")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, host: str, port: int, health: HealthServer) -> None:
+        if ":" in host:
+            self.address_family = socket.AF_INET6
+        self.health = health
+        super().__init__((host, port), _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    server_version = "scicat-ingestor"
+
+    def do_GET(self) -> None:
+        self._answer(with_body=True)
+
+    def do_HEAD(self) -> None:
+        self._answer(with_body=False)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """No access log: the Docker HEALTHCHECK and scrapers would flood it."""
+
+    def _answer(self, with_body: bool) -> None:
+        health = self.server.health
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._send(200, CONTENT_TYPE_LATEST, generate_latest(REGISTRY), with_body)
+        elif path in ("/health", "/ready"):
+            ok, body = health.liveness() if path == "/health" else health.readiness()
+            data = json.dumps(body).encode()
+            self._send(200 if ok else 503, "application/json", data, with_body)
+        else:
+            self._send(404, "text/plain; charset=utf-8", b"not found\n", with_body)
+
+    def _send(self, status: int, content_type: str, data: bytes, with_body: bool) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if with_body:
+            self.wfile.write(data)

@@ -1,0 +1,219 @@
+"""Deployment files, checked without Docker or systemd: Dockerfile, unit file, sample config.
+
+No image is built here (no Docker engine on our machines); these tests check the facts that can be
+checked from the files: the user, the exec-form entry point, that CMD and ExecStart parse with the
+real command line, that the HEALTHCHECK command really works against a live endpoint, and that the
+stop timeouts leave room for the drain grace period.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import fnmatch
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from scicat_ingestor.cli import EXIT_USAGE, build_parser, collect_overrides
+from scicat_ingestor.config import (
+    HealthCheckOptions,
+    IngestorConfig,
+    iter_leaf_fields,
+    load_config,
+    read_config_file,
+)
+from scicat_ingestor.ops.health import HealthServer
+from scicat_ingestor.state import ServiceState
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = (ROOT / "config" / "config.sample.yml", ROOT / "config" / "demo.yml")
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with comments dropped and continuation lines joined."""
+    result: list[tuple[str, str]] = []
+    pending = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        keyword, _, rest = (pending + line).partition(" ")
+        result.append((keyword.upper(), rest.strip()))
+        pending = ""
+    return result
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for keyword, rest in instructions(ROOT / "Dockerfile"):
+        found.setdefault(keyword, []).append(rest)
+    return found
+
+
+def exec_form(text: str) -> list[str]:
+    value = json.loads(text)
+    assert isinstance(value, list)
+    assert all(isinstance(item, str) for item in value)
+    return value
+
+
+def test_base_image_is_slim_python_311(dockerfile: dict[str, list[str]]) -> None:
+    assert dockerfile["FROM"] == ["python:3.11-slim"]
+
+
+def test_runs_as_non_root(dockerfile: dict[str, list[str]]) -> None:
+    user = dockerfile["USER"][-1].split(":")[0]
+    assert user not in {"root", "0", ""}
+
+
+def test_entrypoint_exec_form_and_cmd_parses_with_the_real_cli(
+    dockerfile: dict[str, list[str]],
+) -> None:
+    """Exec form makes python PID 1, so `docker stop`'s SIGTERM reaches our handler."""
+    assert exec_form(dockerfile["ENTRYPOINT"][-1]) == ["python", "-m", "scicat_ingestor"]
+    args = build_parser().parse_args(exec_form(dockerfile["CMD"][-1]))
+    assert args.command == "run"
+    assert args.config_file == "/config/config.yml"
+    assert collect_overrides(args) == {"health_check.host": "0.0.0.0"}
+    assert dockerfile["STOPSIGNAL"] == ["SIGTERM"]
+
+
+def test_expose_matches_the_health_port(dockerfile: dict[str, list[str]]) -> None:
+    assert dockerfile["EXPOSE"] == [str(HealthCheckOptions().port)]
+
+
+def healthcheck_command(dockerfile: dict[str, list[str]]) -> list[str]:
+    (text,) = dockerfile["HEALTHCHECK"]
+    options, _, command = text.partition("CMD ")
+    assert "--interval=" in options
+    assert "--timeout=" in options
+    return exec_form(command)
+
+
+def test_healthcheck_probes_liveness_with_python_not_curl(
+    dockerfile: dict[str, list[str]],
+) -> None:
+    command = healthcheck_command(dockerfile)
+    assert command[:2] == ["python", "-c"]
+    assert f"http://127.0.0.1:{HealthCheckOptions().port}/health'" in command[2]
+    assert "/ready" not in command[2]
+
+
+@pytest.fixture
+def live_server() -> Iterator[tuple[HealthServer, ServiceState]]:
+    state = ServiceState()
+    state.polled()
+    server = HealthServer(
+        HealthCheckOptions(port=0, liveness_timeout=3600.0), state, lambda: False
+    ).start()
+    yield server, state
+    server.stop()
+
+
+def test_healthcheck_command_really_works(
+    dockerfile: dict[str, list[str]], live_server: tuple[HealthServer, ServiceState]
+) -> None:
+    """Run the HEALTHCHECK's own code (port swapped) against a live endpoint: 0 alive, 1 not."""
+    server, _state = live_server
+    code = healthcheck_command(dockerfile)[2].replace(
+        f"http://127.0.0.1:{HealthCheckOptions().port}", server.url
+    )
+    # SciCat is down (probe False): not ready, but alive, so Docker must not restart us.
+    alive = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True)
+    assert alive.returncode == 0, alive.stderr
+    dead = dataclasses.replace(server.options, liveness_timeout=-1.0)
+    server.options = dead
+    stale = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True)
+    assert stale.returncode != 0
+
+
+def test_copied_sources_exist_and_are_not_dockerignored(dockerfile: dict[str, list[str]]) -> None:
+    ignored = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for copy in dockerfile["COPY"]:
+        *sources, _dest = copy.split()
+        for source in sources:
+            assert (ROOT / source).exists(), source
+            assert not any(fnmatch.fnmatch(source, pattern) for pattern in ignored), source
+
+
+# --- systemd unit -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def unit() -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(ROOT / "config" / "scicat-ingestor.service")
+    return parser
+
+
+def seconds(value: str) -> float:
+    """systemd time span ('90', '90s', '1min 30s') → seconds."""
+    units = {"": 1, "s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600}
+    total = 0.0
+    for number, unit_name in re.findall(r"(\d+(?:\.\d+)?)\s*([a-z]*)", value):
+        total += float(number) * units[unit_name]
+    return total
+
+
+def test_unit_restarts_on_failure_but_not_on_bad_config(unit: configparser.ConfigParser) -> None:
+    service = unit["Service"]
+    assert service["Restart"] == "on-failure"
+    assert service["RestartPreventExitStatus"] == str(EXIT_USAGE)
+    assert service["KillSignal"] == "SIGTERM"
+    assert service["EnvironmentFile"].startswith("/")
+    assert service["User"] not in {"root", "0"}
+
+
+def test_unit_stop_timeout_exceeds_every_drain_grace_period(
+    unit: configparser.ConfigParser,
+) -> None:
+    graces = [IngestorConfig().ingestion.drain_grace_period]
+    graces += [load_config(path, environ={}).ingestion.drain_grace_period for path in CONFIGS]
+    # Room after the grace period for the final commit and leaving the consumer group.
+    assert seconds(unit["Service"]["TimeoutStopSec"]) >= max(graces) + 10
+
+
+def test_unit_exec_start_parses_with_the_real_cli(unit: configparser.ConfigParser) -> None:
+    program, *argv = unit["Service"]["ExecStart"].split()
+    assert program.endswith("/scicat-ingestor")
+    args = build_parser().parse_args(argv)
+    assert args.command == "run"
+    assert args.config_file.startswith("/etc/")
+
+
+# --- the annotated sample configuration ---------------------------------------------------------
+
+
+def test_sample_config_documents_exactly_the_defaults() -> None:
+    """Like upstream's sync test: the sample must change when a default changes."""
+    path = ROOT / "config" / "config.sample.yml"
+    loaded = load_config(path, environ={})
+    assert dataclasses.replace(loaded, config_file="") == IngestorConfig()
+
+
+def test_sample_config_lists_every_key() -> None:
+    raw = read_config_file(ROOT / "config" / "config.sample.yml")
+    per_invocation = {"nexus_file", "done_writing_message_file", "run_start_message_file"}
+    missing = []
+    for dotted, _tp, _default in iter_leaf_fields():
+        node: object = raw
+        for part in dotted.split("."):
+            node = node.get(part, KeyError) if isinstance(node, dict) else KeyError
+        if node is KeyError and dotted not in per_invocation | {"config_file"}:
+            missing.append(dotted)
+    assert missing == []

@@ -1,0 +1,290 @@
+"""The operators' endpoint over real HTTP: /health (liveness), /ready (readiness), /metrics."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from scicat_ingestor.config import HealthCheckOptions, SciCatOptions, Secret
+from scicat_ingestor.ops.health import HealthServer, HealthServerError, check_data_roots
+from scicat_ingestor.ops.metrics import FILES
+from scicat_ingestor.scicat import SciCatClient
+from scicat_ingestor.state import ServiceState
+from scicat_ingestor.testing.scicat_standin import SciCatStandIn
+
+LOCAL = HealthCheckOptions(host="127.0.0.1", port=0, liveness_timeout=60.0)
+
+
+class Clock:
+    """time.monotonic plus a shift the test controls (the state stamps with time.monotonic)."""
+
+    def __init__(self) -> None:
+        self.shift = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.shift
+
+
+class CountingProbe:
+    def __init__(self, answer: bool = True) -> None:
+        self.answer = answer
+        self.calls = 0
+
+    def __call__(self) -> bool:
+        self.calls += 1
+        return self.answer
+
+
+@pytest.fixture
+def state() -> ServiceState:
+    state = ServiceState()
+    state.polled()
+    state.set_broker_connected(True)
+    state.set_assignment(3)
+    return state
+
+
+@pytest.fixture
+def serve(state: ServiceState) -> Iterator[Callable[..., HealthServer]]:
+    servers: list[HealthServer] = []
+
+    def start(
+        probe: Callable[[], bool] | None = None,
+        roots: tuple[str, ...] = (),
+        **kwargs: Any,
+    ) -> HealthServer:
+        server = HealthServer(LOCAL, state, probe or CountingProbe(), roots, **kwargs)
+        servers.append(server.start())
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def get(server: HealthServer, path: str) -> requests.Response:
+    return requests.get(server.url + path, timeout=10)
+
+
+def wait_status(server: HealthServer, path: str, status: int) -> dict[str, Any]:
+    """Poll until ``path`` answers ``status`` (the slow checks refresh in the background)."""
+    deadline = time.monotonic() + 20
+    while True:
+        response = get(server, path)
+        if response.status_code == status:
+            body: dict[str, Any] = response.json()
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} stayed {response.status_code}: {response.text}")
+        time.sleep(0.05)
+
+
+# --- /health ----------------------------------------------------------------------------------
+
+
+def test_health_is_liveness_with_upstream_keys(
+    serve: Callable[..., HealthServer], tmp_path: Path
+) -> None:
+    server = serve(roots=(str(tmp_path),))
+    body = wait_status(server, "/ready", 200)  # the slow checks have run once
+    response = get(server, "/health")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/json"
+    body = response.json()
+    assert list(body)[:3] == ["kafka", "storage", "scicat"]
+    assert body["kafka"] is body["storage"] is body["scicat"] is True
+    assert body["live"] is True
+    assert body["detail"].startswith("polling (last ")
+
+
+def test_health_503_when_poll_loop_stalls_and_200_while_stopping(
+    serve: Callable[..., HealthServer], state: ServiceState
+) -> None:
+    clock = Clock()
+    server = serve(clock=clock)
+    clock.shift = 61.0
+    response = get(server, "/health")
+    assert response.status_code == 503
+    assert response.json()["live"] is False
+    assert response.json()["detail"].startswith("no poll for 61.")
+    state.set_stopping()  # draining after SIGTERM: restarting would not help
+    assert get(server, "/health").status_code == 200
+    assert get(server, "/ready").json()["checks"]["service"] == {"ok": False, "detail": "stopping"}
+
+
+def test_health_before_first_poll_is_alive_until_the_timeout(
+    serve: Callable[..., HealthServer], state: ServiceState
+) -> None:
+    fresh = ServiceState()
+    clock = Clock()
+    server = serve(clock=clock)
+    server.state = fresh
+    assert get(server, "/health").json()["detail"].startswith("starting, no poll yet")
+    clock.shift = 120.0
+    assert get(server, "/health").status_code == 503
+    fresh.polled()
+    clock.shift = 0.0
+    assert get(server, "/health").status_code == 200
+
+
+def test_health_does_not_depend_on_scicat(serve: Callable[..., HealthServer]) -> None:
+    """Upstream's /health went 503 with SciCat down, so a HEALTHCHECK restarted a good daemon."""
+    server = serve(probe=CountingProbe(answer=False))
+    body = wait_status(server, "/ready", 503)
+    assert body["checks"]["scicat"]["ok"] is False
+    response = get(server, "/health")
+    assert response.status_code == 200
+    assert response.json()["scicat"] is False
+
+
+# --- /ready -----------------------------------------------------------------------------------
+
+
+def test_ready_lists_every_check(
+    serve: Callable[..., HealthServer], state: ServiceState, tmp_path: Path
+) -> None:
+    state.set_in_flight(4)
+    state.set_paused(True)
+    server = serve(roots=(str(tmp_path),))
+    body = wait_status(server, "/ready", 200)
+    assert body["ready"] is True
+    assert set(body["checks"]) == {"poll_loop", "service", "broker", "scicat", "storage"}
+    assert body["checks"]["broker"]["detail"] == "connected, 3 partition(s) assigned"
+    assert body["checks"]["storage"]["detail"] == "1 data root(s) listable"
+    assert body["checks"]["scicat"]["age_seconds"] >= 0
+    assert (body["in_flight"], body["paused"], body["assigned_partitions"]) == (4, True, 3)
+
+
+def test_ready_503_names_the_failing_check(
+    serve: Callable[..., HealthServer], state: ServiceState, tmp_path: Path
+) -> None:
+    missing = tmp_path / "unmounted"
+    server = serve(roots=(str(tmp_path), str(missing)), check_interval=0.1)
+    body = wait_status(server, "/ready", 503)
+    assert body["storage"] is False
+    assert body["checks"]["storage"]["detail"] == (
+        f"data root {missing} is not listable: No such file or directory"
+    )
+    missing.mkdir()
+    wait_status(server, "/ready", 200)
+    state.set_broker_connected(False)
+    body = get(server, "/ready").json()
+    assert body["kafka"] is False
+    assert body["checks"]["broker"] == {"ok": False, "detail": "not connected to the Kafka broker"}
+    state.set_broker_connected(True)
+    state.set_scicat_failing(True)
+    body = wait_status(server, "/ready", 503)
+    assert body["checks"]["scicat"]["detail"] == (
+        "health endpoint answers, but ingestion requests fail"
+    )
+
+
+def test_no_data_roots_configured_is_ready() -> None:
+    """Upstream answered 503 forever with its default ``data_directory: ''``."""
+    assert check_data_roots(()).ok
+    assert check_data_roots(()).detail == "no data roots configured"
+
+
+def test_scicat_is_probed_at_most_once_per_interval(serve: Callable[..., HealthServer]) -> None:
+    probe = CountingProbe()
+    server = serve(probe=probe, check_interval=3600.0)
+    wait_status(server, "/ready", 200)
+    for _ in range(20):
+        get(server, "/ready")
+        get(server, "/health")
+    assert probe.calls == 1
+
+
+def test_probe_errors_and_hangs_make_scicat_not_ready(serve: Callable[..., HealthServer]) -> None:
+    def broken() -> bool:
+        raise RuntimeError("bug in the probe")
+
+    server = serve(probe=broken)
+    body = wait_status(server, "/ready", 503)
+    assert body["checks"]["scicat"]["detail"] == "health endpoint not answering"
+
+    release = threading.Event()
+    started = threading.Event()
+
+    def hanging() -> bool:
+        started.set()
+        return release.wait(30)
+
+    clock = Clock()
+    hung = serve(probe=hanging, clock=clock)
+    assert started.wait(10)
+    assert get(hung, "/ready").json()["checks"]["scicat"]["detail"] == "not checked yet"
+    release.set()
+    wait_status(hung, "/ready", 200)
+    clock.shift = 3600.0  # the checking thread has not reported for an hour
+    body = get(hung, "/ready").json()
+    assert body["checks"]["scicat"]["detail"] == "check has not completed recently"
+    assert get(hung, "/health").status_code == 503  # and the poll loop is an hour old too
+
+
+@pytest.mark.integration
+def test_ready_follows_the_real_scicat_stand_in(serve: Callable[..., HealthServer]) -> None:
+    with SciCatStandIn() as standin:
+        client = SciCatClient(
+            SciCatOptions(host=standin.url, token=Secret(standin.token), timeout=5.0)
+        )
+        server = serve(probe=client.healthy, check_interval=0.1)
+        wait_status(server, "/ready", 200)
+        standin.stop()
+        body = wait_status(server, "/ready", 503)
+        assert body["scicat"] is False
+        assert get(server, "/health").status_code == 200
+        standin.start()
+        body = wait_status(server, "/ready", 200)
+        assert body["scicat"] is True
+        client.close()
+
+
+# --- /metrics and the rest --------------------------------------------------------------------
+
+
+def test_metrics_in_prometheus_text_format(serve: Callable[..., HealthServer]) -> None:
+    FILES.labels(outcome="created").inc()
+    response = get(serve(), "/metrics")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=")
+    families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    assert {"scicat_ingestor_files", "scicat_ingestor_in_flight", "scicat_ingestor_paused"} <= set(
+        families
+    )
+    created = [s for s in families["scicat_ingestor_files"].samples if s.name.endswith("_total")]
+    assert any(s.labels == {"outcome": "created"} and s.value >= 1 for s in created)
+
+
+def test_unknown_path_404_other_methods_501_head_ok(serve: Callable[..., HealthServer]) -> None:
+    server = serve()
+    assert get(server, "/").status_code == 404
+    assert get(server, "/healthz").status_code == 404
+    assert requests.post(server.url + "/health", timeout=10).status_code == 501
+    head = requests.head(server.url + "/health", timeout=10)
+    assert head.status_code == 200
+    assert head.content == b""
+    assert get(server, "/health?verbose=1").status_code == 200
+
+
+def test_bind_failure_is_one_line(state: ServiceState) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = HealthServer(
+            HealthCheckOptions(host="127.0.0.1", port=port), state, CountingProbe()
+        )
+        with pytest.raises(HealthServerError) as exc:
+            server.start()
+    assert str(exc.value) == (
+        f"health_check: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )

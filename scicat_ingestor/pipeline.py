@@ -1,0 +1,326 @@
+"""One file, one attempt: NeXus file → schema → variables → payload → SciCat → ``Outcome``.
+
+``Pipeline.ingest`` never raises for a bad file, schema or SciCat answer: every such problem becomes
+a ``Permanent`` or ``Transient`` outcome whose reason names the file, field or response at fault.
+Retrying (when and how often) is the caller's business: the daemon and ``batch`` decide.
+
+Compared with the ESS ingestor: an existing dataset is detected *before* the file is hashed (a
+redelivered message costs two GETs, not a full read of the file); an existing dataset without an
+origdatablock gets one (upstream left it without, forever); the origdatablock points to the pid
+SciCat returned; dry runs write nothing; one file is never ingested twice at the same time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, FileHandlingOptions, IngestorConfig
+from .files import (
+    HASH_ALGORITHMS,
+    FileEntry,
+    PathRefused,
+    checksum,
+    ingestor_directory,
+    relative_to_source_folder,
+    require_regular_file,
+    resolve_in_roots,
+    stat_entry,
+    write_hash_file,
+    write_message_file,
+)
+from .logcontext import current_context, log_context, update_context
+from .nexus import FileNotReady, NotNexus, open_nexus
+from .ops.metrics import INGEST_SECONDS
+from .outcome import Created, DryRun, Existed, Outcome, Permanent, Transient, outcome_label
+from .schema.loader import SchemaSet
+from .schema.payload import build_dataset
+from .schema.variables import Builtins, evaluate_variables
+from .scicat import SciCatClient, SciCatConflict, SciCatRejected, SciCatUnavailable
+
+logger = logging.getLogger("scicat_ingestor.pipeline")
+
+DEFAULT_FILE_RETRY_DELAY = 3.0
+MAX_FILE_RETRY_DELAY = 120.0
+
+
+@dataclass(frozen=True)
+class Job:
+    """One file to ingest; ``message`` is the file-writer's message (for ``message_to_file``)."""
+
+    file_path: str
+    job_id: str = ""
+    message: Mapping[str, Any] | None = None
+
+
+def file_retry_delays(fh: FileHandlingOptions) -> list[float]:
+    """Seconds to wait before each re-open of a file that is not ready yet (upstream schedule).
+
+    ``data_file_open_max_tries`` is the number of *retries* (upstream counts so: 3 → 4 attempts).
+    An empty delay list means 3 s each, a short one is padded with its last value, a long one is
+    cut to the number of retries (upstream used it all), and every delay is clamped to [0, 120] s.
+    """
+    tries = max(fh.data_file_open_max_tries, 0)
+    configured = list(fh.data_file_open_retry_delay) or [DEFAULT_FILE_RETRY_DELAY]
+    padded = configured + [configured[-1]] * max(tries - len(configured), 0)
+    return [min(max(float(d), 0.0), MAX_FILE_RETRY_DELAY) for d in padded[:tries]]
+
+
+class _Refused(Exception):  # noqa: N818 - internal signal, becomes Permanent(reason)
+    """This file cannot be ingested as it is (schema, payload, file list)."""
+
+
+class _Fetcher:
+    """``fetch`` for SC variables that remembers a SciCat outage.
+
+    The schema engine records a failing variable and goes on; an unreachable SciCat must still make
+    the attempt transient instead of ending as a "mandatory field missing" rejection.
+    """
+
+    def __init__(self, client: SciCatClient) -> None:
+        self._client = client
+        self.unavailable: SciCatUnavailable | None = None
+
+    def __call__(self, url: str) -> Any:
+        if self.unavailable is not None:  # fail fast: no second timeout in the same outage
+            raise self.unavailable
+        try:
+            return self._client.get_json(url)
+        except SciCatUnavailable as err:
+            self.unavailable = self.unavailable or err
+            raise
+
+
+class _OneAtATime:
+    """Serialises attempts on the same file: duplicate messages then see 'exists', not a race."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._busy: set[str] = set()
+
+    @contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        with self._cond:
+            while key in self._busy:
+                self._cond.wait()
+            self._busy.add(key)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy.discard(key)
+                self._cond.notify_all()
+
+
+class Pipeline:
+    """Ingests one file per ``ingest`` call; thread-safe (share one between workers)."""
+
+    def __init__(self, config: IngestorConfig, schemas: SchemaSet, client: SciCatClient) -> None:
+        fh = config.ingestion.file_handling
+        if fh.compute_file_hash and fh.file_hash_algorithm not in HASH_ALGORITHMS:
+            raise ConfigError(
+                f"ingestion.file_handling.file_hash_algorithm: unsupported "
+                f"{fh.file_hash_algorithm!r}; use one of {', '.join(sorted(HASH_ALGORITHMS))}"
+            )
+        self._config = config
+        self._fh = fh
+        self._dry_run = config.ingestion.dry_run
+        self._schemas = schemas
+        self._client = client
+        self._serial = _OneAtATime()
+
+    def ingest(self, job: Job) -> Outcome:
+        """One attempt at ``job``; logs one line with the outcome and its duration."""
+        started = time.perf_counter()
+        with log_context(job_id=job.job_id, file=job.file_path):
+            with self._serial.hold(os.path.normpath(job.file_path)):
+                outcome = self._attempt(job)
+            seconds = time.perf_counter() - started
+            INGEST_SECONDS.observe(seconds)
+            # a failure after the pid was known still names it (from the context)
+            pid = getattr(outcome, "pid", "") or current_context().get("dataset_pid", "")
+            label = outcome_label(outcome)
+            update_context(outcome=label, dataset_pid=pid)
+            detail = getattr(outcome, "reason", "") or getattr(outcome, "datablock_id", "")
+            logger.log(
+                logging.WARNING if isinstance(outcome, Permanent | Transient) else logging.INFO,
+                "%s: %s (job %s, dataset %s) in %.3f s%s",
+                job.file_path,
+                label,
+                job.job_id or "-",
+                pid or "-",
+                seconds,
+                f": {detail}" if isinstance(outcome, Permanent | Transient) else "",
+            )
+        return outcome
+
+    # ----------------------------------------------------------------------------------------
+
+    def _attempt(self, job: Job) -> Outcome:
+        """Run the steps, turning every expected failure into an outcome."""
+        try:
+            return self._run(job)
+        except (PathRefused, NotNexus, SciCatRejected, _Refused) as err:
+            return Permanent(str(err))
+        except FileNotReady as err:
+            return Transient(str(err), cause="file")
+        except SciCatUnavailable as err:
+            return Transient(str(err), cause="scicat")
+
+    def _run(self, job: Job) -> Outcome:
+        real = resolve_in_roots(job.file_path, self._fh.data_roots)
+        require_regular_file(real)
+        nexus = Path(os.path.normpath(job.file_path))
+        if self._fh.message_to_file and job.message is not None and not self._dry_run:
+            self._write_message(nexus, job.message)
+        schema = self._schemas.select(nexus.as_posix())
+        if schema is None:
+            raise _Refused(
+                f"{nexus}: no metadata schema matches this file and no fallback schema is "
+                "configured (ingestion.fallback_schema_file_path)"
+            )
+        logger.debug("Metadata schema selected: %s (id %s)", schema.name, schema.id)
+        fetch = _Fetcher(self._client)
+        builtins = Builtins(
+            data_file_path=nexus.as_posix(),
+            ingestor_files_directory=self._fh.ingestor_files_directory,
+        )
+        with open_nexus(real, self._fh.max_read_bytes) as reader:
+            results = evaluate_variables(schema, reader, builtins, fetch)
+        if fetch.unavailable is not None:
+            raise fetch.unavailable
+        draft = build_dataset(schema, results, self._config.dataset)
+        if draft.missing_mandatory:
+            causes = [f"variable {f.name}: {f.error}" for f in results.failures]
+            causes += [f"field {f.machine_name}: {f.error}" for f in draft.failures]
+            because = f" (because: {'; '.join(causes)})" if causes else ""
+            raise _Refused(
+                f"{nexus}: schema {schema.id!r} leaves mandatory dataset fields empty: "
+                f"{', '.join(draft.missing_mandatory)}{because}"
+            )
+        payload = dict(draft.payload)
+        if payload.get("pid"):
+            update_context(dataset_pid=str(payload["pid"]))
+        existing = self._existing_pid(payload)
+        if existing is not None:
+            return self._ensure_datablock(existing, payload, nexus, real)
+        entries = self._file_list(nexus, real, payload)
+        payload["size"] = _total_size(entries)
+        payload["numberOfFiles"] = len(entries)
+        if self._dry_run:
+            logger.debug(
+                "Dry run: would create dataset %s with %d file(s)", payload.get("pid"), len(entries)
+            )
+            return DryRun(str(payload.get("pid") or ""))
+        try:
+            created = self._client.create_dataset(payload)
+        except SciCatConflict:
+            pid = str(payload.get("pid") or "")
+            if not pid:
+                raise
+            logger.info("Dataset %s was created meanwhile (409)", pid)
+            return self._ensure_datablock(pid, payload, nexus, real)
+        pid = str(created.get("pid") or payload.get("pid") or "")
+        if not pid:
+            raise _Refused(f"{nexus}: SciCat created the dataset but returned no pid")
+        update_context(dataset_pid=pid)
+        block = self._client.create_origdatablock(self._datablock(pid, payload, entries))
+        return Created(pid, str(block.get("_id") or block.get("id") or ""))
+
+    # ----------------------------------------------------------------------------------------
+
+    def _existing_pid(self, payload: Mapping[str, Any]) -> str | None:
+        """The pid of this dataset if SciCat has it already (by pid, then by metadata key)."""
+        ingestion = self._config.ingestion
+        pid = payload.get("pid")
+        by_pid = ingestion.check_if_dataset_exists_by_pid and pid
+        if by_pid and self._client.get_dataset(str(pid)) is not None:
+            return str(pid)
+        if ingestion.check_if_dataset_exists_by_metadata:
+            key = ingestion.check_if_dataset_exists_by_metadata_key
+            item = (payload.get("scientificMetadata") or {}).get(key)
+            value = item.get("value") if isinstance(item, Mapping) else None
+            if value is not None:
+                found = self._client.find_datasets({f"scientificMetadata.{key}.value": value})
+                # upstream took any 200, even [], as "exists"
+                found_pid = found[0].get("pid") if found else None
+                if found_pid:
+                    return str(found_pid)
+        return None
+
+    def _ensure_datablock(
+        self, pid: str, payload: Mapping[str, Any], nexus: Path, real: Path
+    ) -> Outcome:
+        """An existing dataset: add its origdatablock if an earlier attempt stopped before it."""
+        update_context(dataset_pid=pid)
+        if self._client.origdatablocks_of(pid):
+            logger.debug("Dataset %s already in SciCat with its origdatablock", pid)
+            return Existed(pid)
+        if self._dry_run:
+            logger.info("Dry run: dataset %s exists without origdatablock; would add it", pid)
+            return Existed(pid)
+        logger.warning("Dataset %s exists without an origdatablock: adding it", pid)
+        entries = self._file_list(nexus, real, payload)
+        self._client.create_origdatablock(self._datablock(pid, payload, entries))
+        return Existed(pid, repaired=True)
+
+    def _file_list(self, nexus: Path, real: Path, payload: Mapping[str, Any]) -> list[FileEntry]:
+        """The NeXus file (stats, checksum) plus the hash side-file, with SciCat's path form."""
+        fh = self._fh
+        try:
+            chk = (
+                checksum(real, fh.file_hash_algorithm, fh.hash_chunk_bytes)
+                if fh.compute_file_hash
+                else None
+            )
+            entries = [stat_entry(nexus, fh.compute_file_stats, chk)]
+        except OSError as err:
+            raise FileNotReady(
+                nexus, f"cannot read for the file list: {err.strerror or err}"
+            ) from err
+        # Upstream raised when asked to save a hash it had not computed: nothing to save then.
+        if fh.save_file_hash and chk is not None and not self._dry_run:
+            try:
+                directory = ingestor_directory(fh, nexus)
+                side = write_hash_file(directory, nexus, chk, fh.hash_file_extension)
+                entries.append(stat_entry(side, fh.compute_file_stats, None))
+            except OSError as err:
+                raise _Refused(f"{nexus}: cannot write the hash file: {err}") from err
+        source_folder = payload.get("sourceFolder")
+        try:
+            return relative_to_source_folder(entries, str(source_folder), fh.file_path_type)
+        except ValueError as err:
+            raise _Refused(f"{nexus}: {err}") from err
+
+    def _datablock(
+        self, pid: str, payload: Mapping[str, Any], entries: list[FileEntry]
+    ) -> dict[str, Any]:
+        """``CreateOrigDatablockDto``: only fields SciCat accepts, no nulls."""
+        body = {
+            "datasetId": pid,
+            "size": _total_size(entries),
+            "chkAlg": self._fh.file_hash_algorithm,
+            "dataFileList": [e.to_dto() for e in entries],
+            "ownerGroup": payload.get("ownerGroup"),
+            "accessGroups": payload.get("accessGroups"),
+        }
+        return {k: v for k, v in body.items() if v is not None}
+
+    def _write_message(self, nexus: Path, message: Mapping[str, Any]) -> None:
+        """Keep the file-writer's message next to the data, for diagnosis; failure only warns."""
+        try:
+            directory = ingestor_directory(self._fh, nexus)
+            write_message_file(directory, nexus, message, self._fh.message_file_extension)
+        except OSError as err:
+            logger.warning("%s: cannot write the message file: %s", nexus, err)
+
+
+def _total_size(entries: list[FileEntry]) -> int:
+    return sum(e.size for e in entries if e.size is not None)

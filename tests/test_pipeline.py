@@ -1,0 +1,509 @@
+"""Pipeline: one file through the real schema engine, h5py and the SciCat stand-in."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scicat_ingestor.config import ConfigError, FileHandlingOptions, IngestorConfig, build
+from scicat_ingestor.logcontext import ContextFilter
+from scicat_ingestor.ops.metrics import REGISTRY
+from scicat_ingestor.outcome import Created, DryRun, Existed, Outcome, Permanent, Transient
+from scicat_ingestor.pipeline import Job, Pipeline, file_retry_delays
+from scicat_ingestor.schema.loader import load_schemas
+from scicat_ingestor.scicat import SciCatClient
+from scicat_ingestor.testing.scicat_standin import SciCatStandIn
+
+PID = "20.500.12269/f22acb1c-950b-11ef-a3ef-fa163e9aae0a"  # from small-coda.hdf's job id
+
+
+# ---- file-open retry schedule (pure) -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tries", "delays", "expected"),
+    [
+        (3, (), [3.0, 3.0, 3.0]),  # empty → 3 s each
+        (4, (1, 2), [1.0, 2.0, 2.0, 2.0]),  # short → padded with the last value
+        (2, (1, 2, 5, 7), [1.0, 2.0]),  # long → cut (upstream used it all)
+        (3, (-1, 500, 0.5), [0.0, 120.0, 0.5]),  # clamped to [0, 120]
+        (0, (5,), []),  # no retries
+    ],
+)
+def test_file_retry_delays(tries: int, delays: tuple[float, ...], expected: list[float]) -> None:
+    fh = FileHandlingOptions(data_file_open_max_tries=tries, data_file_open_retry_delay=delays)
+    assert file_retry_delays(fh) == expected
+
+
+# ---- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def coda(tmp_path: Path, data_dir: Path) -> Path:
+    """small-coda.hdf at <tmp>/data/coda/raw/ (sourceFolder <tmp>/data/coda, side files beside)."""
+    target = tmp_path / "data" / "coda" / "raw" / "small-coda.hdf"
+    target.parent.mkdir(parents=True)
+    shutil.copy(data_dir / "small-coda.hdf", target)
+    return target
+
+
+@pytest.fixture
+def schemas_dir(tmp_path: Path, data_dir: Path) -> Path:
+    directory = tmp_path / "schemas"
+    directory.mkdir()
+    shutil.copy(data_dir / "schemas" / "small-coda.imsc.yml", directory)
+    return directory
+
+
+MakePipeline = Callable[..., Pipeline]
+
+
+@pytest.fixture
+def make_pipeline(tmp_path: Path, schemas_dir: Path, scicat_standin: SciCatStandIn) -> Any:
+    """``make_pipeline(scicat={...}, ingestion={...}, file_handling={...})`` → Pipeline."""
+    clients: list[SciCatClient] = []
+
+    def make(
+        scicat: dict[str, Any] | None = None,
+        ingestion: dict[str, Any] | None = None,
+        file_handling: dict[str, Any] | None = None,
+        dataset: dict[str, Any] | None = None,
+    ) -> Pipeline:
+        data = {
+            "scicat": {
+                "host": scicat_standin.url,
+                "token": scicat_standin.token,
+                "timeout": 2,
+                "backoff_factor": 0.01,
+                **(scicat or {}),
+            },
+            "dataset": dataset or {},
+            "ingestion": {
+                "schemas_directory": str(schemas_dir),
+                "file_handling": {
+                    "data_directory": str(tmp_path / "data"),
+                    **(file_handling or {}),
+                },
+                **(ingestion or {}),
+            },
+        }
+        config = build(IngestorConfig, data, "test")
+        client = SciCatClient(config.scicat)
+        clients.append(client)
+        schemas = load_schemas(schemas_dir, config.ingestion.fallback_schema_file_path)
+        return Pipeline(config, schemas, client)
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def _ingest(pipeline: Pipeline, path: Path | str, **job: Any) -> Outcome:
+    return pipeline.ingest(Job(str(path), **job))
+
+
+def _posts(standin: SciCatStandIn) -> int:
+    return sum(n for key, n in standin.stats()["requests"].items() if key.startswith("POST"))
+
+
+# ---- the happy path and re-runs ------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_creates_dataset_and_origdatablock(
+    make_pipeline: MakePipeline, coda: Path, scicat_standin: SciCatStandIn
+) -> None:
+    outcome = _ingest(make_pipeline(), coda, job_id="job-1")
+    assert isinstance(outcome, Created)
+    assert outcome.pid == PID
+    # the stand-in validates both bodies against SciCat's OpenAPI DTOs (400 otherwise)
+    datasets = scicat_standin.datasets
+    assert list(datasets) == [PID]
+    dataset = datasets[PID]
+    assert dataset["sourceFolder"] == str(coda.parent.parent)
+    assert dataset["principalInvestigator"] == "Pia Investigator"
+    assert dataset["scientificMetadata"]["run_number"]["value"] == 31010
+    [block] = scicat_standin.origdatablocks
+    assert block["datasetId"] == PID
+    assert outcome.datablock_id == block["_id"]
+    digest = hashlib.blake2b(coda.read_bytes()).hexdigest()
+    hash_file = coda.parent.parent / "ingestor" / "small-coda.b2b"
+    assert hash_file.read_text() == digest
+    files = block["dataFileList"]
+    # paths relative to sourceFolder exactly once (upstream crashed on the second relativisation)
+    assert [f["path"] for f in files] == ["raw/small-coda.hdf", "ingestor/small-coda.b2b"]
+    assert files[0]["chk"] == digest and "chk" not in files[1]
+    assert files[0]["size"] == coda.stat().st_size and files[1]["size"] == 128
+    assert block["chkAlg"] == "blake2b"
+    assert block["size"] == dataset["size"] == coda.stat().st_size + 128
+    assert dataset["numberOfFiles"] == 2
+    assert block["ownerGroup"] == dataset["ownerGroup"] == "ess_proposal_443503"
+
+
+@pytest.mark.integration
+def test_second_run_finds_it_and_creates_nothing(
+    make_pipeline: MakePipeline, coda: Path, scicat_standin: SciCatStandIn
+) -> None:
+    pipeline = make_pipeline()
+    assert isinstance(_ingest(pipeline, coda), Created)
+    posts_before = _posts(scicat_standin)
+    assert _ingest(pipeline, coda) == Existed(PID, repaired=False)
+    assert _posts(scicat_standin) == posts_before
+    assert len(scicat_standin.datasets) == 1
+    assert len(scicat_standin.origdatablocks) == 1
+
+
+@pytest.mark.integration
+def test_metadata_check_needs_a_non_empty_answer(
+    make_pipeline: MakePipeline, coda: Path, scicat_standin: SciCatStandIn
+) -> None:
+    """Upstream took '200 []' as 'exists' and never ingested anything with the default config."""
+    pipeline = make_pipeline(ingestion={"check_if_dataset_exists_by_pid": False})
+    assert isinstance(_ingest(pipeline, coda), Created)
+    assert _ingest(pipeline, coda) == Existed(PID)  # now found by job_id
+    assert len(scicat_standin.datasets) == 1
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("failure", ["400", "outage"])
+def test_failed_origdatablock_is_repaired_on_rerun(
+    make_pipeline: MakePipeline, coda: Path, scicat_standin: SciCatStandIn, failure: str
+) -> None:
+    """Upstream left the dataset without its datablock forever (the rerun skipped it)."""
+    pipeline = make_pipeline(scicat={"max_retries": 1})
+    if failure == "400":
+        scicat_standin.fail_next(1, 400, "origdatablocks")
+    else:
+        scicat_standin.fail_next(2, 503, "origdatablocks")  # the first try and its one retry
+    first = _ingest(pipeline, coda)
+    if failure == "400":
+        assert isinstance(first, Permanent)
+        assert "SciCat POST origdatablocks → 400" in first.reason
+    else:
+        assert isinstance(first, Transient) and first.cause == "scicat"
+        assert "SciCat POST origdatablocks → 503" in first.reason
+    assert list(scicat_standin.datasets) == [PID]
+    assert scicat_standin.origdatablocks == []
+    assert _ingest(pipeline, coda) == Existed(PID, repaired=True)
+    assert list(scicat_standin.datasets) == [PID]
+    assert [b["datasetId"] for b in scicat_standin.origdatablocks] == [PID]
+    assert _ingest(pipeline, coda) == Existed(PID, repaired=False)
+
+
+# ---- SciCat failures -----------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_scicat_503_then_ok(
+    make_pipeline: MakePipeline, coda: Path, scicat_standin: SciCatStandIn
+) -> None:
+    pipeline = make_pipeline(
+        ingestion={
+            "check_if_dataset_exists_by_pid": False,
+            "check_if_dataset_exists_by_metadata": False,
+        }
+    )
+    scicat_standin.fail_next(2, 503, "datasets")
+    assert isinstance(_ingest(pipeline, coda), Created)
+    assert scicat_standin.stats()["requests"]["POST /datasets 503"] == 2
+    assert len(scicat_standin.datasets) == 1
+    assert len(scicat_standin.origdatablocks) == 1
+
+
+@pytest.mark.integration
+def test_lost_answer_to_dataset_post_still_ends_with_one_dataset(
+    make_pipeline: MakePipeline, coda: Path, scicat_standin: SciCatStandIn
+) -> None:
+    """SciCat stored the dataset but the answer was a 502: the retry gets 409 → exists."""
+    pipeline = make_pipeline(
+        ingestion={
+            "check_if_dataset_exists_by_pid": False,
+            "check_if_dataset_exists_by_metadata": False,
+        }
+    )
+    scicat_standin.fail_next(1, 502, "datasets", commit=True)
+    assert _ingest(pipeline, coda) == Existed(PID, repaired=True)
+    assert list(scicat_standin.datasets) == [PID]
+    assert len(scicat_standin.origdatablocks) == 1
+
+
+@pytest.mark.integration
+def test_scicat_400_is_permanent_with_the_reason(
+    make_pipeline: MakePipeline,
+    coda: Path,
+    scicat_standin: SciCatStandIn,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pipeline = make_pipeline(
+        ingestion={
+            "check_if_dataset_exists_by_pid": False,
+            "check_if_dataset_exists_by_metadata": False,
+        }
+    )
+    scicat_standin.fail_next(1, 400, "datasets")
+    outcome = _ingest(pipeline, coda)
+    assert isinstance(outcome, Permanent)
+    assert outcome.reason.startswith("SciCat POST datasets → 400: ")
+    assert scicat_standin.datasets == {}
+    [line] = [r for r in caplog.records if r.name == "scicat_ingestor.pipeline"]
+    assert f"failed_permanent (job -, dataset {PID})" in line.getMessage()
+    assert line.levelno == logging.WARNING
+
+
+@pytest.mark.integration
+def test_expired_login_is_renewed(
+    make_pipeline: MakePipeline, coda: Path, scicat_standin: SciCatStandIn
+) -> None:
+    pipeline = make_pipeline(scicat={"token": "", "username": "ingestor", "password": "pwd"})
+    assert isinstance(_ingest(pipeline, coda), Created)
+    scicat_standin.expire_tokens()
+    assert _ingest(pipeline, coda) == Existed(PID)
+    logins = scicat_standin.stats()["requests"].get("POST /auth/login 201")
+    assert logins == 2
+
+
+@pytest.mark.integration
+def test_scicat_not_answering_is_transient_then_works(
+    make_pipeline: MakePipeline, coda: Path, scicat_standin: SciCatStandIn
+) -> None:
+    """The first SciCat call is an SC variable: its timeout must not become 'missing field'."""
+    pipeline = make_pipeline(scicat={"timeout": 0.3, "max_retries": 0})
+    scicat_standin.stop_answering()
+    outcome = _ingest(pipeline, coda)
+    assert isinstance(outcome, Transient)
+    assert outcome.cause == "scicat"
+    assert "timed out" in outcome.reason
+    scicat_standin.resume()
+    assert isinstance(_ingest(pipeline, coda), Created)
+
+
+# ---- file problems -------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_missing_file_is_transient_file(make_pipeline: MakePipeline, tmp_path: Path) -> None:
+    outcome = _ingest(make_pipeline(), tmp_path / "data" / "coda" / "raw" / "small-coda.hdf")
+    assert isinstance(outcome, Transient)
+    assert outcome.cause == "file"
+    assert "not found" in outcome.reason
+
+
+@pytest.mark.integration
+def test_not_hdf5_is_permanent(make_pipeline: MakePipeline, coda: Path) -> None:
+    coda.write_text("not an HDF5 file\n")
+    outcome = _ingest(make_pipeline(), coda)
+    assert isinstance(outcome, Permanent)
+    assert str(coda) in outcome.reason and "not an HDF5 file" in outcome.reason
+
+
+@pytest.mark.integration
+def test_truncated_hdf5_is_permanent(make_pipeline: MakePipeline, coda: Path) -> None:
+    data = coda.read_bytes()
+    coda.write_bytes(data[: len(data) // 2])
+    outcome = _ingest(make_pipeline(), coda)
+    assert isinstance(outcome, Permanent)
+    assert str(coda) in outcome.reason and "truncated" in outcome.reason
+
+
+@pytest.mark.integration
+def test_file_outside_data_roots_is_refused(
+    make_pipeline: MakePipeline, tmp_path: Path, data_dir: Path, scicat_standin: SciCatStandIn
+) -> None:
+    outside = tmp_path / "elsewhere" / "small-coda.hdf"
+    outside.parent.mkdir()
+    shutil.copy(data_dir / "small-coda.hdf", outside)
+    outcome = _ingest(make_pipeline(), outside)
+    assert outcome == Permanent(
+        f"{outside}: outside the data roots; data roots: {tmp_path / 'data'}"
+    )
+    assert scicat_standin.stats()["requests"] == {}
+
+
+@pytest.mark.integration
+def test_dotdot_traversal_is_refused(
+    make_pipeline: MakePipeline, tmp_path: Path, coda: Path
+) -> None:
+    secret = tmp_path / "secret.hdf"
+    shutil.copy(coda, secret)
+    outcome = _ingest(make_pipeline(), f"{coda.parent}/../../../secret.hdf")
+    assert isinstance(outcome, Permanent)
+    assert "'..' leads outside the data roots" in outcome.reason
+
+
+@pytest.mark.integration
+def test_symlink_escaping_the_root_is_refused(
+    make_pipeline: MakePipeline, tmp_path: Path, coda: Path
+) -> None:
+    secret = tmp_path / "secret.hdf"
+    shutil.copy(coda, secret)
+    link = coda.parent / "link.hdf"
+    link.symlink_to(secret)
+    outcome = _ingest(make_pipeline(), link)
+    assert isinstance(outcome, Permanent)
+    assert "a symlink leads outside the data roots" in outcome.reason
+
+
+@pytest.mark.integration
+def test_no_matching_schema_and_no_fallback_is_permanent(
+    make_pipeline: MakePipeline, coda: Path
+) -> None:
+    other = coda.with_name("run-0001.hdf")
+    coda.rename(other)
+    outcome = _ingest(make_pipeline(), other)
+    assert isinstance(outcome, Permanent)
+    assert "no metadata schema matches" in outcome.reason
+
+
+@pytest.mark.integration
+def test_missing_mandatory_field_names_the_fields_and_causes(
+    make_pipeline: MakePipeline, coda: Path, scicat_standin: SciCatStandIn
+) -> None:
+    """Proposal unknown to SciCat: the PI fields stay empty, and the reason says why."""
+    scicat_standin.fail_next(3, 404, "proposals")
+    outcome = _ingest(make_pipeline(), coda)
+    assert isinstance(outcome, Permanent)
+    assert "mandatory dataset fields empty: " in outcome.reason
+    assert "principalInvestigator" in outcome.reason
+    assert "variable pi_firstname: SciCat GET proposals/443503 → 404" in outcome.reason
+    assert scicat_standin.datasets == {}
+
+
+# ---- options -------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_dry_run_posts_nothing_and_writes_nothing(
+    make_pipeline: MakePipeline, coda: Path, scicat_standin: SciCatStandIn
+) -> None:
+    """Upstream wrote the hash file even in a dry run."""
+    pipeline = make_pipeline(ingestion={"dry_run": True})
+    outcome = _ingest(pipeline, coda, message={"job_id": "j"})
+    assert outcome == DryRun(PID)
+    assert scicat_standin.datasets == {}
+    assert _posts(scicat_standin) == 0
+    assert not (coda.parent.parent / "ingestor").exists()
+
+
+@pytest.mark.integration
+def test_scicat_assigned_pid_is_used_for_the_origdatablock(
+    make_pipeline: MakePipeline, coda: Path, scicat_standin: SciCatStandIn
+) -> None:
+    """allow_dataset_pid: false → upstream crashed (KeyError 'pid') building the datablock."""
+    outcome = _ingest(make_pipeline(dataset={"allow_dataset_pid": False}), coda)
+    assert isinstance(outcome, Created)
+    assert outcome.pid != PID
+    assert list(scicat_standin.datasets) == [outcome.pid]
+    assert [b["datasetId"] for b in scicat_standin.origdatablocks] == [outcome.pid]
+
+
+@pytest.mark.integration
+def test_save_hash_without_computing_it(
+    make_pipeline: MakePipeline, coda: Path, scicat_standin: SciCatStandIn
+) -> None:
+    """Upstream raised 'Checksum is not provided'; now there is simply no hash file."""
+    pipeline = make_pipeline(file_handling={"compute_file_hash": False, "save_file_hash": True})
+    assert isinstance(_ingest(pipeline, coda), Created)
+    [block] = scicat_standin.origdatablocks
+    assert [f["path"] for f in block["dataFileList"]] == ["raw/small-coda.hdf"]
+    assert "chk" not in block["dataFileList"][0]
+    assert not (coda.parent.parent / "ingestor" / "small-coda.b2b").exists()
+
+
+@pytest.mark.integration
+def test_absolute_paths_and_stats_off(
+    make_pipeline: MakePipeline, coda: Path, scicat_standin: SciCatStandIn
+) -> None:
+    pipeline = make_pipeline(
+        file_handling={"file_path_type": "absolute", "compute_file_stats": False}
+    )
+    assert isinstance(_ingest(pipeline, coda), Created)
+    [block] = scicat_standin.origdatablocks
+    first, second = block["dataFileList"]
+    assert first["path"] == str(coda)
+    assert second["path"] == str(coda.parent.parent / "ingestor" / "small-coda.b2b")
+    assert first["size"] == coda.stat().st_size
+    assert "uid" not in first and "perm" not in first
+
+
+@pytest.mark.integration
+def test_message_file_is_a_json_object(make_pipeline: MakePipeline, coda: Path) -> None:
+    message = {"job_id": "j-7", "file_name": str(coda), "service_id": "fw"}
+    assert isinstance(_ingest(make_pipeline(), coda, message=message), Created)
+    written = coda.parent.parent / "ingestor" / "small-coda.message.json"
+    assert json.loads(written.read_text()) == message
+
+
+@pytest.mark.integration
+def test_source_folder_not_containing_the_files_is_permanent(
+    make_pipeline: MakePipeline, coda: Path, tmp_path: Path
+) -> None:
+    side = tmp_path / "side"
+    outcome = _ingest(make_pipeline(file_handling={"ingestor_files_directory": str(side)}), coda)
+    assert isinstance(outcome, Permanent)
+    assert f"{side}/small-coda.b2b is not inside sourceFolder" in outcome.reason
+
+
+def test_unsupported_hash_algorithm_is_a_config_error(
+    make_pipeline: MakePipeline,
+) -> None:
+    with pytest.raises(ConfigError, match="file_hash_algorithm: unsupported 'crc32'"):
+        make_pipeline(file_handling={"file_hash_algorithm": "crc32"})
+
+
+# ---- concurrency, logs, metrics ------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_same_file_twice_at_once_gives_one_dataset_one_datablock(
+    make_pipeline: MakePipeline, coda: Path, scicat_standin: SciCatStandIn
+) -> None:
+    pipeline = make_pipeline()
+    scicat_standin.delay(0.2, "proposals")  # widen the window for a race
+    outcomes: list[Outcome] = []
+    threads = [
+        threading.Thread(target=lambda: outcomes.append(_ingest(pipeline, coda))) for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(type(o).__name__ for o in outcomes) == ["Created", "Existed", "Existed"]
+    assert len(scicat_standin.datasets) == 1
+    assert len(scicat_standin.origdatablocks) == 1
+
+
+@pytest.mark.integration
+def test_one_log_line_with_context_and_duration_metric(
+    make_pipeline: MakePipeline, coda: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def observed() -> float:
+        value = REGISTRY.get_sample_value("scicat_ingestor_ingest_duration_seconds_count")
+        return value or 0.0
+
+    pipeline = make_pipeline()
+    caplog.handler.addFilter(ContextFilter())
+    caplog.set_level(logging.INFO, logger="scicat_ingestor.pipeline")
+    before = observed()
+    _ingest(pipeline, coda, job_id="job-42")
+    assert observed() - before == 1
+    lines = [r for r in caplog.records if r.name == "scicat_ingestor.pipeline"]
+    assert len(lines) == 1
+    record = lines[0]
+    assert record.levelno == logging.INFO
+    message = record.getMessage()
+    assert str(coda) in message and "created" in message and "job-42" in message
+    assert PID in message and " s" in message
+    assert (record.job_id, record.file, record.dataset_pid, record.outcome) == (  # type: ignore[attr-defined]
+        "job-42",
+        str(coda),
+        PID,
+        "created",
+    )

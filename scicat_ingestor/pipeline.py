@@ -196,7 +196,7 @@ class Pipeline:
             results = evaluate_variables(schema, reader, builtins, fetch)
         if fetch.unavailable is not None:
             raise fetch.unavailable
-        draft = build_dataset(schema, results, self._config.dataset)
+        draft = build_dataset(schema, results, self._config.dataset, _pid_seed(job, real))
         if draft.missing_mandatory:
             causes = [f"variable {f.name}: {f.error}" for f in results.failures]
             causes += [f"field {f.machine_name}: {f.error}" for f in draft.failures]
@@ -324,3 +324,9 @@ class Pipeline:
 
 def _total_size(entries: list[FileEntry]) -> int:
     return sum(e.size for e in entries if e.size is not None)
+
+
+def _pid_seed(job: Job, real: Path) -> str:
+    """Identifies one version of one file: the same message redelivered gives the same seed."""
+    st = real.stat()
+    return f"{job.job_id}|{real}|{st.st_mtime_ns}|{st.st_size}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import threading
 from collections.abc import Callable
@@ -402,6 +403,25 @@ def test_scicat_assigned_pid_is_used_for_the_origdatablock(
     assert outcome.pid != PID
     assert list(scicat_standin.datasets) == [outcome.pid]
     assert [b["datasetId"] for b in scicat_standin.origdatablocks] == [outcome.pid]
+
+
+@pytest.mark.integration
+def test_fix_generated_pid_is_stable_across_redelivery(
+    make_pipeline: MakePipeline, coda: Path, scicat_standin: SciCatStandIn
+) -> None:
+    """Upstream generated a random uuid per attempt: a redelivered message made a second dataset."""
+    pipeline = make_pipeline(
+        dataset={"generate_dataset_pid": True},
+        ingestion={"check_if_dataset_exists_by_metadata": False},
+    )
+    first = _ingest(pipeline, coda, job_id="job-1")
+    again = _ingest(pipeline, coda, job_id="job-1")
+    assert isinstance(first, Created)
+    assert first.pid.startswith("20.500.12269/")
+    assert again == Existed(first.pid)
+    assert list(scicat_standin.datasets) == [first.pid]
+    os.utime(coda, ns=(1, 10**18))  # a rewritten file is a new version: a new dataset
+    assert isinstance(_ingest(pipeline, coda, job_id="job-1"), Created)
 
 
 @pytest.mark.integration

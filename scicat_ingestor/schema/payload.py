@@ -11,7 +11,7 @@ import json
 import logging
 from dataclasses import dataclass
 from typing import Any
-from uuid import uuid4
+from uuid import NAMESPACE_URL, uuid4, uuid5
 
 from scicat_ingestor.config import DatasetOptions
 from scicat_ingestor.schema.model import MetadataSchema, SchemaField
@@ -145,9 +145,11 @@ class DatasetDraft:
 
 
 def build_dataset(
-    schema: MetadataSchema, results: VariableResults, options: DatasetOptions
+    schema: MetadataSchema, results: VariableResults, options: DatasetOptions, pid_seed: str = ""
 ) -> DatasetDraft:
-    """Map variables to the SciCat raw-dataset payload; failing fields are reported, not raised."""
+    """Map variables to the SciCat raw-dataset payload; failing fields are reported, not raised.
+
+    ``pid_seed`` identifies the file version; generated pids are derived from it (see below)."""
     failed = frozenset(f.name for f in results.failures)
     top: dict[str, Any] = {}
     scientific: dict[str, Any] = {}
@@ -165,7 +167,7 @@ def build_dataset(
             scientific[item.machine_name] = _scientific_entry(item, value, rendered.unit)
         elif item.machine_name in RAW_DATASET_FIELDS and item.machine_name not in INGESTOR_FIELDS:
             top[item.machine_name] = value
-    _apply_pid_rules(top, options)
+    _apply_pid_rules(top, options, pid_seed)
     _apply_defaults(top, options)
     if results.sample_ids and top.get("sampleId") is None:
         top["sampleId"] = results.sample_ids[0]
@@ -202,14 +204,19 @@ def _pid_optional(options: DatasetOptions) -> bool:
     return not options.allow_dataset_pid or options.generate_dataset_pid
 
 
-def _apply_pid_rules(top: dict[str, Any], options: DatasetOptions) -> None:
+def _apply_pid_rules(top: dict[str, Any], options: DatasetOptions, pid_seed: str) -> None:
     """``allow_dataset_pid: false`` → SciCat assigns the pid; else ``generate_dataset_pid`` →
-    ``<dataset_pid_prefix>/<uuid4>`` replaces any schema pid (upstream ignored the prefix)."""
+    ``<dataset_pid_prefix>/<uuid>`` replaces any schema pid (upstream ignored the prefix).
+
+    The generated uuid is derived from ``pid_seed`` (one file version) when given, so a retried or
+    redelivered message finds the dataset it created before instead of creating a second one
+    (upstream's random uuid4 made every retry a duplicate)."""
     if not options.allow_dataset_pid:
         top.pop("pid", None)
     elif options.generate_dataset_pid:
+        uid = uuid5(NAMESPACE_URL, pid_seed) if pid_seed else uuid4()
         prefix = options.dataset_pid_prefix.strip("/")
-        top["pid"] = f"{prefix}/{uuid4()}" if prefix else str(uuid4())
+        top["pid"] = f"{prefix}/{uid}" if prefix else str(uid)
 
 
 def _apply_defaults(top: dict[str, Any], options: DatasetOptions) -> None:

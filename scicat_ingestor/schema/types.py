@@ -164,7 +164,7 @@ def _date(value: Any) -> str:
 def _sequence(value: Any) -> list[Any]:
     """A list from a list, tuple, array, Python-literal text, or a single value."""
     if isinstance(value, np.ndarray):
-        return list(value.tolist())
+        return list(np.atleast_1d(value).tolist())  # a 0-d array's tolist() is a scalar
     if isinstance(value, list | tuple):
         return list(value)
     if isinstance(value, str):
@@ -206,6 +206,8 @@ def _list(value: Any) -> list[Any]:
             value = ast.literal_eval(value)
         except _LITERAL_ERRORS as exc:
             raise ConversionError(f"not a list: {short_repr(value)}") from exc
+    if isinstance(value, np.ndarray):
+        value = np.atleast_1d(value)  # a 0-d array's tolist() is a scalar
     if not isinstance(value, list | tuple | np.ndarray):
         raise ConversionError(f"not a list: {short_repr(value)}")
     result: list[Any] = _jsonable(value)

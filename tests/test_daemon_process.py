@@ -1,0 +1,154 @@
+"""The daemon as a real process (``python -m scicat_ingestor run``): kill -9, SIGTERM, two members.
+
+What must hold whatever happens to the process: every announced file ends up as exactly one dataset
+with one origdatablock; nothing is lost and nothing is duplicated.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_daemon import Kit, announce_round_robin, make_kit, new_group, wait_until
+
+from scicat_ingestor.testing.daemon_process import DaemonProcess, write_config
+
+pytestmark = pytest.mark.integration
+
+
+class ProcessKit(Kit):
+    """``Kit`` plus daemons run as separate processes (killed at teardown)."""
+
+    processes: list[DaemonProcess]
+
+    def daemon(
+        self, topic: str, group: str, name: str = "a", overrides: Mapping[str, Any] | None = None
+    ) -> DaemonProcess:
+        """Start ``python -m scicat_ingestor run`` with its log in ``daemon-<name>.log``."""
+        data = self.config_data(topic, group, overrides)
+        config = write_config(self.tmp_path / f"daemon-{name}.yml", data)
+        process = DaemonProcess(config, self.tmp_path / f"daemon-{name}.log")
+        process.start()
+        self.processes.append(process)
+        return process
+
+
+@pytest.fixture
+def kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ProcessKit]:
+    base = make_kit(request, tmp_path)
+    made = ProcessKit(**vars(base))
+    made.processes = []
+    yield made
+    for process in made.processes:
+        process.kill()
+
+
+def test_slow_first_message_holds_the_commit_and_is_redelivered_after_kill_9(
+    kit: ProcessKit,
+) -> None:
+    topic, group = kit.make_topic(1), new_group()
+    writer = kit.writer(topic)
+    files = writer.write(10)
+    slow = files[0]
+    kit.standin.delay(3, match=slow.entry_uuid)  # each of its requests is answered 3 s late
+    writer.announce(files)
+    daemon = kit.daemon(topic, group, overrides={"scicat.timeout": 10})
+
+    wait_until(lambda: len(kit.standin.origdatablocks) == 9, "the nine fast files")
+    assert kit.committed(group, topic, 1) == [0]  # held at the slow one
+    daemon.kill()
+    kit.standin.delay(0, match=slow.entry_uuid)
+
+    daemon.start()
+    kit.wait_committed(group, topic, [10])
+    daemon.terminate()
+    assert daemon.wait(30) == 0
+    kit.assert_each_file_once(files)
+
+
+def test_kill_9_at_random_moments_loses_and_duplicates_nothing(kit: ProcessKit) -> None:
+    topic, group = kit.make_topic(4), new_group()
+    writer = kit.writer(topic)
+    files = writer.write(300)
+    announce_round_robin(writer, files, 4)
+    seed = random.randrange(1 << 32)
+    rng = random.Random(seed)
+    daemon = kit.daemon(topic, group)
+    for threshold in sorted(rng.sample(range(10, 290), 3)):
+        kit.wait_datasets(threshold)
+        time.sleep(rng.uniform(0, 0.3))
+        daemon.kill()
+        daemon.start()
+
+    kit.wait_committed(group, topic, [75] * 4)
+    daemon.terminate()
+    assert daemon.wait(30) == 0, f"seed {seed}"
+    kit.assert_each_file_once(files)
+    assert kit.dead_letters() == []
+
+
+def test_sigterm_drains_exits_0_and_restart_loses_nothing(kit: ProcessKit) -> None:
+    topic, group = kit.make_topic(2), new_group()
+    writer = kit.writer(topic)
+    files = writer.write(100)
+    announce_round_robin(writer, files, 2)
+    grace = 10.0
+    daemon = kit.daemon(topic, group, overrides={"ingestion.drain_grace_period": grace})
+
+    kit.wait_datasets(30)
+    daemon.terminate()
+    assert daemon.wait(grace + 5) == 0
+    assert "stopped after draining" in daemon.log_text()
+
+    daemon.start()
+    kit.wait_committed(group, topic, [50, 50])
+    daemon.signal(signal.SIGINT)
+    assert daemon.wait(grace + 5) == 0
+    kit.assert_each_file_once(files)
+
+
+def test_a_second_signal_exits_at_once_and_the_work_is_redelivered(kit: ProcessKit) -> None:
+    topic, group = kit.make_topic(1), new_group()
+    writer = kit.writer(topic)
+    files = writer.write(3)
+    kit.standin.stop_answering()  # ingestion hangs in its first SciCat request
+    writer.announce(files)
+    overrides = {"ingestion.drain_grace_period": 60, "scicat.timeout": 60}
+    daemon = kit.daemon(topic, group, overrides=overrides)
+    wait_until(lambda: kit.standin.stats()["connections"] > 0, "a request to SciCat")
+
+    daemon.terminate()
+    daemon.wait_for_log("stopping, draining up to 60 s", timeout=10)
+    daemon.terminate()
+    assert daemon.wait(10) == 128 + signal.SIGTERM
+    assert "SIGTERM again: exiting now" in daemon.log_text()
+    assert kit.committed(group, topic, 1) == [0]  # held at the first, unfinished message
+
+    kit.standin.resume()
+    daemon.start()
+    kit.wait_committed(group, topic, [3])
+    kit.assert_each_file_once(files)
+
+
+def test_two_members_share_partitions_and_the_survivor_finishes(kit: ProcessKit) -> None:
+    topic, group = kit.make_topic(4), new_group()
+    writer = kit.writer(topic)
+    files = writer.write(120)
+    first = kit.daemon(topic, group, name="a")
+    second = kit.daemon(topic, group, name="b")
+    announce_round_robin(writer, files, 4)
+
+    wait_until(
+        lambda: "created" in first.log_text() and "created" in second.log_text(),
+        "both members ingesting",
+    )
+    first.kill()
+    kit.wait_committed(group, topic, [30] * 4)
+    second.terminate()
+    assert second.wait(30) == 0
+    kit.assert_each_file_once(files)

@@ -1,0 +1,109 @@
+"""Consumer settings and start-up failures: what the daemon asks of librdkafka, when it refuses."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from scicat_ingestor.config import IngestorConfig, KafkaOptions, build
+from scicat_ingestor.daemon import run_daemon
+from scicat_ingestor.offsets import TopicPartition
+from scicat_ingestor.source import KafkaSource, consumer_settings
+from scicat_ingestor.state import ServiceState
+
+SASL = {
+    "bootstrap_servers": "127.0.0.1:1",
+    "security_protocol": "SASL_SSL",
+    "sasl_username": "ingestor",
+    "sasl_password": "hunter2-secret",
+    "ssl_ca_location": "/etc/ca.pem",
+}
+
+
+class Ignore:
+    """A rebalance listener for consumers that never join a group here."""
+
+    def on_assign(self, partitions: Sequence[TopicPartition]) -> None:
+        """Not called: these consumers never subscribe."""
+
+    def on_revoke(self, partitions: Sequence[TopicPartition]) -> None:
+        """Not called: these consumers never subscribe."""
+
+    def on_lost(self, partitions: Sequence[TopicPartition]) -> None:
+        """Not called: these consumers never subscribe."""
+
+
+def test_upstream_keys_become_librdkafka_settings_and_commits_are_manual() -> None:
+    settings = consumer_settings(build(KafkaOptions, SASL, "test"))
+    assert settings["group.id"] == "GROUP_ID"
+    assert settings["sasl.mechanism"] == "SCRAM-SHA-256"
+    assert settings["sasl.password"] == "hunter2-secret"
+    assert settings["ssl.ca.location"] == "/etc/ca.pem"
+    assert settings["auto.offset.reset"] == "earliest"
+    assert settings["enable.auto.commit"] is False
+    assert settings["enable.auto.offset.store"] is False
+
+
+def test_empty_values_and_unused_security_settings_are_left_out() -> None:
+    options = build(
+        KafkaOptions, {"security_protocol": "plaintext", "sasl_mechanism": "", "group_id": "g"}, "t"
+    )
+    settings = consumer_settings(options)
+    assert not any(key.startswith(("sasl.", "ssl.")) for key in settings)
+
+
+def test_consumer_config_is_merged_last_but_cannot_turn_auto_commit_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    passthrough = {"session.timeout.ms": 6000, "enable.auto.commit": True, "group.id": "other"}
+    options = build(KafkaOptions, {**SASL, "consumer_config": passthrough}, "test")
+    with caplog.at_level(logging.WARNING, logger="scicat_ingestor.source"):
+        settings = consumer_settings(options)
+    assert settings["session.timeout.ms"] == 6000
+    assert settings["group.id"] == "other"
+    assert settings["enable.auto.commit"] is False
+    (warning,) = caplog.records
+    assert "enable.auto.commit" in warning.getMessage()
+
+
+def test_the_logged_consumer_settings_mask_the_password(caplog: pytest.LogCaptureFixture) -> None:
+    options = build(KafkaOptions, {**SASL, "security_protocol": "SASL_PLAINTEXT"}, "test")
+    with caplog.at_level(logging.INFO, logger="scicat_ingestor.source"):
+        KafkaSource(options, Ignore(), ServiceState()).close()
+    assert "sasl.username': 'ingestor'" in caplog.text
+    assert "'sasl.password': '****'" in caplog.text
+    assert "hunter2" not in caplog.text
+
+
+def test_invalid_schemas_refuse_to_start_with_exit_2(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = build(
+        IngestorConfig,
+        {"ingestion": {"schemas_directory": str(tmp_path / "none")}, "kafka": SASL},
+        "test",
+    )
+    with caplog.at_level(logging.ERROR, logger="scicat_ingestor.daemon"):
+        assert run_daemon(config) == 2
+    assert "schema directory not found" in caplog.text
+
+
+def test_unusable_consumer_settings_refuse_to_start_with_exit_2(
+    data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = build(
+        IngestorConfig,
+        {
+            "ingestion": {"schemas_directory": str(data_dir / "schemas")},
+            "kafka": SASL,  # the CA file does not exist
+            "health_check": {"enabled": False},
+        },
+        "test",
+    )
+    with caplog.at_level(logging.ERROR, logger="scicat_ingestor.daemon"):
+        assert run_daemon(config) == 2
+    assert "invalid Kafka consumer configuration" in caplog.text
+    assert "ssl.ca.location" in caplog.text

@@ -1,0 +1,1 @@
+"""End-to-end benchmark of scicat-ingestor (``make bench`` / ``python -m bench``); see README.md."""

@@ -1,0 +1,222 @@
+"""``python -m bench`` (``make bench``): run the scenarios, print the table, write the results.
+
+Results go to ``bench/results/<date>.json``, ``.md`` and ``.png`` (``<date>-quick.*`` for a
+``--quick`` smoke run, so that a smoke run never replaces a measurement).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench import report, scenarios
+from bench.stack import BenchError, Stack, busy_elsewhere
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+SCENARIOS = ("throughput", "latency", "backlog", "workers", "scale_out", "hashing", "profile")
+DEFAULT_SCENARIOS = SCENARIOS[:-1]
+BUSY_WARNING = 0.1
+
+
+def _parser() -> argparse.ArgumentParser:
+    plan = scenarios.Plan()
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="End-to-end benchmark of scicat-ingestor with a real broker, the SciCat "
+        "stand-in and the daemon as separate processes.",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: tiny sizes, one run each (results named <date>-quick)",
+    )
+    parser.add_argument("--files", type=int, help=f"files per throughput run ({plan.files})")
+    parser.add_argument("--runs", type=int, help=f"runs per figure ({plan.runs})")
+    parser.add_argument("--workers", type=int, help=f"daemon worker threads ({plan.workers})")
+    parser.add_argument(
+        "--queue-size", type=int, help=f"ingestion.queue_size of the daemon ({plan.queue_size})"
+    )
+    parser.add_argument("--backlog", type=int, help=f"messages waiting at start ({plan.backlog})")
+    parser.add_argument(
+        "--scaling-files", type=int, help=f"files per worker-scaling run ({plan.scaling_files})"
+    )
+    parser.add_argument("--hashing-mib", type=int, help=f"hashed file size ({plan.hashing_mib})")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=SCENARIOS,
+        default=list(DEFAULT_SCENARIOS),
+        metavar="SCENARIO",
+        help=f"scenarios to run: {', '.join(SCENARIOS)} (default: all but profile)",
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="first wait up to this long for other processes to leave the machine idle",
+    )
+    return parser
+
+
+def build_plan(args: argparse.Namespace) -> scenarios.Plan:
+    plan = scenarios.Plan.quick_plan() if args.quick else scenarios.Plan()
+    changes = {
+        "files": args.files,
+        "scaleout_files": args.files,
+        "runs": args.runs,
+        "workers": args.workers,
+        "queue_size": args.queue_size,
+        "backlog": args.backlog,
+        "scaling_files": args.scaling_files,
+        "hashing_mib": args.hashing_mib,
+    }
+    return dataclasses.replace(plan, **{k: v for k, v in changes.items() if v is not None})
+
+
+def log(text: str) -> None:
+    print(text, flush=True)
+
+
+def _header(plan: scenarios.Plan) -> report.Results:
+    """Results without figures yet: date, machine (and how busy it is), settings, method notes."""
+    now = dt.datetime.now(dt.UTC)
+    results = report.Results(
+        date=now.strftime("%Y-%m-%d"),
+        started=now.isoformat(timespec="seconds"),
+        machine=report.machine_info(),
+        settings={k: v for k, v in dataclasses.asdict(plan).items() if k != "quick"}
+        | {"quick": plan.quick},
+    )
+    results.machine["cpu_speed_ms_start"] = report.cpu_speed_ms()
+    log(f"machine: {report.machine_line(results.machine)}")
+    elsewhere = busy_elsewhere()
+    results.machine["busy_elsewhere_at_start"] = round(elsewhere, 3)
+    if elsewhere > BUSY_WARNING:
+        warning = (
+            f"WARNING: other processes used {elsewhere:.0%} of the machine when the benchmark "
+            "started; the figures are low and noisy (see 'machine used by other processes')."
+        )
+        log(warning)
+        results.notes.append(warning)
+    results.notes.append(
+        "Every part is its own process: Tansu broker, SciCat stand-in "
+        "(python -m scicat_ingestor.testing.scicat_standin, so its CPU does not share the daemon's "
+        "GIL) and the daemon (python -m scicat_ingestor run; hashing, stats, hash and message "
+        "side files on; INFO logging to stdout and a file). The machine has "
+        f"{results.machine['logical_cores']} cores for all of them: broker, stand-in and daemon "
+        "compete for CPU, so the figures are a floor for a daemon with a host of its own."
+    )
+    if plan.quick:
+        results.notes.append(
+            "QUICK SMOKE RUN: sizes too small and too few runs to be a measurement."
+        )
+    return results
+
+
+def run(plan: scenarios.Plan, selected: Sequence[str], workspace: Path) -> report.Results:
+    started = time.monotonic()
+    results = _header(plan)
+    needs_stack = set(selected) - {"hashing"}
+    stack = None
+    try:
+        if needs_stack:
+            log(f"writing {plan.pool_size} NeXus files and starting the broker ...")
+            stack = Stack(workspace, plan.pool_size)
+        max_rate = 0.0
+        single: list[scenarios.FlowRun] = []
+        if "throughput" in selected and stack is not None:
+            log(f"throughput and HTTP-only limit: {plan.runs} x {plan.files} files")
+            flow, limit, single = scenarios.throughput(stack, plan, log)
+            results.scenarios += [flow, limit]
+            max_rate = flow.rows[0].spread.median
+        if "latency" in selected and stack is not None:
+            if not max_rate:
+                raise BenchError("the latency scenario needs the throughput scenario")
+            log(f"latency at half of {max_rate:.0f} files/s")
+            results.scenarios.append(scenarios.latency(stack, plan, max_rate, log))
+        if "backlog" in selected and stack is not None:
+            log(f"backlog: {plan.backlog} messages waiting at start, {plan.backlog_runs} run(s)")
+            results.scenarios.append(scenarios.backlog(stack, plan, log))
+        if "workers" in selected and stack is not None:
+            log(f"worker scaling: {plan.scaling_workers}, {plan.scaling_files} files")
+            results.scenarios.append(scenarios.workers(stack, plan, log))
+        if "scale_out" in selected and stack is not None:
+            log(f"scale-out: two daemons in one group, {plan.scaleout_files} files")
+            reuse = single if plan.scaleout_files == plan.files else []
+            results.scenarios.append(scenarios.scale_out(stack, plan, log, reuse))
+        if "profile" in selected and stack is not None:
+            from bench import profile
+
+            log("profile: py-spy on the daemon during one throughput run")
+            results.scenarios.append(profile.profile_run(stack, plan, log))
+        if "hashing" in selected:
+            log(f"hashing: {plan.hashing_mib} MiB")
+            results.scenarios.append(scenarios.hashing(plan, workspace, log))
+    finally:
+        if stack is not None:
+            stack.close()
+    results.machine["cpu_speed_ms_end"] = report.cpu_speed_ms()
+    results.duration_s = round(time.monotonic() - started, 1)
+    return results
+
+
+def save(results: report.Results, out: Path, quick: bool, selected: Sequence[str]) -> Path:
+    """Write JSON, markdown and PNG; a smoke run or a partial selection gets its own name."""
+    out.mkdir(parents=True, exist_ok=True)
+    name = results.date + ("-quick" if quick else "")
+    if set(selected) != set(DEFAULT_SCENARIOS):
+        name += "-" + "-".join(sorted(set(selected)))
+    stem = out / name
+    report.write_json(results, stem.with_suffix(".json"))
+    stem.with_suffix(".md").write_text(report.markdown(results), encoding="utf-8")
+    if {s.name for s in results.scenarios} & set(report.PLOTTED):
+        report.plot(results, stem.with_suffix(".png"))
+    return stem
+
+
+def _wait_quiet(limit: float) -> None:
+    deadline = time.monotonic() + limit
+    while (busy := busy_elsewhere(5.0)) > BUSY_WARNING and time.monotonic() < deadline:
+        log(f"waiting: other processes use {busy:.0%} of the machine")
+        time.sleep(25)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    plan = build_plan(args)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.wait_quiet > 0:
+        _wait_quiet(args.wait_quiet)
+    workspace = Path(tempfile.mkdtemp(prefix="scicat-bench-"))
+    try:
+        results = run(plan, args.only, workspace)
+    except BenchError as exc:
+        print(f"error: {exc}\n(work directory kept: {workspace})", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"interrupted (work directory kept: {workspace})", file=sys.stderr)
+        return 1
+    stem = save(results, args.out, plan.quick, args.only)
+    print()
+    print(report.markdown(results))
+    print(f"results: {stem}.* ({results.duration_s:.0f} s)")
+    if args.keep:
+        print(f"work directory kept: {workspace}")
+    else:
+        shutil.rmtree(workspace, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

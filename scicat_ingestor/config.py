@@ -108,8 +108,9 @@ class IngestionOptions:
     check_if_dataset_exists_by_metadata: bool = True
     check_if_dataset_exists_by_metadata_key: str = "job_id"
     file_handling: FileHandlingOptions = field(default_factory=FileHandlingOptions)
-    # (new) messages queued beyond the busy workers before partitions are paused.
-    queue_size: int = 10
+    # (new) messages queued beyond the busy workers before partitions are paused (~2 KB each);
+    # large enough that workers stay fed while consumption pauses and resumes.
+    queue_size: int = 100
     # (new) SciCat-outage retry: first delay and cap of the exponential backoff.
     retry_initial_delay: float = 1.0
     retry_max_delay: float = 60.0

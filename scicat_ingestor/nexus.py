@@ -12,6 +12,7 @@ import fnmatch
 import functools
 import logging
 import re
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -129,7 +130,7 @@ class NexusReader:
         ds = self._dataset(path)
         if ds.shape is None:
             return None
-        nbytes = int(ds.size) * ds.dtype.itemsize
+        nbytes = stored_nbytes(ds)
         if nbytes > self.max_read_bytes:
             raise self._error(
                 f"{path}: dataset is {nbytes} bytes, more than max_read_bytes "
@@ -221,3 +222,48 @@ def _compile_segment(segment: str) -> re.Pattern[str]:
 
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else "unknown error"
+
+
+def stored_nbytes(ds: h5py.Dataset) -> int:
+    """Bytes that reading ``ds`` would bring into memory, found without reading it.
+
+    For fixed-size types that is size times itemsize. For variable-length strings and sequences the
+    itemsize is only a pointer: the data lives in the file's global heap. There the file stores one
+    descriptor per element (4-byte length, then the heap id), so for contiguous and unfiltered
+    chunked layouts we sum those lengths from the raw descriptors. Other layouts (compact, filtered)
+    fall back to the pointer size, i.e. are not capped (a documented limit).
+    """
+    pointers = int(ds.size) * int(ds.dtype.itemsize)
+    base = h5py.check_vlen_dtype(ds.dtype)
+    text = h5py.check_string_dtype(ds.dtype)
+    if base is None and (text is None or text.length is not None):
+        return pointers
+    element_bytes = 1 if text is not None else int(np.dtype(base).itemsize)
+    lengths = _vlen_lengths(ds)
+    if lengths is None:
+        return pointers
+    return sum(lengths) * element_bytes + pointers
+
+
+def _vlen_lengths(ds: h5py.Dataset) -> list[int] | None:
+    """Element lengths read from the stored descriptors, or None where they cannot be reached."""
+    sizeof_addr, _sizeof_size = ds.file.id.get_create_plist().get_sizes()
+    descriptor = struct.Struct(f"<I{sizeof_addr + 4}x")
+    layout = ds.id.get_create_plist().get_layout()
+    raw = b""
+    if layout == h5py.h5d.CONTIGUOUS:
+        offset = ds.id.get_offset()
+        if offset is None:  # never written: nothing to read
+            return []
+        with open(ds.file.filename, "rb") as fh:
+            fh.seek(offset)
+            raw = fh.read(descriptor.size * int(ds.size))
+    elif layout == h5py.h5d.CHUNKED and ds.id.get_create_plist().get_nfilters() == 0:
+        for index in range(ds.id.get_num_chunks()):
+            chunk = ds.id.get_chunk_info(index)
+            _mask, data = ds.id.read_direct_chunk(chunk.chunk_offset)
+            raw += data
+    else:
+        return None
+    usable = len(raw) - len(raw) % descriptor.size
+    return [length for (length,) in descriptor.iter_unpack(raw[:usable])]

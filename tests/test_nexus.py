@@ -19,6 +19,7 @@ from scicat_ingestor.nexus import (
     NotNexus,
     classify_open_error,
     open_nexus,
+    stored_nbytes,
 )
 
 DATA = Path(__file__).parent / "data"
@@ -270,3 +271,33 @@ def test_filesystem_without_locking_is_permanent_with_a_hint() -> None:
         "/nfs/x.h5: cannot lock the file (errno 38); if this filesystem does not support "
         "locking, set HDF5_USE_FILE_LOCKING=FALSE"
     )
+
+
+# ---- size of variable-length data, found without reading it -------------------------------------
+
+
+def test_stored_nbytes_counts_variable_length_strings_without_reading(tmp_path: Path) -> None:
+    """An itemsize check sees only a pointer: a 1 MB vlen string looked like 16 bytes."""
+    path = tmp_path / "vlen.h5"
+    with h5py.File(path, "w") as f:
+        f["scalar"] = "é" * 500_000  # contiguous, 1,000,000 UTF-8 bytes
+        f.create_dataset("chunked", data=["ab", "cde", "f"], dtype=h5py.string_dtype(), chunks=(2,))
+        f.create_dataset("empty", shape=(4,), dtype=h5py.string_dtype())
+        f["fixed"] = np.bytes_("abcd")
+    with h5py.File(path, "r") as f:
+        pointer = f["scalar"].dtype.itemsize
+        assert stored_nbytes(f["scalar"]) == 1_000_000 + pointer
+        assert stored_nbytes(f["chunked"]) == 6 + 3 * pointer
+        assert stored_nbytes(f["empty"]) == 4 * pointer
+        assert stored_nbytes(f["fixed"]) == 4
+
+
+def test_vlen_string_over_the_cap_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "big.h5"
+    with h5py.File(path, "w") as f:
+        f["title"] = "x" * 2_000_000
+    with (
+        open_nexus(path, max_read_bytes=1_000_000) as reader,
+        pytest.raises(NexusError, match="more than max_read_bytes"),
+    ):
+        reader.read("/title")

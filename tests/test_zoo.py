@@ -208,12 +208,6 @@ class Expect:
     reason: tuple[str, ...] = ()
 
 
-VLEN_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG nexus.py read(): the max_read_bytes check uses dtype.itemsize, which is the "
-    "pointer size for variable-length strings, so a 100 MB vlen string is read in full",
-)
-
 ZOO: list[Any] = [
     pytest.param(missing, Expect(Transient, ("file not found",)), id="missing-file"),
     pytest.param(zero_bytes, Expect(Permanent, ("not an HDF5 file",)), id="zero-bytes"),
@@ -238,7 +232,6 @@ ZOO: list[Any] = [
         string_100mb_variable,
         Expect(Permanent, ("/entry/title", "max_read_bytes")),
         id="100MB-vlen-string-for-a-scalar",
-        marks=VLEN_BUG,
     ),
     pytest.param(number_as_text, Expect(Created), id="number-where-text-expected"),
     pytest.param(nan_as_number, Expect(Created), id="nan-where-number-expected"),

@@ -100,6 +100,9 @@ class NexusReader:
         self.path = path
         self.max_read_bytes = max_read_bytes
         self._objects: dict[str, Any] = {}
+        # Variable-length data lives uncompressed in the file's global heap, so in a file no larger
+        # than the cap no value can exceed it: only bigger files need the (costlier) exact size.
+        self._vlen_needs_check = _file_size(h5, path) > max_read_bytes
 
     def _error(self, detail: str) -> NexusValueError:
         return NexusValueError(self.path, detail)
@@ -130,7 +133,7 @@ class NexusReader:
         ds = self._dataset(path)
         if ds.shape is None:
             return None
-        nbytes = stored_nbytes(ds)
+        nbytes = stored_nbytes(ds) if self._vlen_needs_check else ds.size * ds.dtype.itemsize
         if nbytes > self.max_read_bytes:
             raise self._error(
                 f"{path}: dataset is {nbytes} bytes, more than max_read_bytes "
@@ -222,6 +225,13 @@ def _compile_segment(segment: str) -> re.Pattern[str]:
 
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else "unknown error"
+
+
+def _file_size(h5: h5py.File, path: Path) -> int:
+    try:
+        return int(h5.id.get_filesize())
+    except (OSError, ValueError):
+        return Path(path).stat().st_size
 
 
 def stored_nbytes(ds: h5py.Dataset) -> int:

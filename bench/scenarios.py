@@ -44,7 +44,7 @@ from bench.stack import (
     foreign_cpu_share,
     running,
 )
-from scicat_ingestor.config import SciCatOptions, Secret
+from scicat_ingestor.config import IngestionOptions, SciCatOptions, Secret
 from scicat_ingestor.scicat import SciCatClient
 
 Log = Callable[[str], None]
@@ -65,7 +65,7 @@ class Plan:
     files: int = 2000
     runs: int = 3
     workers: int = 10
-    queue_size: int = 10
+    queue_size: int = IngestionOptions().queue_size  # the production default
     latency_seconds: float = 15.0
     latency_fetch_wait_ms: int = 10
     backlog: int = 10_000

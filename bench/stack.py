@@ -28,6 +28,7 @@ import requests
 import yaml
 from confluent_kafka import Producer
 
+from scicat_ingestor.config import IngestionOptions
 from scicat_ingestor.testing.broker import TansuBroker, free_port
 from scicat_ingestor.testing.filewriter import SAMPLE_FILES, wrdn_message, write_nexus_copy
 from scicat_ingestor.testing.scicat_standin import DEFAULT_TOKEN
@@ -316,7 +317,7 @@ class DaemonSettings:
     """What a benchmark varies in the daemon's configuration."""
 
     workers: int = 10
-    queue_size: int = 10
+    queue_size: int = IngestionOptions().queue_size  # the production default
     # Tansu answers a fetch only after fetch.wait.max.ms even when data arrives meanwhile (Kafka
     # answers at once), so librdkafka's default 500 ms would add ~250 ms to every message.
     fetch_wait_max_ms: int = 500

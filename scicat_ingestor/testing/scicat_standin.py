@@ -1037,17 +1037,23 @@ class SciCatStandIn:
             found = self._blocks_of.get(pid, [])
             return Reply(200, found)
 
-    def _create_origdatablock(self, request: _Request) -> Reply:
+    def _validated(self, request: _Request, dto_name: str) -> dict[str, Any] | Reply:
+        """The body with the DTO's defaults, or the 400 the backend's validation gives."""
         try:
             body = self._json_body(request)
         except ValueError as exc:
             return Reply(400, _error(400, f"invalid JSON body: {exc}"))
-        dto = self._validators[DTO_ORIGDATABLOCK]
+        dto = self._validators[dto_name]
         violations = dto.violations(body)
         if violations:
             return Reply(400, _error(400, [v.message for v in violations]))
         assert isinstance(body, dict)
-        block = _with_defaults(dto, body)
+        return _with_defaults(dto, body)
+
+    def _create_origdatablock(self, request: _Request) -> Reply:
+        block = self._validated(request, DTO_ORIGDATABLOCK)
+        if isinstance(block, Reply):
+            return block
         block["dataFileList"] = [{**f, "time": _utc(f["time"])} for f in block["dataFileList"]]
         now = _now()
         with self._lock:
@@ -1104,16 +1110,9 @@ class SciCatStandIn:
             return Reply(200, apply_filter(self._samples, request.filter()))
 
     def _create_sample(self, request: _Request) -> Reply:
-        try:
-            body = self._json_body(request)
-        except ValueError as exc:
-            return Reply(400, _error(400, f"invalid JSON body: {exc}"))
-        dto = self._validators[DTO_SAMPLE]
-        violations = dto.violations(body)
-        if violations:
-            return Reply(400, _error(400, [v.message for v in violations]))
-        assert isinstance(body, dict)
-        sample = _with_defaults(dto, body)
+        sample = self._validated(request, DTO_SAMPLE)
+        if isinstance(sample, Reply):
+            return sample
         now = _now()
         with self._lock:
             sample_id = sample.get("sampleId") or str(uuid.uuid4())

@@ -186,7 +186,7 @@ class NexusReader:
         """
         paths = [""]
         for segment in (s for s in pattern.split("/") if s):
-            if not _is_wildcard(segment):
+            if not is_wildcard(segment):
                 paths = [f"{prefix}/{segment}" for prefix in paths]
                 continue
             rx = _compile_segment(segment)
@@ -214,8 +214,9 @@ def plain(raw: Any) -> Any:
     return raw
 
 
-def _is_wildcard(segment: str) -> bool:
-    return any(c in segment for c in "*?[")
+def is_wildcard(text: str) -> bool:
+    """Whether a NeXus path or path segment holds a glob pattern (the schema loader asks too)."""
+    return any(c in text for c in "*?[")
 
 
 @functools.lru_cache(maxsize=256)

@@ -22,6 +22,7 @@ from typing import Any, NoReturn, cast
 
 import yaml
 
+from scicat_ingestor.nexus import is_wildcard
 from scicat_ingestor.schema.model import (
     NAME,
     Compiled,
@@ -34,7 +35,6 @@ from scicat_ingestor.schema.model import (
     SchemaField,
     SchemaSet,
     ScRecipe,
-    Source,
     Template,
     ValueRecipe,
     Variable,
@@ -208,24 +208,18 @@ class _Checker:
     def parse(self, text: str, json_format: bool) -> Mapping[str, Any]:
         if json_format:
             self.warn("<file>", "JSON schema files are deprecated; convert it to *.imsc.yml")
-            try:
-                data = json.loads(text)
-            except RecursionError:
-                self.fail("<file>", f"nested more than {_MAX_DEPTH} levels deep")
-            except json.JSONDecodeError as exc:
-                self.fail(
-                    "<file>", f"invalid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}"
-                )
-        else:
-            try:
-                data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
-            except RecursionError:
-                self.fail("<file>", f"nested more than {_MAX_DEPTH} levels deep")
-            except yaml.YAMLError as exc:
-                mark = getattr(exc, "problem_mark", None)
-                where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-                problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-                self.fail("<file>", f"invalid YAML{where}: {problem}")
+        try:
+            # _UniqueKeyLoader is a SafeLoader subclass
+            data = json.loads(text) if json_format else yaml.load(text, Loader=_UniqueKeyLoader)
+        except RecursionError:
+            self.fail("<file>", f"nested more than {_MAX_DEPTH} levels deep")
+        except json.JSONDecodeError as exc:
+            self.fail("<file>", f"invalid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}")
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            self.fail("<file>", f"invalid YAML{where}: {problem}")
         if not isinstance(data, Mapping):
             self.fail("<file>", f"the top level must be a mapping, found {type(data).__name__}")
         self.check_size(data)
@@ -346,7 +340,7 @@ class _Checker:
         recipe: Recipe
         if source == "NXS":
             path = self.text(spec, "path", f"{key}.")
-            wildcard = any(c in path for c in "*?[")
+            wildcard = is_wildcard(path)
             if wildcard and value_type not in LIST_TYPES:
                 self.fail(
                     f"{key}.path",
@@ -361,7 +355,7 @@ class _Checker:
             )
         else:
             recipe = self.value_recipe(spec, key)
-        return Variable(name, cast(Source, source), value_type, unit, recipe, dict(spec))
+        return Variable(name, value_type, unit, recipe, dict(spec))
 
     def value_recipe(self, spec: Mapping[str, Any], key: str) -> ValueRecipe:
         operator = spec.get("operator") or ""

@@ -148,7 +148,6 @@ class ValueRecipe:
 
 
 Recipe = NxsRecipe | ScRecipe | ValueRecipe
-Source = Literal["NXS", "SC", "VALUE"]
 
 
 @dataclass(frozen=True)
@@ -156,7 +155,6 @@ class Variable:
     """One entry of ``variables:``; ``raw`` is the recipe as written, for failure reports."""
 
     name: str
-    source: Source
     value_type: str
     unit: str
     recipe: Recipe

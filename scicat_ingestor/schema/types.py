@@ -86,10 +86,6 @@ def to_text(value: Any) -> str:
     return str(value)
 
 
-def _string(value: Any) -> str:
-    return to_text(value)
-
-
 _EMAIL = re.compile(r"[^@\s;]+@[^@\s;]+")
 
 
@@ -218,15 +214,11 @@ def _none(value: Any) -> None:
     raise ConversionError(f"type 'none' needs an empty value, got {short_repr(value)}")
 
 
-def _text_item(value: Any) -> str:
-    return to_text(value)
-
-
 CONVERTERS: dict[str, Callable[[Any], Any]] = {
-    "string": _string,
+    "string": to_text,
     "email": _email,
-    "link": _string,
-    "string[]": _list_of(_text_item),
+    "link": to_text,
+    "string[]": _list_of(to_text),
     "integer": _integer,
     "integer[]": _list_of(_integer),
     "float": _float,

@@ -8,6 +8,7 @@ time, so a value that itself contains ``<x>`` is never expanded again (no loops)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import posixpath
@@ -269,7 +270,7 @@ def evaluate_variables(
         try:
             sample_ids = ev.sample_ids(schema.sample_attachment)
         except Exception as exc:
-            recipe = {"query_sample_name": True, **_sample_paths(schema.sample_attachment)}
+            recipe = dataclasses.asdict(schema.sample_attachment)
             failures.append(VariableFailure("sample_attachment", recipe, describe_error(exc)))
     if failures:
         logger.warning(
@@ -278,7 +279,3 @@ def evaluate_variables(
             json.dumps([f.as_dict() for f in failures], default=str),
         )
     return VariableResults(ev.values, tuple(failures), sample_ids)
-
-
-def _sample_paths(spec: SampleAttachment) -> dict[str, str]:
-    return {"sample_name_path": spec.sample_name_path, "proposal_id_path": spec.proposal_id_path}

@@ -196,7 +196,13 @@ class Pipeline:
             results = evaluate_variables(schema, reader, builtins, fetch)
         if fetch.unavailable is not None:
             raise fetch.unavailable
-        draft = build_dataset(schema, results, self._config.dataset, _pid_seed(job, real))
+        try:
+            seed = _pid_seed(job, real)
+        except OSError as err:  # deleted or replaced after it was read
+            raise FileNotReady(
+                nexus, f"file not found after reading it: {err.strerror or err}"
+            ) from err
+        draft = build_dataset(schema, results, self._config.dataset, seed)
         if draft.missing_mandatory:
             causes = [f"variable {f.name}: {f.error}" for f in results.failures]
             causes += [f"field {f.machine_name}: {f.error}" for f in draft.failures]

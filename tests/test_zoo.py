@@ -467,6 +467,33 @@ def test_file_deleted_after_reading_before_hashing(
     assert scicat_standin.datasets == {}
 
 
+class _DeletesDuringFetch(SciCatClient):
+    """Deletes the data file during the first SC variable's GET, while the file is still open."""
+
+    def __init__(self, options: SciCatOptions, victim: Path) -> None:
+        super().__init__(options)
+        self.victim: Path | None = victim
+
+    def get_json(self, url: str) -> Any:
+        if self.victim is not None:
+            self.victim.unlink()
+            self.victim = None
+        return super().get_json(url)
+
+
+@pytest.mark.integration
+def test_file_deleted_while_its_metadata_is_read(
+    root: Path, make_pipeline: Callable[..., Pipeline], scicat_standin: SciCatStandIn
+) -> None:
+    """The open file is still readable; the stat after closing it must not escape ingest()."""
+    path = _copy(root, "small-coda-vanishing-early.hdf")
+    options = _config(scicat_standin, root, root).scicat
+    pipeline = make_pipeline(_DeletesDuringFetch(options, path))
+    outcome = pipeline.ingest(Job(str(path), "job"))
+    _check(outcome, Expect(Transient, ("file not found",)))
+    assert scicat_standin.datasets == {}
+
+
 @contextmanager
 def _held_by_writer(path: Path) -> Iterator[Callable[[], None]]:
     """Hold the HDF5 writer's lock (flock LOCK_EX, as HDF5 takes it); yields ``release()``."""

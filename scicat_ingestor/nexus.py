@@ -260,7 +260,8 @@ def _vlen_lengths(ds: h5py.Dataset) -> list[int] | None:
     """Element lengths read from the stored descriptors, or None where they cannot be reached."""
     sizeof_addr, _sizeof_size = ds.file.id.get_create_plist().get_sizes()
     descriptor = struct.Struct(f"<I{sizeof_addr + 4}x")
-    layout = ds.id.get_create_plist().get_layout()
+    plist = ds.id.get_create_plist()
+    layout = plist.get_layout()
     raw = b""
     if layout == h5py.h5d.CONTIGUOUS:
         offset = ds.id.get_offset()
@@ -269,11 +270,11 @@ def _vlen_lengths(ds: h5py.Dataset) -> list[int] | None:
         with open(ds.file.filename, "rb") as fh:
             fh.seek(offset)
             raw = fh.read(descriptor.size * int(ds.size))
-    elif layout == h5py.h5d.CHUNKED and ds.id.get_create_plist().get_nfilters() == 0:
-        for index in range(ds.id.get_num_chunks()):
-            chunk = ds.id.get_chunk_info(index)
-            _mask, data = ds.id.read_direct_chunk(chunk.chunk_offset)
-            raw += data
+    elif layout == h5py.h5d.CHUNKED and plist.get_nfilters() == 0:
+        raw = b"".join(
+            ds.id.read_direct_chunk(ds.id.get_chunk_info(index).chunk_offset)[1]
+            for index in range(ds.id.get_num_chunks())
+        )
     else:
         return None
     usable = len(raw) - len(raw) % descriptor.size

@@ -117,7 +117,6 @@ class Daemon:
         self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="ingest")
         self._results: queue.SimpleQueue[tuple[_Work, Outcome]] = queue.SimpleQueue()
         self._tracker = OffsetTracker()
-        self._owned: set[TopicPartition] = set()
         self._work: dict[str, _Work] = {}
         self._retries: list[tuple[float, int, _Work]] = []
         self._sequence = itertools.count()
@@ -391,8 +390,7 @@ class Daemon:
     def on_assign(self, partitions: Sequence[TopicPartition]) -> None:
         for tp in partitions:
             self._tracker.assign(tp)
-        self._owned.update(partitions)
-        self._state.set_assignment(len(self._owned))
+        self._state.set_assignment(len(self._tracker))
         logger.info("assigned %s", _names(partitions))
 
     def on_revoke(self, partitions: Sequence[TopicPartition]) -> None:
@@ -442,8 +440,7 @@ class Daemon:
     def _forget(self, partitions: set[TopicPartition]) -> None:
         for tp in partitions:
             self._tracker.forget(tp)
-        self._owned -= partitions
-        self._state.set_assignment(len(self._owned))
+        self._state.set_assignment(len(self._tracker))
 
     def _shutdown(self) -> None:
         self._stopping = True

@@ -44,6 +44,10 @@ class OffsetTracker:
         """Start (again) without history: a re-assigned partition resumes at its commit."""
         self._partitions[tp] = _Partition()
 
+    def __len__(self) -> int:
+        """How many partitions are tracked (the assigned ones)."""
+        return len(self._partitions)
+
     def forget(self, tp: TopicPartition) -> None:
         """Drop a revoked or lost partition; late completions for it are ignored."""
         self._partitions.pop(tp, None)

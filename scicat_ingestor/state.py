@@ -26,12 +26,6 @@ class StateSnapshot:
     scicat_failing: bool = False
     stopping: bool = False
 
-    def seconds_since_poll(self, now: float | None = None) -> float | None:
-        """Seconds since the poll loop last called ``poll()``; None before the first poll."""
-        if self.last_poll_monotonic is None:
-            return None
-        return (time.monotonic() if now is None else now) - self.last_poll_monotonic
-
 
 class ServiceState:
     """Thread-safe holder of a ``StateSnapshot``; setters replace the snapshot under a lock."""

@@ -14,6 +14,7 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -119,19 +120,25 @@ def ingest_with_file_retries(
     return outcome
 
 
-def ingest_command(config: IngestorConfig, paths: Sequence[str], workers: int) -> int:
-    """Ingest ``paths`` with ``workers`` threads; print a summary; 0 if none failed, else 1."""
+@contextmanager
+def open_pipeline(config: IngestorConfig) -> Iterator[Pipeline]:
+    """The configured schemas and SciCat client as a Pipeline; the client is closed afterwards."""
     ingestion = config.ingestion
     schemas = load_schemas(ingestion.schemas_directory, ingestion.fallback_schema_file_path)
     client = SciCatClient(config.scicat)
     try:
-        pipeline = Pipeline(config, schemas, client)
-        files, results = expand_paths(paths)
-        results += _run(
-            pipeline, files, max(workers, 1), file_retry_delays(ingestion.file_handling)
-        )
+        yield Pipeline(config, schemas, client)
     finally:
         client.close()
+
+
+def ingest_command(config: IngestorConfig, paths: Sequence[str], workers: int) -> int:
+    """Ingest ``paths`` with ``workers`` threads; print a summary; 0 if none failed, else 1."""
+    with open_pipeline(config) as pipeline:
+        files, results = expand_paths(paths)
+        results += _run(
+            pipeline, files, max(workers, 1), file_retry_delays(config.ingestion.file_handling)
+        )
     for result in results:
         FILES.labels(outcome_label(result.outcome)).inc()
     print_summary(results, sys.stdout)

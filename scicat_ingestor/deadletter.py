@@ -26,13 +26,11 @@ from typing import Any, Protocol, TextIO
 import confluent_kafka
 from confluent_kafka import KafkaError, KafkaException
 
-from .batch import ingest_with_file_retries
+from .batch import ingest_with_file_retries, open_pipeline
 from .config import DeadLetterOptions, IngestorConfig, KafkaOptions
 from .ops.metrics import DEAD_LETTERS, FILES
 from .outcome import Outcome, Permanent, Skipped, Transient, outcome_label
-from .pipeline import Job, Pipeline, file_retry_delays
-from .schema.loader import load_schemas
-from .scicat import SciCatClient
+from .pipeline import Job, file_retry_delays
 from .source import Record, client_settings
 from .triage import WritingFinished, triage
 
@@ -290,20 +288,17 @@ def _ingest_all(config: IngestorConfig, jobs: Sequence[tuple[str, Job]]) -> list
     if not jobs:
         return []
     ingestion = config.ingestion
-    schemas = load_schemas(ingestion.schemas_directory, ingestion.fallback_schema_file_path)
-    client = SciCatClient(config.scicat)
     delays = file_retry_delays(ingestion.file_handling)
     stop = threading.Event()
-    try:
-        pipeline = Pipeline(config, schemas, client)
-        workers = max(ingestion.max_offline_ingestors, 1)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="replay") as pool:
-            outcomes = pool.map(
-                lambda item: ingest_with_file_retries(pipeline, item[1], delays, stop), jobs
-            )
-            return [
-                ReplayResult(where, job.file_path, outcome)
-                for (where, job), outcome in zip(jobs, outcomes, strict=True)
-            ]
-    finally:
-        client.close()
+    workers = max(ingestion.max_offline_ingestors, 1)
+    with (
+        open_pipeline(config) as pipeline,
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="replay") as pool,
+    ):
+        outcomes = pool.map(
+            lambda item: ingest_with_file_retries(pipeline, item[1], delays, stop), jobs
+        )
+        return [
+            ReplayResult(where, job.file_path, outcome)
+            for (where, job), outcome in zip(jobs, outcomes, strict=True)
+        ]

@@ -21,7 +21,16 @@ from typing import TextIO
 
 from .config import IngestorConfig
 from .ops.metrics import FILES, RETRIES
-from .outcome import Created, DryRun, Existed, Outcome, Permanent, Transient, outcome_label
+from .outcome import (
+    Created,
+    DryRun,
+    Existed,
+    Outcome,
+    Permanent,
+    Transient,
+    is_failure,
+    outcome_label,
+)
 from .pipeline import Job, Pipeline, file_retry_delays
 from .schema.loader import load_schemas
 from .scicat import SciCatClient
@@ -89,7 +98,7 @@ class _Progress:
     def update(self, outcome: Outcome) -> None:
         with self._lock:
             self._done += 1
-            self._failed += isinstance(outcome, Permanent | Transient)
+            self._failed += is_failure(outcome)
             if self._enabled:
                 self._stream.write(
                     f"\r{self._done}/{self._total} files done, {self._failed} failed"
@@ -142,7 +151,7 @@ def ingest_command(config: IngestorConfig, paths: Sequence[str], workers: int) -
     for result in results:
         FILES.labels(outcome_label(result.outcome)).inc()
     print_summary(results, sys.stdout)
-    failed = any(isinstance(r.outcome, Permanent | Transient) for r in results)
+    failed = any(is_failure(r.outcome) for r in results)
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -193,7 +202,7 @@ def print_summary(results: Sequence[FileResult], out: TextIO) -> None:
             counts["existed"] += 1
         elif isinstance(r.outcome, DryRun):
             counts["dry run"] += 1
-        elif isinstance(r.outcome, Permanent | Transient):
+        elif is_failure(r.outcome):
             counts["failed"] += 1
     totals = ", ".join(f"{n} {name}" for name, n in counts.items())
     out.write(f"{len(results)} file(s): {totals}\n")

@@ -29,7 +29,7 @@ from confluent_kafka import KafkaError, KafkaException
 from .batch import ingest_with_file_retries, open_pipeline
 from .config import DeadLetterOptions, IngestorConfig, KafkaOptions
 from .ops.metrics import DEAD_LETTERS, FILES
-from .outcome import Outcome, Permanent, Skipped, Transient, outcome_label
+from .outcome import Outcome, Skipped, is_failure, outcome_label
 from .pipeline import Job, file_retry_delays
 from .source import Record, client_settings
 from .triage import WritingFinished, triage
@@ -280,7 +280,7 @@ def replay_command(config: IngestorConfig, source: str, out: TextIO | None = Non
         out.write(f"{label}\t{result.where}\t{result.file or '-'}\t{detail}\n")
     totals = ", ".join(f"{n} {label}" for label, n in sorted(labels.items()))
     out.write(f"{len(entries)} dead letter(s), {len(jobs)} file(s): {totals or 'nothing to do'}\n")
-    failed = any(isinstance(r.outcome, Permanent | Transient) for r in results)
+    failed = any(is_failure(r.outcome) for r in results)
     return EXIT_FAILED if failed else EXIT_OK
 
 

@@ -75,3 +75,8 @@ def outcome_label(outcome: Outcome) -> str:
         Permanent: "failed_permanent",
         Transient: "failed_transient",
     }[type(outcome)]
+
+
+def is_failure(outcome: Outcome) -> bool:
+    """Whether the file failed (permanently or for now), as opposed to being done."""
+    return isinstance(outcome, Permanent | Transient)

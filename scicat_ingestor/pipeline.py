@@ -39,7 +39,16 @@ from .files import (
 from .logcontext import current_context, log_context, update_context
 from .nexus import FileNotReady, NotNexus, open_nexus
 from .ops.metrics import INGEST_SECONDS
-from .outcome import Created, DryRun, Existed, Outcome, Permanent, Transient, outcome_label
+from .outcome import (
+    Created,
+    DryRun,
+    Existed,
+    Outcome,
+    Permanent,
+    Transient,
+    is_failure,
+    outcome_label,
+)
 from .schema.loader import SchemaSet
 from .schema.payload import build_dataset
 from .schema.variables import Builtins, evaluate_variables
@@ -148,16 +157,16 @@ class Pipeline:
             pid = getattr(outcome, "pid", "") or current_context().get("dataset_pid", "")
             label = outcome_label(outcome)
             update_context(outcome=label, dataset_pid=pid)
-            detail = getattr(outcome, "reason", "") or getattr(outcome, "datablock_id", "")
+            failed = is_failure(outcome)
             logger.log(
-                logging.WARNING if isinstance(outcome, Permanent | Transient) else logging.INFO,
+                logging.WARNING if failed else logging.INFO,
                 "%s: %s (job %s, dataset %s) in %.3f s%s",
                 job.file_path,
                 label,
                 job.job_id or "-",
                 pid or "-",
                 seconds,
-                f": {detail}" if isinstance(outcome, Permanent | Transient) else "",
+                f": {getattr(outcome, 'reason', '')}" if failed else "",
             )
         return outcome
 

@@ -168,6 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="threads (default: ingestion.max_offline_ingestors)",
     )
+    ingest.add_argument(
+        "--report", metavar="FILE", default="", help="write one JSON line per file to FILE"
+    )
+    ingest.add_argument("--json", action="store_true", help="print the summary as JSON")
+    ingest.add_argument(
+        "-v", "--verbose", action="store_true", help="on a terminal, also show each file's log line"
+    )
     add_override_flags(ingest)
 
     vconf = sub.add_parser("validate-config", help="check configuration files, one line each")
@@ -258,10 +265,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     config = _load(args)
     _start_logging(config)
-    from scicat_ingestor.batch import ingest_command
+    from scicat_ingestor.commands.ingest import ingest_command
 
     workers = args.workers or config.ingestion.max_offline_ingestors
-    return ingest_command(config, args.paths, workers)
+    return ingest_command(
+        config,
+        args.paths,
+        workers,
+        report=getattr(args, "report", ""),
+        as_json=getattr(args, "json", False),
+        verbose=getattr(args, "verbose", False),
+    )
 
 
 def cmd_validate_config(args: argparse.Namespace) -> int:

@@ -15,9 +15,7 @@ import logging
 import os
 import sys
 import threading
-from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,10 +24,17 @@ from typing import Any, Protocol, TextIO
 import confluent_kafka
 from confluent_kafka import KafkaError, KafkaException
 
-from .batch import ingest_with_file_retries, open_pipeline
+from .commands.jobs import (
+    EXIT_INTERRUPTED,
+    abandon_if_running,
+    ctrl_c_stops,
+    open_pipeline,
+    run_jobs,
+)
+from .commands.summary import Ending, FileResult, Tally, write_text
 from .config import DeadLetterOptions, IngestorConfig, KafkaOptions
 from .ops.metrics import DEAD_LETTERS, FILES
-from .outcome import Outcome, Skipped, is_failure, outcome_label
+from .outcome import Outcome, Skipped, outcome_label
 from .pipeline import Job, file_retry_delays
 from .source import Record, client_settings
 from .triage import WritingFinished, triage
@@ -207,13 +212,6 @@ class DeadLetters:
 # ------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ReplayResult:
-    where: str  # file:line of the (first) dead letter
-    file: str
-    outcome: Outcome
-
-
 def read_dead_letters(lines: Iterator[str], source: str) -> Iterator[tuple[str, Job | str]]:
     """(``file:line``, a Job or the reason the line cannot be replayed) for each non-empty line."""
     for number, line in enumerate(lines, start=1):
@@ -254,7 +252,7 @@ def replay_command(config: IngestorConfig, source: str, out: TextIO | None = Non
     """Re-ingest the files of a dead-letter JSON-lines file; summary on stdout; 1 if any failed.
 
     Letters without a file (tombstones, garbage) are reported as skipped: replay cannot help them.
-    A file dead-lettered several times is ingested once.
+    A file dead-lettered several times is ingested once. Ctrl-C stops taking files (exit 130).
     """
     out = out or sys.stdout
     try:
@@ -263,42 +261,46 @@ def replay_command(config: IngestorConfig, source: str, out: TextIO | None = Non
     except OSError as exc:
         print(f"error: {source}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAILED
+    tally = Tally()
     jobs: dict[str, tuple[str, Job]] = {}
-    results: list[ReplayResult] = []
     for where, entry in entries:
         if isinstance(entry, str):
-            results.append(ReplayResult(where, "", Skipped(f"not replayable: {entry}")))
+            _record(tally, FileResult("", Skipped(f"not replayable: {entry}"), where=where))
         else:
             jobs.setdefault(os.path.normpath(entry.file_path), (where, entry))
-    results += _ingest_all(config, list(jobs.values()))
-    labels: Counter[str] = Counter()
-    for result in results:
-        label = outcome_label(result.outcome)
-        labels[label] += 1
-        FILES.labels(label).inc()
-        detail = getattr(result.outcome, "reason", "") or getattr(result.outcome, "pid", "")
-        out.write(f"{label}\t{result.where}\t{result.file or '-'}\t{detail}\n")
-    totals = ", ".join(f"{n} {label}" for label, n in sorted(labels.items()))
-    out.write(f"{len(entries)} dead letter(s), {len(jobs)} file(s): {totals or 'nothing to do'}\n")
-    failed = any(is_failure(r.outcome) for r in results)
-    return EXIT_FAILED if failed else EXIT_OK
+    skipped = tally.done
+    interrupted = _ingest_all(config, list(jobs.values()), tally)
+    heading = f"{len(entries)} dead letter(s), {len(jobs)} file(s)"
+    not_done = len(jobs) - (tally.done - skipped)
+    write_text(tally, out, heading, Ending(interrupted, not_done))
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if tally.failed else EXIT_OK
 
 
-def _ingest_all(config: IngestorConfig, jobs: Sequence[tuple[str, Job]]) -> list[ReplayResult]:
+def _ingest_all(config: IngestorConfig, jobs: Sequence[tuple[str, Job]], tally: Tally) -> bool:
+    """Ingest the jobs into ``tally``; True if Ctrl-C stopped the replay."""
     if not jobs:
-        return []
-    ingestion = config.ingestion
-    delays = file_retry_delays(ingestion.file_handling)
+        return False
+    where_of = {id(job): where for where, job in jobs}
     stop = threading.Event()
-    workers = max(ingestion.max_offline_ingestors, 1)
-    with (
-        open_pipeline(config) as pipeline,
-        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="replay") as pool,
-    ):
-        outcomes = pool.map(
-            lambda item: ingest_with_file_retries(pipeline, item[1], delays, stop), jobs
+
+    def done(job: Job, outcome: Outcome, seconds: float) -> None:
+        _record(tally, FileResult(job.file_path, outcome, seconds, where=where_of[id(job)]))
+
+    with ctrl_c_stops(stop), open_pipeline(config) as pipeline:
+        end = run_jobs(
+            pipeline,
+            [job for _, job in jobs],
+            workers=config.ingestion.max_offline_ingestors,
+            delays=file_retry_delays(config.ingestion.file_handling),
+            stop=stop,
+            on_done=done,
         )
-        return [
-            ReplayResult(where, job.file_path, outcome)
-            for (where, job), outcome in zip(jobs, outcomes, strict=True)
-        ]
+    abandon_if_running(end)
+    return end.interrupted
+
+
+def _record(tally: Tally, result: FileResult) -> None:
+    tally.add(result)
+    FILES.labels(outcome_label(result.outcome)).inc()

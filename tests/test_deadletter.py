@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -116,13 +117,22 @@ def test_replay_ingests_the_files_and_skips_letters_without_one(
     out = io.StringIO()
     assert replay_command(config, str(dead), out) == 0
     assert list(scicat_standin.datasets) == [f"20.500.12269/{uuid}"]
-    assert out.getvalue().splitlines()[-1] == "3 dead letter(s), 1 file(s): 1 created, 1 skipped"
+    lines = out.getvalue().splitlines()
+    assert lines[:2] == [
+        "not ingested:",
+        f"  skipped\t{dead}:3 not replayable: no file to ingest (why not)",
+    ]
+    assert re.fullmatch(
+        r"3 dead letter\(s\), 1 file\(s\) in \d+\.\d s: "
+        r"1 created, 0 existed, 0 dry run, 1 skipped, 0 failed",
+        lines[2],
+    )
 
     sink.send(letter(value=wrdn_message(str(missing), "job-2"), file_name=str(missing)))
     out = io.StringIO()
     assert replay_command(config, str(dead), out) == 1
     assert "1 existed" in out.getvalue()
-    assert f"failed_transient\t{dead}:4\t{missing}" in out.getvalue()
+    assert f"  failed_transient\t{dead}:4 {missing}: file not found\n" in out.getvalue()
 
 
 def test_replay_of_a_missing_file_is_one_error_line(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -13,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from scicat_ingestor.batch import FileResult, _Progress, expand_paths, ingest_command, print_summary
+from scicat_ingestor.commands.ingest import discover, ingest_command
+from scicat_ingestor.commands.summary import Ending, FileResult, Tally, write_text
 from scicat_ingestor.config import IngestorConfig, build
 from scicat_ingestor.ops.metrics import REGISTRY
 from scicat_ingestor.outcome import Created, DryRun, Existed, Permanent, Transient
@@ -29,15 +32,19 @@ def test_expand_paths(tmp_path: Path) -> None:
     (tmp_path / "a" / "deep").mkdir(parents=True)
     for name in ("a/1.hdf", "a/deep/2.nxs", "a/deep/3.H5", "a/notes.txt", "b.hdf"):
         (tmp_path / name).write_bytes(b"")
-    files, empty = expand_paths(
-        [
-            str(tmp_path / "a"),  # directory: recursive, NeXus suffixes only
-            str(tmp_path / "*.hdf"),  # glob
-            str(tmp_path / "a" / "1.hdf"),  # duplicate
-            str(tmp_path / "later.hdf"),  # not there (yet): still tried
-            str(tmp_path / "none-*.nxs"),  # glob matching nothing
-        ]
+    found = list(
+        discover(
+            [
+                str(tmp_path / "a"),  # directory: recursive, NeXus suffixes only
+                str(tmp_path / "*.hdf"),  # glob
+                str(tmp_path / "a" / "1.hdf"),  # duplicate
+                str(tmp_path / "later.hdf"),  # not there (yet): still tried
+                str(tmp_path / "none-*.nxs"),  # glob matching nothing
+            ]
+        )
     )
+    files = [f for f in found if isinstance(f, str)]
+    empty = [f for f in found if isinstance(f, FileResult)]
     assert files == [
         str(tmp_path / "a" / "1.hdf"),
         str(tmp_path / "a" / "deep" / "2.nxs"),
@@ -54,45 +61,72 @@ def test_expand_paths(tmp_path: Path) -> None:
 
 def test_relative_paths_become_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    assert expand_paths(["x.hdf"])[0] == [str(tmp_path / "x.hdf")]
+    assert list(discover(["x.hdf"])) == [str(tmp_path / "x.hdf")]
 
 
-def test_summary_lists_each_file_and_the_totals() -> None:
+def test_summary_lists_the_failed_files_and_the_totals() -> None:
+    tally = Tally()
+    for result in (
+        FileResult("/d/1.hdf", Created("p1", "b1")),
+        FileResult("/d/2.hdf", Existed("p2", repaired=True)),
+        FileResult("/d/3.hdf", DryRun("p3")),
+        FileResult("/d/4.hdf", Permanent("/d/4.hdf: not an HDF5 file")),
+        FileResult("/d/5.hdf", Transient("locked", cause="file")),
+    ):
+        tally.add(result)
     out = io.StringIO()
-    print_summary(
-        [
-            FileResult("/d/1.hdf", Created("p1", "b1")),
-            FileResult("/d/2.hdf", Existed("p2", repaired=True)),
-            FileResult("/d/3.hdf", DryRun("p3")),
-            FileResult("/d/4.hdf", Permanent("/d/4.hdf: not an HDF5 file")),
-            FileResult("/d/5.hdf", Transient("/d/5.hdf: locked", cause="file")),
-        ],
-        out,
-    )
-    assert out.getvalue().splitlines() == [
-        "created\t/d/1.hdf\tp1 (origdatablock b1)",
-        "existed\t/d/2.hdf\tp2 (origdatablock added)",
-        "dry_run\t/d/3.hdf\tp3",
-        "failed_permanent\t/d/4.hdf\t/d/4.hdf: not an HDF5 file",
-        "failed_transient\t/d/5.hdf\t/d/5.hdf: locked",
-        "5 file(s): 1 created, 1 existed, 1 dry run, 2 failed",
+    write_text(tally, out, "5 file(s)")
+    lines = out.getvalue().splitlines()
+    assert lines[:3] == [
+        "not ingested:",
+        "  failed_permanent\t/d/4.hdf: not an HDF5 file",
+        "  failed_transient\t/d/5.hdf: locked",
     ]
+    assert re.fullmatch(
+        r"5 file\(s\) in \d+\.\d s: 1 created, 1 existed, 1 dry run, 2 failed", lines[3]
+    )
+    assert len(lines) == 4
 
 
-class _Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
+def test_summary_lists_failures_up_to_the_limit_and_names_the_report() -> None:
+    tally = Tally(limit=2)
+    for n in range(5):
+        tally.add(FileResult(f"/d/{n}.hdf", Permanent("bad")))
+    out = io.StringIO()
+    write_text(tally, out, "5 file(s)", Ending(interrupted=True, not_done=7, report="r.jsonl"))
+    lines = out.getvalue().splitlines()
+    assert lines[1:4] == [
+        "  failed_permanent\t/d/0.hdf: bad",
+        "  failed_permanent\t/d/1.hdf: bad",
+        "  … and 3 more, see r.jsonl",
+    ]
+    assert lines[5].startswith("interrupted: 7 file(s) not done; run the same command again")
+    assert len(tally.problems) == 2  # memory stays bounded whatever the number of failures
 
 
-def test_progress_only_on_a_terminal() -> None:
-    tty, pipe = _Terminal(), io.StringIO()
-    for stream in (tty, pipe):
-        progress = _Progress(2, stream)
-        progress.update(Created("p"))
-        progress.update(Permanent("x"))
-        progress.finish()
-    assert tty.getvalue() == "\r1/2 files done, 0 failed\r2/2 files done, 1 failed\n"
-    assert pipe.getvalue() == ""
+def test_discovery_is_lazy(tmp_path: Path) -> None:
+    """The first file comes before the walk has seen the rest of the tree."""
+    for n in range(3):
+        (tmp_path / f"d{n}").mkdir()
+        (tmp_path / f"d{n}" / "x.hdf").write_bytes(b"")
+    found = discover([str(tmp_path)])
+    assert next(found) == str(tmp_path / "d0" / "x.hdf")
+    (tmp_path / "d2" / "late.hdf").write_bytes(b"")  # appears after the walk started
+    assert str(tmp_path / "d2" / "late.hdf") in list(found)
+
+
+def test_a_directory_inside_an_earlier_one_adds_nothing_twice(tmp_path: Path) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("a/1.hdf", "a/b/2.hdf", "a/b/notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    found = list(
+        discover([str(tmp_path / "a"), str(tmp_path / "a" / "b"), str(tmp_path / "a/b/*")])
+    )
+    assert found == [
+        str(tmp_path / "a" / "1.hdf"),
+        str(tmp_path / "a" / "b" / "2.hdf"),
+        str(tmp_path / "a/b/notes.txt"),
+    ]
 
 
 # ---- through the stand-in ------------------------------------------------------------------
@@ -128,6 +162,12 @@ def _files_counted(outcome: str) -> float:
     return value or 0.0
 
 
+def _totals(out: str) -> str:
+    """The totals line without its duration: ``2 file(s): 2 created, ...``."""
+    line = out.splitlines()[-1]
+    return re.sub(r" in \d+\.\d s:", ":", line)
+
+
 @pytest.mark.integration
 def test_ingest_a_directory_then_again(
     tree: Path, scicat_standin: SciCatStandIn, capsys: pytest.CaptureFixture[str]
@@ -136,15 +176,15 @@ def test_ingest_a_directory_then_again(
     created_before = _files_counted("created")
     assert ingest_command(config, [str(tree / "data")], workers=2) == 0
     out = capsys.readouterr().out
-    assert out.endswith("2 file(s): 2 created, 0 existed, 0 dry run, 0 failed\n")
-    assert f"created\t{tree}/data/coda/raw/small-coda.hdf\t{CODA_PID} (origdatablock " in out
+    assert out.count("\n") == 1  # nothing failed: the totals line alone
+    assert _totals(out) == "2 file(s): 2 created, 0 existed, 0 dry run, 0 failed"
     assert len(scicat_standin.datasets) == 2
     assert len(scicat_standin.origdatablocks) == 2
     assert _files_counted("created") - created_before == 2
 
     assert ingest_command(config, [str(tree / "data" / "*" / "raw" / "*.hdf")], workers=2) == 0
-    assert capsys.readouterr().out.endswith(
-        "2 file(s): 0 created, 2 existed, 0 dry run, 0 failed\n"
+    assert (
+        _totals(capsys.readouterr().out) == "2 file(s): 0 created, 2 existed, 0 dry run, 0 failed"
     )
     assert len(scicat_standin.datasets) == 2
 
@@ -158,8 +198,41 @@ def test_any_failure_gives_exit_1_with_the_reason(
     config = _config(tree, scicat_standin)
     assert ingest_command(config, [str(bad), str(tree / "data" / "ymir")], workers=2) == 1
     out = capsys.readouterr().out
-    assert f"failed_permanent\t{bad}\t{bad}: not an HDF5 file" in out
-    assert out.endswith("2 file(s): 1 created, 0 existed, 0 dry run, 1 failed\n")
+    assert f"  failed_permanent\t{bad}: not an HDF5 file" in out
+    assert _totals(out) == "2 file(s): 1 created, 0 existed, 0 dry run, 1 failed"
+
+
+@pytest.mark.integration
+def test_report_has_one_json_line_per_file_and_json_prints_the_summary(
+    tree: Path, scicat_standin: SciCatStandIn, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tree / "data" / "coda" / "raw" / "small-coda-broken.hdf"
+    bad.write_text("not HDF5")
+    report = tree / "report.jsonl"
+    config = _config(tree, scicat_standin)
+    status = ingest_command(
+        config, [str(tree / "data"), str(tree / "none-*")], 2, report=str(report), as_json=True
+    )
+    assert status == 1
+    lines = [json.loads(line) for line in report.read_text().splitlines()]
+    by_path = {line["path"]: line for line in lines}
+    assert len(lines) == len(by_path) == 4
+    coda = by_path[f"{tree}/data/coda/raw/small-coda.hdf"]
+    assert (coda["outcome"], coda["pid"], coda["reason"]) == ("created", CODA_PID, None)
+    assert coda["seconds"] > 0
+    assert by_path[str(bad)]["outcome"] == "failed_permanent"
+    assert by_path[str(bad)]["reason"].startswith(f"{bad}: not an HDF5 file")
+    assert by_path[str(tree / "none-*")]["reason"] == f"{tree}/none-*: no NeXus files found"
+
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["files"] == 4
+    assert (summary["created"], summary["existed"], summary["failed"]) == (2, 0, 2)
+    assert (summary["interrupted"], summary["not_done"], summary["report"]) == (
+        False,
+        0,
+        str(report),
+    )
+    assert {f["path"] for f in summary["not_ingested"]} == {str(bad), str(tree / "none-*")}
 
 
 @pytest.mark.integration
@@ -172,7 +245,7 @@ def test_missing_file_fails_after_the_retry_schedule(
     retries = REGISTRY.get_sample_value("scicat_ingestor_retries_total", {"cause": "file"}) or 0
     missing = tree / "data" / "coda" / "raw" / "small-coda-later.hdf"
     assert ingest_command(config, [str(missing)], workers=1) == 1
-    assert f"failed_transient\t{missing}\t{missing}: file not found" in capsys.readouterr().out
+    assert f"  failed_transient\t{missing}: file not found\n" in capsys.readouterr().out
     after = REGISTRY.get_sample_value("scicat_ingestor_retries_total", {"cause": "file"})
     assert after == retries + 2
 
@@ -210,7 +283,7 @@ def test_file_locked_by_its_writer_is_ingested_once_released(
         batch = threading.Thread(
             target=lambda: result.append(ingest_command(config, [str(path)], 1))
         )
-        caplog.set_level("INFO", logger="scicat_ingestor.batch")
+        caplog.set_level("INFO", logger="scicat_ingestor.commands")
         batch.start()
         deadline = time.monotonic() + 30
         while "not ready" not in caplog.text and time.monotonic() < deadline:
@@ -224,4 +297,4 @@ def test_file_locked_by_its_writer_is_ingested_once_released(
     batch.join(timeout=60)
     assert result == [0]
     assert list(scicat_standin.datasets) == [CODA_PID]
-    assert "1 file(s): 1 created" in capsys.readouterr().out
+    assert _totals(capsys.readouterr().out).startswith("1 file(s): 1 created")

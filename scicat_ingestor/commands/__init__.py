@@ -1,0 +1,1 @@
+"""Commands: each subcommand's wiring, apart from the machinery it drives."""

@@ -1,0 +1,181 @@
+"""The ``ingest`` subcommand: ingest files, directories or globs now (backfill, one-off runs).
+
+Files go through the same ``Pipeline`` as the daemon, on a thread pool (``commands.jobs``). Paths
+are discovered lazily, so a tree of a million files starts at once with flat memory; a second walk
+counts them meanwhile, for the total and the time left. Rerunning the same command resumes a
+backfill: datasets already in SciCat are reported as ``existed`` and not created again.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from typing import TextIO
+
+from ..config import IngestorConfig
+from ..ops.metrics import FILES
+from ..outcome import Outcome, Permanent, outcome_label
+from ..pipeline import Job, file_retry_delays
+from .jobs import EXIT_INTERRUPTED, abandon_if_running, ctrl_c_stops, open_pipeline, run_jobs
+from .progress import SUMMARY_EVERY_SECONDS, RunState, display
+from .summary import Ending, FileResult, Tally, report_line, write_json, write_text
+
+logger = logging.getLogger("scicat_ingestor.commands.ingest")
+
+NEXUS_SUFFIXES = (".hdf", ".h5", ".nxs")
+EXIT_OK = 0
+EXIT_FAILED = 1
+
+
+def discover(
+    paths: Sequence[str], stop: threading.Event | None = None
+) -> Iterator[str | FileResult]:
+    """Files to ingest (absolute, in order, each once), and a failure for each empty pattern.
+
+    A directory contributes its NeXus files (``*.hdf``, ``*.h5``, ``*.nxs``, recursively, each
+    directory's files sorted, then its subdirectories); a pattern with ``*``, ``?`` or ``[`` is a
+    glob (``**`` recurses); anything else is one file, even if it does not exist yet (it then gets
+    the file-not-ready retries). Memory stays flat for directories: a walked file is known as seen
+    because an earlier directory covers it; only files named or globbed one by one are remembered.
+    """
+    covered: list[str] = []  # directories already walked, with a trailing separator
+    named: set[str] = set()
+    for given in paths:
+        found = False
+        for item in sorted(glob.glob(given, recursive=True)) if glob.has_magic(given) else [given]:
+            if os.path.isdir(item):
+                root = os.path.join(os.path.abspath(item), "")
+                for path in _walk(root, stop):
+                    found = True
+                    if not _under(path, covered) and path not in named:
+                        yield path
+                covered.append(root)
+            else:
+                found = True
+                path = os.path.abspath(item)
+                walked = path.lower().endswith(NEXUS_SUFFIXES) and _under(path, covered)
+                if not walked and path not in named:
+                    named.add(path)
+                    yield path
+        if not found:
+            yield FileResult(given, Permanent(f"{given}: no NeXus files found"))
+
+
+def _under(path: str, roots: Sequence[str]) -> bool:
+    return any(path.startswith(root) for root in roots)
+
+
+def _walk(root: str, stop: threading.Event | None) -> Iterator[str]:
+    for top, dirs, files in os.walk(root):
+        if stop is not None and stop.is_set():
+            return
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(top, name)
+            if name.lower().endswith(NEXUS_SUFFIXES) and os.path.isfile(path):
+                yield path
+
+
+def _count(paths: Sequence[str], state: RunState, stop: threading.Event) -> None:
+    """Walk ``paths`` once more, only counting, so the bar gets a total and a time left."""
+    found = 0
+    for item in discover(paths, stop):
+        if stop.is_set():
+            return
+        if isinstance(item, str):
+            found += 1
+            if found % 1000 == 0:
+                state.scanned(found, finished=False)
+    state.scanned(found, finished=True)
+
+
+def ingest_command(
+    config: IngestorConfig,
+    paths: Sequence[str],
+    workers: int,
+    *,
+    report: str = "",
+    as_json: bool = False,
+    verbose: bool = False,
+    summary_every: float = SUMMARY_EVERY_SECONDS,
+) -> int:
+    """Ingest ``paths`` with ``workers`` threads; print a summary; exit 0, 1 (failures) or 130.
+
+    ``report`` names a file that gets one JSON line per file; ``as_json`` prints the summary as
+    JSON instead of text. Ctrl-C stops taking files (see ``commands.jobs``).
+    """
+    tally = Tally()
+    state = RunState(tally)
+    stop = threading.Event()
+    with ExitStack() as stack:
+        stack.enter_context(ctrl_c_stops(stop))
+        report_out = stack.enter_context(_report_file(report))
+        pipeline = stack.enter_context(open_pipeline(config))
+        shown = stack.enter_context(display(state, verbose, summary_every))
+        counter = threading.Thread(
+            target=_count, args=(paths, state, stop), name="ingest-count", daemon=True
+        )
+        counter.start()
+
+        def record(result: FileResult) -> None:
+            tally.add(result)
+            state.finished(result.path, result.outcome)
+            FILES.labels(outcome_label(result.outcome)).inc()
+            if report_out is not None:
+                report_out.write(report_line(result))
+
+        def jobs() -> Iterator[Job]:
+            for item in discover(paths, stop):
+                if isinstance(item, FileResult):
+                    record(item)
+                else:
+                    yield Job(item)
+
+        def done(job: Job, outcome: Outcome, seconds: float) -> None:
+            record(FileResult(job.file_path, outcome, seconds))
+            shown.update()
+
+        end = run_jobs(
+            pipeline,
+            jobs(),
+            workers=workers,
+            delays=file_retry_delays(config.ingestion.file_handling),
+            stop=stop,
+            on_done=done,
+            on_tick=shown.update,
+            on_retry=lambda job, _reason, delay: state.retrying(job.file_path, delay),
+        )
+    total = state.total
+    ending = Ending(
+        interrupted=end.interrupted,
+        not_done=None if total is None else total - tally.done,
+        report=report,
+    )
+    _print_summary(tally, ending, as_json, sys.stdout)
+    abandon_if_running(end)
+    if end.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if tally.failed else EXIT_OK
+
+
+def _print_summary(tally: Tally, ending: Ending, as_json: bool, out: TextIO) -> None:
+    if as_json:
+        write_json(tally, out, ending)
+    else:
+        write_text(tally, out, f"{tally.done} file(s)", ending)
+    out.flush()
+
+
+@contextmanager
+def _report_file(path: str) -> Iterator[TextIO | None]:
+    """The ``--report`` file, line-buffered so a hard exit keeps every finished line."""
+    if not path:
+        yield None
+        return
+    with open(path, "w", encoding="utf-8", buffering=1) as out:
+        yield out

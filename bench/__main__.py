@@ -21,7 +21,16 @@ from bench import report, scenarios
 from bench.stack import BenchError, Stack, busy_elsewhere
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-SCENARIOS = ("throughput", "latency", "backlog", "workers", "scale_out", "hashing", "profile")
+SCENARIOS = (
+    "throughput",
+    "latency",
+    "backlog",
+    "workers",
+    "scale_out",
+    "hashing",
+    "backfill",
+    "profile",
+)
 DEFAULT_SCENARIOS = SCENARIOS[:-1]
 BUSY_WARNING = 0.1
 
@@ -127,7 +136,7 @@ def _header(plan: scenarios.Plan) -> report.Results:
 def run(plan: scenarios.Plan, selected: Sequence[str], workspace: Path) -> report.Results:
     started = time.monotonic()
     results = _header(plan)
-    needs_stack = set(selected) - {"hashing"}
+    needs_stack = set(selected) - {"hashing", "backfill"}
     stack = None
     try:
         if needs_stack:
@@ -163,6 +172,11 @@ def run(plan: scenarios.Plan, selected: Sequence[str], workspace: Path) -> repor
         if "hashing" in selected:
             log(f"hashing: {plan.hashing_mib} MiB")
             results.scenarios.append(scenarios.hashing(plan, workspace, log))
+        if "backfill" in selected:
+            from bench.backfill import backfill
+
+            log("backfill: ingest over 100,000 entries against 100 (bar, peak RSS)")
+            results.scenarios.append(backfill(workspace, log))
     finally:
         if stack is not None:
             stack.close()

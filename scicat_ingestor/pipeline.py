@@ -2,7 +2,7 @@
 
 ``Pipeline.ingest`` never raises for a bad file, schema or SciCat answer: every such problem becomes
 a ``Permanent`` or ``Transient`` outcome whose reason names the file, field or response at fault.
-Retrying (when and how often) is the caller's business: the daemon and ``batch`` decide.
+Retrying (when and how often) is the caller's business: the daemon and ``commands.jobs`` decide.
 
 Compared with the ESS ingestor: an existing dataset is detected *before* the file is hashed (a
 redelivered message costs two GETs, not a full read of the file); an existing dataset without an

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from scicat_ingestor.commands.ingest import discover, ingest_command
+from scicat_ingestor.commands.progress import RunState
 from scicat_ingestor.commands.summary import Ending, FileResult, Tally, write_text
 from scicat_ingestor.config import IngestorConfig, build
 from scicat_ingestor.ops.metrics import REGISTRY
@@ -28,7 +29,7 @@ CODA_PID = "20.500.12269/f22acb1c-950b-11ef-a3ef-fa163e9aae0a"
 # ---- pure pieces ---------------------------------------------------------------------------
 
 
-def test_expand_paths(tmp_path: Path) -> None:
+def test_discover_paths(tmp_path: Path) -> None:
     (tmp_path / "a" / "deep").mkdir(parents=True)
     for name in ("a/1.hdf", "a/deep/2.nxs", "a/deep/3.H5", "a/notes.txt", "b.hdf"):
         (tmp_path / name).write_bytes(b"")
@@ -127,6 +128,21 @@ def test_a_directory_inside_an_earlier_one_adds_nothing_twice(tmp_path: Path) ->
         str(tmp_path / "a" / "b" / "2.hdf"),
         str(tmp_path / "a/b/notes.txt"),
     ]
+
+
+def test_run_state_shows_scanning_retries_and_outages() -> None:
+    state = RunState(Tally())
+    state.scanned(1000, finished=False)
+    assert (state.total, state.scanning_text()) == (None, "scanning… 1000 found")
+    state.scanned(1234, finished=True)
+    assert (state.total, state.scanning_text()) == (1234, "")
+
+    state.retrying("/d/1.hdf", 5.0)
+    assert re.fullmatch(r"1 file\(s\) not ready, next try in [45] s", state.status_text())
+    state.finished("/d/2.hdf", Transient("SciCat at http://x unreachable", cause="scicat"))
+    assert state.status_text().startswith("SciCat unavailable: SciCat at http://x unreachable; 1 ")
+    state.finished("/d/1.hdf", Created("p"))  # a success ends the outage, the file its wait
+    assert state.status_text() == ""
 
 
 # ---- through the stand-in ------------------------------------------------------------------

@@ -115,8 +115,8 @@ def ingest_command(
     with ExitStack() as stack:
         stack.enter_context(ctrl_c_stops(stop))
         report_out = stack.enter_context(_report_file(report))
-        pipeline = stack.enter_context(open_pipeline(config))
         shown = stack.enter_context(display(state, verbose, summary_every))
+        pipeline = stack.enter_context(open_pipeline(config))
         counter = threading.Thread(
             target=_count, args=(paths, state, stop), name="ingest-count", daemon=True
         )

@@ -16,11 +16,13 @@ from typing import Any
 import pytest
 
 from scicat_ingestor.commands.ingest import discover, ingest_command
+from scicat_ingestor.commands.jobs import RunEnd, open_pipeline, run_jobs
 from scicat_ingestor.commands.progress import RunState
 from scicat_ingestor.commands.summary import Ending, FileResult, Tally, write_text
 from scicat_ingestor.config import IngestorConfig, build
 from scicat_ingestor.ops.metrics import REGISTRY
-from scicat_ingestor.outcome import Created, DryRun, Existed, Permanent, Transient
+from scicat_ingestor.outcome import Created, DryRun, Existed, Outcome, Permanent, Transient
+from scicat_ingestor.pipeline import Job
 from scicat_ingestor.testing.scicat_standin import SciCatStandIn
 
 CODA_PID = "20.500.12269/f22acb1c-950b-11ef-a3ef-fa163e9aae0a"
@@ -314,3 +316,28 @@ def test_file_locked_by_its_writer_is_ingested_once_released(
     assert result == [0]
     assert list(scicat_standin.datasets) == [CODA_PID]
     assert _totals(capsys.readouterr().out).startswith("1 file(s): 1 created")
+
+
+@pytest.mark.integration
+def test_the_drain_after_a_stop_is_bounded(tree: Path, scicat_standin: SciCatStandIn) -> None:
+    """Files still running when the drain time is over are reported, not waited for."""
+    scicat_standin.delay(5.0, "origdatablocks")
+    config = _config(tree, scicat_standin)
+    stop = threading.Event()
+    done: list[Outcome] = []
+    files = [f"{tree}/data/coda/raw/small-coda.hdf", f"{tree}/data/ymir/raw/small-ymir.hdf"]
+    with open_pipeline(config) as pipeline:
+        threading.Timer(0.5, stop.set).start()
+        started = time.monotonic()
+        end = run_jobs(
+            pipeline,
+            [Job(f) for f in files],
+            workers=1,
+            delays=[],
+            stop=stop,
+            on_done=lambda _job, outcome, _s: done.append(outcome),
+            drain_seconds=0.3,
+        )
+        assert time.monotonic() - started < 3
+    assert end == RunEnd(interrupted=True, abandoned=1)
+    assert done == []  # the second file was queued, never started

@@ -185,6 +185,7 @@ def test_ctrl_c_finishes_the_running_files_prints_the_summary_and_exits_130(
     assert len(scicat_standin.datasets) == len(scicat_standin.origdatablocks) == done
     assert re.search(rf"^{done} file\(s\) in \d+\.\d s: {done} created", out, re.M), out
     assert f"interrupted: {FILES - done} file(s) not done; run the same command again" in out
+    assert re.search(r"WARNING - interrupted: finishing [12] running file\(s\)", out), out
     assert not CONTROL.search(out + err)
 
     # rerunning resumes: what was done is skipped, the rest is created

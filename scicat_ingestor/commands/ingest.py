@@ -84,13 +84,12 @@ def _walk(root: str, stop: threading.Event | None) -> Iterator[str]:
 def _count(paths: Sequence[str], state: RunState, stop: threading.Event) -> None:
     """Walk ``paths`` once more, only counting, so the bar gets a total and a time left."""
     found = 0
-    for item in discover(paths, stop):
+    for _ in discover(paths, stop):  # files and empty patterns: both are results in the end
         if stop.is_set():
             return
-        if isinstance(item, str):
-            found += 1
-            if found % 1000 == 0:
-                state.scanned(found, finished=False)
+        found += 1
+        if found % 1000 == 0:
+            state.scanned(found, finished=False)
     state.scanned(found, finished=True)
 
 
@@ -150,6 +149,8 @@ def ingest_command(
             on_tick=shown.update,
             on_retry=lambda job, _reason, delay: state.retrying(job.file_path, delay),
         )
+        if not end.interrupted:  # all discovered: the total is what was done
+            state.scanned(tally.done, finished=True)
     total = state.total
     ending = Ending(
         interrupted=end.interrupted,

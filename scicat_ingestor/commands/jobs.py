@@ -146,6 +146,13 @@ def run_jobs(
                 drain_until = time.monotonic() + drain_seconds
                 for queued in [f for f in pending if f.cancel()]:
                     del pending[queued]
+                if pending:
+                    logger.warning(
+                        "interrupted: finishing %d running file(s) (at most %.0f s); "
+                        "Ctrl-C again to exit now",
+                        len(pending),
+                        drain_seconds,
+                    )
             if not pending or (drain_until is not None and time.monotonic() > drain_until):
                 break
             finished, _ = wait(pending, timeout=TICK_SECONDS, return_when=FIRST_COMPLETED)

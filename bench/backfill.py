@@ -1,9 +1,9 @@
 """Backfill start-up and memory: ``ingest`` over a tree of 100,000 entries against one of 100.
 
 Each run is ``python -m scicat_ingestor ingest`` in a pseudo-terminal (so the bar is drawn) over a
-generated tree of tiny ``.hdf`` files that are not HDF5: every file goes the whole way through
-discovery, the job window, the pipeline's open (rejected at once, no SciCat needed), the summary and
-the bar, without measuring h5py or SciCat. Figures: seconds from the process start to the first bar
+generated tree of tiny ``.hdf`` files that are not HDF5 (and that no schema selects): every file goes
+through discovery, the job window, the pipeline (rejected there, before h5py or SciCat), its WARNING
+line above the bar, the summary and the bar, without measuring h5py or SciCat. Figures: seconds from the process start to the first bar
 drawn (Python start-up and imports included, so the 100-file run is the baseline), and peak RSS of
 the process (``wait4``'s ``ru_maxrss``). Run alone: ``python -m bench.backfill [--entries N]``.
 """
@@ -104,9 +104,9 @@ def backfill(workspace: Path, log: Callable[[str], None], entries: int = ENTRIES
         runs=runs,
         notes=[
             "Backfill: one run each; the first-bar time includes Python start-up and imports "
-            "(the baseline run shows that part). Files are tiny non-HDF5 .hdf files, so every "
-            "one goes through discovery, the job window and the pipeline's open without h5py or "
-            "SciCat time."
+            "(the baseline run shows that part). Files are tiny non-HDF5 .hdf files no schema "
+            "selects: each goes through discovery, the job window and the pipeline, without h5py "
+            "or SciCat time."
         ],
     )
 

@@ -32,7 +32,8 @@ from .summary import Tally
 logger = logging.getLogger("scicat_ingestor.commands.progress")
 
 SUMMARY_EVERY_SECONDS = 30.0
-_REFRESH_SECONDS = 0.5
+_REFRESH_SECONDS = 0.5  # redraw this often anyway: elapsed time, rate and time left move
+_REDRAW_SECONDS = 0.1  # at most this often on results: a fast backfill must not spend on redraws
 _REASON_WIDTH = 60
 
 
@@ -78,7 +79,9 @@ class RunState:
 
     def scanning_text(self) -> str:
         with self._lock:
-            return "" if self._total is not None else f"scanning… {self._scanned} found"
+            if self._total is not None:
+                return ""
+            return f"scanning… {self._scanned} found" if self._scanned else "scanning…"
 
     def status_text(self) -> str:
         """``SciCat unavailable: …`` and/or ``2 file(s) not ready, next try in 3 s``."""
@@ -123,7 +126,8 @@ class Bar:
         done = state.tally.done
         total, scanning = state.total, state.scanning_text()
         now = time.monotonic()
-        if done == bar.n and total == bar.total and now - self._last < _REFRESH_SECONDS:
+        changed = done != bar.n or total != bar.total
+        if now - self._last < (_REDRAW_SECONDS if changed else _REFRESH_SECONDS):
             return
         self._last = now
         bar.total = total
@@ -135,7 +139,7 @@ class Bar:
         bar.refresh()
 
     def close(self) -> None:
-        self._last = 0.0
+        self._last = float("-inf")  # the final state, whatever the throttle says
         self.update()
         self._bar.close()
 

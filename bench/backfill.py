@@ -1,11 +1,11 @@
 """Backfill start-up and memory: ``ingest`` over a tree of 100,000 entries against one of 100.
 
 Each run is ``python -m scicat_ingestor ingest`` in a pseudo-terminal (so the bar is drawn) over a
-generated tree of tiny ``.hdf`` files that are not HDF5 (and that no schema selects): every file goes
+generated tree of tiny ``.hdf`` files that are not HDF5 and that no schema selects: every file goes
 through discovery, the job window, the pipeline (rejected there, before h5py or SciCat), its WARNING
-line above the bar, the summary and the bar, without measuring h5py or SciCat. Figures: seconds from the process start to the first bar
-drawn (Python start-up and imports included, so the 100-file run is the baseline), and peak RSS of
-the process (``wait4``'s ``ru_maxrss``). Run alone: ``python -m bench.backfill [--entries N]``.
+line above the bar, the summary and the bar. Figures: seconds from the process start to the first
+bar drawn (Python start-up and imports included, so the 100-file run is the baseline), and peak RSS
+of the process (``wait4``'s ``ru_maxrss``). Run alone: ``python -m bench.backfill [--entries N]``.
 """
 
 from __future__ import annotations

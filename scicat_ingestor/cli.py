@@ -193,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     vschema.add_argument("--nexus-file", help="evaluate the schemas against this NeXus file")
     vschema.add_argument(
+        "--thumbnail",
+        metavar="OUT.png",
+        help="with --nexus-file: write the thumbnail the daemon would attach to this PNG file",
+    )
+    vschema.add_argument(
         "--scicat",
         action="store_true",
         help="resolve SC variables through the configured SciCat (default: not fetched)",
@@ -303,7 +308,12 @@ def cmd_validate_schema(args: argparse.Namespace) -> int:
 
         fetch = SciCatClient(config.scicat).get_json
     paths = args.paths or [config.ingestion.schemas_directory]
-    return validate_schema_command(config, paths, args.nexus_file, fetch, sys.stdout)
+    status = validate_schema_command(config, paths, args.nexus_file, fetch, sys.stdout)
+    if args.thumbnail:
+        from scicat_ingestor.thumbnail import preview_command
+
+        status |= preview_command(config, paths, args.nexus_file, args.thumbnail, sys.stdout)
+    return status
 
 
 def cmd_show_config(args: argparse.Namespace) -> int:

@@ -94,6 +94,19 @@ class DeadLetterOptions:
 
 
 @dataclass(frozen=True)
+class ThumbnailOptions:
+    """(new) A PNG of the file's NeXus default plot, attached to each new dataset.
+
+    Off by default: it reads data (not only metadata) and adds two SciCat requests per file, and
+    an upgrade from the ESS ingestor should not change what lands in the catalogue unasked.
+    """
+
+    enabled: bool = False
+    # Most values read from disk for one picture (whole chunks count): bounds time and memory.
+    max_points: int = 1_000_000
+
+
+@dataclass(frozen=True)
 class IngestionOptions:
     dry_run: bool = False
     # Accepted for compatibility; there are no subprocesses here.
@@ -117,6 +130,7 @@ class IngestionOptions:
     # (new) seconds in-flight work may finish after SIGTERM or a partition revoke.
     drain_grace_period: float = 30.0
     dead_letter: DeadLetterOptions = field(default_factory=DeadLetterOptions)
+    thumbnail: ThumbnailOptions = field(default_factory=ThumbnailOptions)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from .files import (
 )
 from .logcontext import current_context, log_context, update_context
 from .nexus import FileNotReady, NotNexus, open_nexus
-from .ops.metrics import INGEST_SECONDS
+from .ops.metrics import INGEST_SECONDS, THUMBNAILS
 from .outcome import (
     Created,
     DryRun,
@@ -50,9 +51,17 @@ from .outcome import (
     outcome_label,
 )
 from .schema.loader import SchemaSet
+from .schema.model import MetadataSchema
 from .schema.payload import build_dataset
 from .schema.variables import Builtins, evaluate_variables
-from .scicat import SciCatClient, SciCatConflict, SciCatRejected, SciCatUnavailable
+from .scicat import (
+    SciCatClient,
+    SciCatConflict,
+    SciCatError,
+    SciCatRejected,
+    SciCatUnavailable,
+)
+from .thumbnail import ThumbnailError, thumbnail_of_file
 
 logger = logging.getLogger("scicat_ingestor.pipeline")
 
@@ -225,7 +234,8 @@ class Pipeline:
             update_context(dataset_pid=str(payload["pid"]))
         existing = self._existing_pid(payload)
         if existing is not None:
-            return self._ensure_datablock(existing, payload, nexus, real)
+            outcome = self._ensure_datablock(existing, payload, nexus, real)
+            return self._with_thumbnail(outcome, schema, payload, real)
         entries = self._file_list(nexus, real, payload)
         payload["size"] = _total_size(entries)
         payload["numberOfFiles"] = len(entries)
@@ -241,13 +251,15 @@ class Pipeline:
             if not pid:
                 raise
             logger.info("Dataset %s was created meanwhile (409)", pid)
-            return self._ensure_datablock(pid, payload, nexus, real)
+            outcome = self._ensure_datablock(pid, payload, nexus, real)
+            return self._with_thumbnail(outcome, schema, payload, real)
         pid = str(created.get("pid") or payload.get("pid") or "")
         if not pid:
             raise _Refused(f"{nexus}: SciCat created the dataset but returned no pid")
         update_context(dataset_pid=pid)
         block = self._client.create_origdatablock(self._datablock(pid, payload, entries))
-        return Created(pid, str(block.get("_id") or block.get("id") or ""))
+        created_outcome = Created(pid, str(block.get("_id") or block.get("id") or ""))
+        return self._with_thumbnail(created_outcome, schema, payload, real)
 
     # ----------------------------------------------------------------------------------------
 
@@ -327,6 +339,61 @@ class Pipeline:
             "accessGroups": payload.get("accessGroups"),
         }
         return {k: v for k, v in body.items() if v is not None}
+
+    # ---- thumbnail ------------------------------------------------------------------------
+
+    def _with_thumbnail(
+        self, outcome: Outcome, schema: MetadataSchema, payload: Mapping[str, Any], real: Path
+    ) -> Outcome:
+        """Attach a picture to a dataset that exists now; whatever happens, ``outcome`` stands."""
+        options = self._config.ingestion.thumbnail
+        if options.enabled and not self._dry_run and isinstance(outcome, Created | Existed):
+            try:
+                result = self._attach_thumbnail(outcome.pid, schema, payload, real)
+            except (ThumbnailError, SciCatError) as err:
+                result = getattr(err, "reason", "")
+                result = result or (
+                    "unavailable" if isinstance(err, SciCatUnavailable) else "rejected"
+                )
+                logger.warning(
+                    "%s: no thumbnail for dataset %s (%s): %s", real, outcome.pid, result, err
+                )
+            except Exception:  # a thumbnail must never cost a dataset
+                result = "error"
+                logger.warning("%s: no thumbnail for dataset %s", real, outcome.pid, exc_info=True)
+            THUMBNAILS.labels(result).inc()
+        return outcome
+
+    def _attach_thumbnail(
+        self, pid: str, schema: MetadataSchema, payload: Mapping[str, Any], real: Path
+    ) -> str:
+        """``attached``, or ``exists`` when the dataset has an attachment already (redelivery)."""
+        if self._client.attachments_of(pid):
+            logger.debug("Dataset %s has an attachment already: no thumbnail added", pid)
+            return "exists"
+        thumb = thumbnail_of_file(
+            real, self._config.ingestion.thumbnail.max_points, schema.thumbnail
+        )
+        body = {
+            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"scicat-ingestor:thumbnail:{pid}")),
+            "datasetId": pid,
+            "caption": thumb.caption,
+            "thumbnail": thumb.data_uri(),
+            "ownerGroup": payload.get("ownerGroup"),
+            "accessGroups": payload.get("accessGroups"),
+        }
+        try:
+            self._client.create_attachment(pid, {k: v for k, v in body.items() if v is not None})
+        except SciCatConflict:  # a concurrent attempt attached the same id first
+            return "exists"
+        logger.info(
+            "Thumbnail attached to dataset %s: %s (%d bytes PNG, %d values read)",
+            pid,
+            thumb.caption,
+            len(thumb.png),
+            thumb.values_read,
+        )
+        return "attached"
 
     def _write_message(self, nexus: Path, message: Mapping[str, Any]) -> None:
         """Keep the file-writer's message next to the data, for diagnosis; failure only warns."""

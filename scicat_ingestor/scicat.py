@@ -161,6 +161,28 @@ class SciCatClient:
         found = self._call("GET", url, "datasets/{pid}/origdatablocks", "idempotent")
         return self._array(found, "GET", url)
 
+    # ---- attachments (dataset thumbnails) ------------------------------------------------
+
+    def attachments_of(self, pid: str) -> list[dict[str, Any]]:
+        """The attachments of one dataset (``GET datasets/{pid}/attachments``)."""
+        url = self._attachments_url(pid)
+        found = self._call("GET", url, "datasets/{pid}/attachments", "idempotent")
+        return self._array(found, "GET", url)
+
+    def create_attachment(self, pid: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """POST a ``CreateAttachmentV3Dto``; raises ``SciCatConflict`` when its id exists.
+
+        Retried only when SciCat surely did nothing: the real backend may not honour the id.
+        """
+        url = self._attachments_url(pid)
+        created = self._call("POST", url, "datasets/{pid}/attachments", "unsafe", body=payload)
+        return self._object(created, "POST", url)
+
+    def _attachments_url(self, pid: str) -> str:
+        return self._endpoint_url("datasets") + "/" + quote(pid, safe="") + "/attachments"
+
+    # ---------------------------------------------------------------------------------------
+
     def healthy(self) -> bool:
         """True when SciCat's health endpoint answers 2xx (no credentials, no retries)."""
         endpoint = self._options.health_endpoint

@@ -70,6 +70,14 @@ CONSUMER_LAG = Gauge(
     ["topic", "partition"],
     registry=REGISTRY,
 )
+THUMBNAILS = Counter(
+    "scicat_ingestor_thumbnails",
+    "Dataset thumbnails, by result: attached, exists, or why none was attached "
+    "(no_plot, unsupported, too_large, no_finite_values, unreadable, render_error, "
+    "rejected, unavailable, error).",
+    ["result"],
+    registry=REGISTRY,
+)
 DEAD_LETTERS = Counter(
     "scicat_ingestor_dead_letters",
     "Messages written to the dead-letter sink, by sink (kafka, file).",

@@ -56,7 +56,7 @@ SUFFIXES = (".imsc.yml", ".imsc.yaml", ".imsc.json")
 FALLBACK_NAME = "ess-fallback"
 
 _TOP_REQUIRED = ("id", "name", "instrument", "selector", "order", "variables", "schema")
-_TOP_OPTIONAL = ("sample_attachment",)
+_TOP_OPTIONAL = ("sample_attachment", "thumbnail")
 _SOURCE_KEYS: dict[str, tuple[str, ...]] = {
     "NXS": ("path",),
     "SC": ("url", "field"),
@@ -295,6 +295,7 @@ class _Checker:
             variables=variables,
             fields=fields,
             sample_attachment=self.sample_attachment(data.get("sample_attachment")),
+            thumbnail=self.thumbnail_path(data.get("thumbnail")),
             file=self.file,
         )
 
@@ -307,6 +308,14 @@ class _Checker:
             if key in data and not isinstance(data[key], kind):
                 self.fail(f"sample_attachment.{key}", f"must be a {kind.__name__}")
         return SampleAttachment(**data)
+
+    def thumbnail_path(self, raw: Any) -> str:
+        """``thumbnail:`` (new, optional): the NXdata group or dataset to draw, absolute."""
+        if raw is None:
+            return ""
+        if not isinstance(raw, str) or not raw.startswith("/"):
+            self.fail("thumbnail", f"must be an absolute HDF5 path, found {short_repr(raw)}")
+        return raw
 
     # -- variables ------------------------------------------------------------------------
 

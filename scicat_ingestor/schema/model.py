@@ -199,6 +199,8 @@ class MetadataSchema:
     variables: tuple[Variable, ...]
     fields: tuple[SchemaField, ...]
     sample_attachment: SampleAttachment = SampleAttachment()
+    # (new) HDF5 path of the NXdata group or dataset to draw as the thumbnail; '' = default plot
+    thumbnail: str = ""
     file: str = ""
 
 

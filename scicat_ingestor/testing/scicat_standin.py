@@ -59,12 +59,14 @@ DTO_DERIVED_DATASET = "CreateDerivedDatasetObsoleteDto"
 DTO_ORIGDATABLOCK = "CreateOrigDatablockDto"
 DTO_SAMPLE = "CreateSampleDto"
 DTO_CREDENTIALS = "CredentialsDto"
+DTO_ATTACHMENT = "CreateAttachmentV3Dto"
 VALIDATED_DTOS = (
     DTO_RAW_DATASET,
     DTO_DERIVED_DATASET,
     DTO_ORIGDATABLOCK,
     DTO_SAMPLE,
     DTO_CREDENTIALS,
+    DTO_ATTACHMENT,
 )
 
 JSONDict = dict[str, Any]
@@ -580,6 +582,7 @@ class SciCatStandIn:
         self._origdatablocks: list[JSONDict] = []
         self._blocks_of: dict[str, list[JSONDict]] = {}  # by datasetId: no scans per POST
         self._samples: list[JSONDict] = []
+        self._attachments_of: dict[str, list[JSONDict]] = {}  # by dataset pid
         self._proposals: dict[str, JSONDict] = {}
         self._instruments: list[JSONDict] = [self._instrument(seed) for seed in SEED_INSTRUMENTS]
         for proposal in SEED_PROPOSALS:
@@ -1093,6 +1096,45 @@ class SciCatStandIn:
         with self._lock:
             return Reply(200, apply_filter(self._origdatablocks, request.filter()))
 
+    # ---- attachments (dataset thumbnails) --------------------------------------------------
+
+    @property
+    def attachments(self) -> dict[str, list[JSONDict]]:
+        """A snapshot of the stored attachments by dataset pid, in creation order."""
+        with self._lock:
+            return copy.deepcopy(self._attachments_of)
+
+    def _create_attachment(self, request: _Request) -> Reply:
+        """``POST datasets/{pid}/attachments``: 404 without the dataset, 409 on a repeated id."""
+        body = self._validated(request, DTO_ATTACHMENT)
+        if isinstance(body, Reply):
+            return body
+        pid = request.params["pid"]
+        now = _now()
+        with self._lock:
+            if pid not in self._datasets:
+                return Reply(404, _error(404, f"dataset: {pid} not found"))
+            stored = self._attachments_of.setdefault(pid, [])
+            attachment_id = body.get("id") or str(uuid.uuid4())
+            if any(a["id"] == attachment_id for a in stored):
+                return Reply(409, _error(409, f"attachment {attachment_id} already exists"))
+            body.update(
+                id=attachment_id,
+                datasetId=pid,
+                createdBy=request.user,
+                updatedBy=request.user,
+                createdAt=now,
+                updatedAt=now,
+            )
+            stored.append(body)
+            return Reply(201, body)
+
+    def _dataset_attachments(self, request: _Request) -> Reply:
+        with self._lock:
+            return Reply(200, self._attachments_of.get(request.params["pid"], []))
+
+    # ------------------------------------------------------------------------------------------
+
     def _get_proposal(self, request: _Request) -> Reply:
         pid = request.params["pid"]
         with self._lock:
@@ -1189,6 +1231,18 @@ _ROUTES: tuple[_Route, ...] = (
     _Route("GET", ("instruments",), "GET /instruments", SciCatStandIn._list_instruments),
     _Route("GET", ("samples",), "GET /samples", SciCatStandIn._list_samples),
     _Route("POST", ("samples",), "POST /samples", SciCatStandIn._create_sample),
+    _Route(
+        "POST",
+        ("datasets", "{pid}", "attachments"),
+        "POST /datasets/{pid}/attachments",
+        SciCatStandIn._create_attachment,
+    ),
+    _Route(
+        "GET",
+        ("datasets", "{pid}", "attachments"),
+        "GET /datasets/{pid}/attachments",
+        SciCatStandIn._dataset_attachments,
+    ),
 )
 
 

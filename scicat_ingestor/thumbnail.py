@@ -139,13 +139,17 @@ def _axes_names(raw: Any) -> list[str]:
     return [text.strip()]
 
 
+def _named_child(node: Any, attribute: str, kind: type[Any]) -> Any:
+    """The member of ``node`` that its ``attribute`` names, if it is a ``kind``; else None."""
+    name = node.attrs.get(attribute)
+    child = node.get(_text(name)) if name is not None else None
+    return child if isinstance(child, kind) else None
+
+
 def _plot_of_group(group: h5py.Group) -> Plot | None:
     """The plot an NXdata group describes, or ``None`` without a usable ``@signal``."""
-    signal_name = group.attrs.get("signal")
-    if signal_name is None:
-        return None
-    signal = group.get(_text(signal_name))
-    if not isinstance(signal, h5py.Dataset):
+    signal = _named_child(group, "signal", h5py.Dataset)
+    if signal is None:
         return None
     names = _axes_names(group.attrs.get("axes"))
     axes = tuple(None if n in ("", ".") else n for n in names)
@@ -156,11 +160,8 @@ def _follow_default(h5: h5py.File) -> Plot | None:
     """Root ``@default`` → NXentry ``@default`` → … → NXdata; ``None`` where the chain breaks."""
     node: Any = h5
     for _ in range(MAX_DEFAULT_HOPS):
-        target = node.attrs.get("default")
-        if target is None:
-            return None
-        child = node.get(_text(target))
-        if not isinstance(child, h5py.Group):
+        child = _named_child(node, "default", h5py.Group)
+        if child is None:
             return None
         if _nx_class(child) == "NXdata":
             return _plot_of_group(child)
@@ -448,9 +449,23 @@ def _polyline(draw: ImageDraw.ImageDraw, points: list[tuple[float, float]]) -> N
         draw.line(points, fill=LINE_RGB, width=1)
 
 
+@functools.cache
+def _palette() -> Image.Image:
+    """224 viridis steps, 29 greys (text edges), the NaN grey, the line blue and the ink."""
+    steps = _lut()[np.linspace(0, 255, 224).round().astype(int)]
+    greys = np.linspace(0, 255, 29).round().astype(int)
+    colours = [tuple(int(v) for v in c) for c in steps] + [(g, g, g) for g in greys]
+    colours += [NAN_RGB, LINE_RGB, INK]
+    image = Image.new("P", (1, 1))
+    image.putpalette([v for c in colours for v in c])
+    return image
+
+
 def _png(canvas: Image.Image) -> bytes:
+    """A PNG in a fixed 256-colour palette: a third of the time of an RGB PNG (zlib has a third
+    of the bytes to pack) and half its size; an adaptive palette would band the colour ramp."""
     out = io.BytesIO()
-    canvas.save(out, format="PNG", compress_level=6)
+    canvas.quantize(palette=_palette(), dither=Image.Dither.NONE).save(out, format="PNG")
     return out.getvalue()
 
 

@@ -181,7 +181,9 @@ def test_read_plan_stays_within_max_points(
 def test_one_chunk_larger_than_max_points_is_refused(tmp_path: Path) -> None:
     with h5py.File(tmp_path / "f.h5", "w") as h5:
         ds = h5.create_dataset("d", shape=(4096, 4096), dtype="f4", chunks=(2048, 2048))
-        with pytest.raises(ThumbnailError, match="more than ingestion.thumbnail.max_points") as e:
+        with pytest.raises(
+            ThumbnailError, match=r"more than ingestion\.thumbnail\.max_points"
+        ) as e:
             plan_read(ds, [256, 256], MAX_POINTS)
         assert e.value.reason == "too_large"
 

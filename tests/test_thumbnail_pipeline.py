@@ -1,0 +1,176 @@
+"""Thumbnails through the pipeline and the SciCat stand-in: attached once, never cost a dataset."""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from scicat_ingestor.config import IngestorConfig, build
+from scicat_ingestor.ops.metrics import REGISTRY
+from scicat_ingestor.outcome import Created, Existed, Outcome
+from scicat_ingestor.pipeline import Job, Pipeline
+from scicat_ingestor.schema.loader import load_schemas
+from scicat_ingestor.scicat import SciCatClient
+from scicat_ingestor.testing.nexus_plots import write_plot_file
+from scicat_ingestor.testing.scicat_standin import SciCatStandIn
+
+PID = "20.500.12269/f22acb1c-950b-11ef-a3ef-fa163e9aae0a"  # small-coda.hdf's job id
+
+pytestmark = pytest.mark.integration
+
+MakePipeline = Callable[..., Pipeline]
+
+
+@pytest.fixture
+def coda_with(tmp_path: Path, data_dir: Path) -> Callable[[str | None], Path]:
+    """``coda_with(kind)``: small-coda.hdf in the data root, with a ``kind`` plot added."""
+
+    def make(kind: str | None) -> Path:
+        target = tmp_path / "data" / "coda" / "raw" / "small-coda.hdf"
+        if kind is None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(data_dir / "small-coda.hdf", target)
+            return target
+        return write_plot_file(target, kind, template=data_dir / "small-coda.hdf")
+
+    return make
+
+
+@pytest.fixture
+def make_pipeline(
+    tmp_path: Path, data_dir: Path, scicat_standin: SciCatStandIn
+) -> Iterator[MakePipeline]:
+    """``make_pipeline(enabled=True, **thumbnail_keys)`` → a Pipeline against the stand-in."""
+    schemas = tmp_path / "schemas"
+    schemas.mkdir()
+    shutil.copy(data_dir / "schemas" / "small-coda.imsc.yml", schemas)
+    clients: list[SciCatClient] = []
+
+    def make(enabled: bool = True, **thumbnail: Any) -> Pipeline:
+        data = {
+            "scicat": {"host": scicat_standin.url, "token": scicat_standin.token, "timeout": 2},
+            "ingestion": {
+                "schemas_directory": str(schemas),
+                "file_handling": {"data_directory": str(tmp_path / "data")},
+                "thumbnail": {"enabled": enabled, **thumbnail},
+            },
+        }
+        config = build(IngestorConfig, data, "test")
+        clients.append(SciCatClient(config.scicat))
+        return Pipeline(config, load_schemas(schemas), clients[-1])
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def _ingest(pipeline: Pipeline, path: Path) -> Outcome:
+    return pipeline.ingest(Job(str(path), job_id="job-1"))
+
+
+def _count(result: str) -> float:
+    value = REGISTRY.get_sample_value("scicat_ingestor_thumbnails_total", {"result": result})
+    return value or 0.0
+
+
+def _attachment_requests(standin: SciCatStandIn) -> int:
+    return sum(n for key, n in standin.stats()["requests"].items() if "attachments" in key)
+
+
+def test_attached_once_with_caption_groups_and_png(
+    make_pipeline: MakePipeline,
+    coda_with: Callable[[str | None], Path],
+    scicat_standin: SciCatStandIn,
+) -> None:
+    path = coda_with("image_2d")
+    attached = _count("attached")
+    assert isinstance(_ingest(make_pipeline(), path), Created)
+    [attachment] = scicat_standin.attachments[PID]  # validated against CreateAttachmentV3Dto
+    dataset = scicat_standin.datasets[PID]
+    assert attachment["caption"] == "data vs y and x"
+    assert attachment["datasetId"] == PID
+    assert attachment["ownerGroup"] == dataset["ownerGroup"]
+    assert attachment["accessGroups"] == dataset["accessGroups"]
+    prefix = "data:image/png;base64,"
+    assert attachment["thumbnail"].startswith(prefix)
+    png = base64.b64decode(attachment["thumbnail"][len(prefix) :])
+    assert Image.open(io.BytesIO(png)).size == (400, 300)
+    assert _count("attached") == attached + 1
+
+    # redelivered: the dataset exists and has its picture → no second attachment
+    exists = _count("exists")
+    assert isinstance(_ingest(make_pipeline(), path), Existed)
+    assert len(scicat_standin.attachments[PID]) == 1
+    assert _count("exists") == exists + 1
+
+
+def test_existing_dataset_without_picture_gets_one(
+    make_pipeline: MakePipeline,
+    coda_with: Callable[[str | None], Path],
+    scicat_standin: SciCatStandIn,
+) -> None:
+    path = coda_with("line_1d")
+    assert isinstance(_ingest(make_pipeline(enabled=False), path), Created)
+    assert _attachment_requests(scicat_standin) == 0  # off: not even a GET
+    assert isinstance(_ingest(make_pipeline(), path), Existed)
+    [attachment] = scicat_standin.attachments[PID]
+    assert attachment["caption"] == "counts vs tof"
+
+
+def test_a_file_without_plot_is_created_with_a_warning(
+    make_pipeline: MakePipeline,
+    coda_with: Callable[[str | None], Path],
+    scicat_standin: SciCatStandIn,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    path = coda_with(None)
+    no_plot = _count("no_plot")
+    with caplog.at_level(logging.WARNING, logger="scicat_ingestor.pipeline"):
+        assert isinstance(_ingest(make_pipeline(), path), Created)
+    assert scicat_standin.attachments == {}
+    assert _count("no_plot") == no_plot + 1
+    [warning] = [r for r in caplog.records if r.name == "scicat_ingestor.pipeline"]
+    assert f"no thumbnail for dataset {PID} (no_plot): no default plot" in warning.getMessage()
+
+
+@pytest.mark.parametrize(("status", "result"), [(400, "rejected"), (503, "unavailable")])
+def test_failing_attachment_requests_do_not_cost_the_dataset(
+    status: int,
+    result: str,
+    *,
+    make_pipeline: MakePipeline,
+    coda_with: Callable[[str | None], Path],
+    scicat_standin: SciCatStandIn,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    path = coda_with("line_1d")
+    before = _count(result)
+    # every attachment request fails (retries included); the dataset's requests do not
+    scicat_standin.fail_next(10, status, f"datasets/{PID.replace('/', '%2F')}/attachments")
+    with caplog.at_level(logging.WARNING, logger="scicat_ingestor.pipeline"):
+        outcome = _ingest(make_pipeline(), path)
+    assert isinstance(outcome, Created), outcome
+    assert PID in scicat_standin.datasets
+    assert len(scicat_standin.origdatablocks) == 1
+    assert _count(result) == before + 1
+    assert any(f"({result})" in r.getMessage() for r in caplog.records)
+
+
+def test_too_large_for_max_points_is_a_warning(
+    make_pipeline: MakePipeline,
+    coda_with: Callable[[str | None], Path],
+    scicat_standin: SciCatStandIn,
+) -> None:
+    path = coda_with("image_2d")  # 100 x 100 chunks
+    before = _count("too_large")
+    assert isinstance(_ingest(make_pipeline(max_points=5000), path), Created)
+    assert scicat_standin.attachments == {}
+    assert _count("too_large") == before + 1

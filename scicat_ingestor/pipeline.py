@@ -351,10 +351,7 @@ class Pipeline:
             try:
                 result = self._attach_thumbnail(outcome.pid, schema, payload, real)
             except (ThumbnailError, SciCatError) as err:
-                result = getattr(err, "reason", "")
-                result = result or (
-                    "unavailable" if isinstance(err, SciCatUnavailable) else "rejected"
-                )
+                result = _thumbnail_failure(err)
                 logger.warning(
                     "%s: no thumbnail for dataset %s (%s): %s", real, outcome.pid, result, err
                 )
@@ -402,6 +399,13 @@ class Pipeline:
             write_message_file(directory, nexus, message, self._fh.message_file_extension)
         except OSError as err:
             logger.warning("%s: cannot write the message file: %s", nexus, err)
+
+
+def _thumbnail_failure(err: ThumbnailError | SciCatError) -> str:
+    """The metric label of a missing thumbnail."""
+    if isinstance(err, ThumbnailError):
+        return err.reason
+    return "unavailable" if isinstance(err, SciCatUnavailable) else "rejected"
 
 
 def _total_size(entries: list[FileEntry]) -> int:

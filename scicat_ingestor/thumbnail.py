@@ -241,7 +241,12 @@ def _cost(shape: Sequence[int], unit: Sequence[int], steps: Sequence[int]) -> in
 
 
 def plan_read(ds: h5py.Dataset, targets: Sequence[int], max_points: int) -> tuple[list[int], int]:
-    """Per-axis steps whose strided read costs at most ``max_points`` values; and that cost."""
+    """Per-axis steps whose strided read costs at most ``max_points`` values; and that cost.
+
+    Over budget, every axis that touches more than one block is thinned by the same factor (in
+    blocks touched), so the picture keeps its proportions; an axis inside one block costs the
+    same whatever its step, so it keeps its resolution.
+    """
     shape = [int(n) for n in ds.shape]
     unit = _storage_unit(ds)
     counts = [min(n, t) for n, t in zip(shape, targets, strict=True)]
@@ -250,18 +255,17 @@ def plan_read(ds: h5py.Dataset, targets: Sequence[int], max_points: int) -> tupl
         cost = _cost(shape, unit, steps)
         if cost <= max_points:
             return steps, cost
-        if all(k == 1 for k in counts):
+        touched = [math.ceil(n / max(s, c)) for n, c, s in zip(shape, unit, steps, strict=True)]
+        thinnable = [a for a, t in enumerate(touched) if t > 1]
+        if not thinnable:
             raise ThumbnailError(
                 "too_large",
                 f"{ds.name}: one storage chunk {tuple(unit)} holds {math.prod(unit)} values, "
                 f"more than ingestion.thumbnail.max_points ({max_points})",
             )
-        # thin out the axis that reads the most (of those with more than one sample)
-        axis = max(
-            range(len(counts)),
-            key=lambda a: (counts[a] > 1, math.ceil(shape[a] / max(steps[a], unit[a])) * unit[a]),
-        )
-        counts[axis] = max(1, min(counts[axis] - 1, counts[axis] * max_points // cost))
+        factor = (max_points / cost) ** (1 / len(thinnable))
+        for a in thinnable:
+            counts[a] = max(1, int(touched[a] * factor))
 
 
 def _targets(ndim: int) -> list[int]:
@@ -350,7 +354,7 @@ def _log_scale(finite: np.ndarray[Any, Any]) -> bool:
 
 
 def _scaled(values: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], float, float, bool]:
-    """Values in [0, 1] (NaN where missing or not drawable), the range and whether log."""
+    """Values in [0, 1] (NaN where not finite), the range (log10 if log) and whether log."""
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         raise ThumbnailError("no_finite_values", "the signal has no finite values (all NaN/inf)")
@@ -362,6 +366,8 @@ def _scaled(values: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], float, 
     span = high - low or 1.0
     with np.errstate(invalid="ignore"):
         unit = (data - low) / span
+    # on a log scale, zero and below are the bottom of the scale, not missing (NaN stays grey)
+    unit = np.where(np.isfinite(values) & ~np.isfinite(unit), 0.0, unit)
     return unit, low, high, log
 
 

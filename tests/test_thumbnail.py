@@ -178,6 +178,22 @@ def test_read_plan_stays_within_max_points(
         assert 1 < samples <= cost
 
 
+def test_read_plan_thins_frames_not_the_image(tmp_path: Path) -> None:
+    with h5py.File(tmp_path / "f.h5", "w") as h5:  # one 512 x 512 chunk per frame
+        ds = h5.create_dataset("d", shape=(1024, 512, 512), dtype="f8", chunks=(1, 512, 512))
+        steps, cost = plan_read(ds, [16, 256, 256], MAX_POINTS)
+    assert steps == [342, 2, 2]  # 3 frames (3 chunks = 786,432 values), each at 256 x 256
+    assert cost == 3 * 512 * 512
+
+
+def test_read_plan_thins_image_axes_alike(tmp_path: Path) -> None:
+    with h5py.File(tmp_path / "f.h5", "w") as h5:
+        ds = h5.create_dataset("d", shape=(32768, 16384), dtype="f8", chunks=(64, 64))
+        steps, _ = plan_read(ds, [256, 256], MAX_POINTS)
+    rows, cols = (math.ceil(n / s) for n, s in zip((32768, 16384), steps, strict=True))
+    assert (rows, cols) == (15, 15)  # one sample per chunk, 15 x 15 x 64 x 64 = 921,600 values
+
+
 def test_one_chunk_larger_than_max_points_is_refused(tmp_path: Path) -> None:
     with h5py.File(tmp_path / "f.h5", "w") as h5:
         ds = h5.create_dataset("d", shape=(4096, 4096), dtype="f4", chunks=(2048, 2048))
@@ -234,6 +250,8 @@ def test_a_2_gib_detector_stack_is_not_read(tmp_path: Path) -> None:
     assert thumb.values_read == len(touched) * chunk_values
     assert sum(n for _, n in reads) < path.stat().st_size / 50
     assert "sum of 3 of 1024 frames" in thumb.caption
+    colours = Image.open(io.BytesIO(thumb.png)).convert("RGB").getcolors(4096)
+    assert colours is not None and len(colours) > 50  # the spot is drawn, not a blank frame
     assert cpu < 2.0  # a few tens of ms on the build machine; generous for a loaded one
 
 
@@ -285,3 +303,16 @@ def test_validate_schema_writes_the_thumbnail(
     assert "Thumbnail: none (no_plot)" in capsys.readouterr().out
     assert main([*args, "--thumbnail", str(out)]) == 1
     assert "--thumbnail needs --nexus-file" in capsys.readouterr().out
+
+
+def test_scale_zero_is_the_bottom_of_a_log_scale_and_nan_is_missing() -> None:
+    from scicat_ingestor.thumbnail import _scaled
+
+    unit, low, high, log = _scaled(np.array([0.0, 1.0, 1e4, np.nan, -0.0]))
+    assert log and (low, high) == (0.0, 4.0)
+    assert unit[0] == 0.0 and unit[4] == 0.0 and unit[2] == 1.0
+    assert np.isnan(unit[3])
+    unit, _, _, log = _scaled(np.array([-1.0, 0.0, 1e4]))  # negative: linear
+    assert not log and unit.tolist() == [0.0, pytest.approx(1 / 10001), 1.0]
+    _, _, _, log = _scaled(np.array([1.0, 999.0]))  # under three decades: linear
+    assert not log

@@ -8,9 +8,10 @@ is used. A schema can name the group or dataset instead (its ``thumbnail:`` key)
 
 Cost is bounded before anything is read: the read is one strided hyperslab whose chunks (HDF5
 reads whole chunks from disk) hold at most ``max_points`` values, so a 2 GiB detector image costs
-what ``max_points`` costs. Rendering is Pillow only (no matplotlib: about 10x slower per picture
-and 40 MB more memory in every worker process; measured in the README). Every failure is a
-``ThumbnailError`` whose ``reason`` is one of ``REASONS`` (a metric label) and whose text says why.
+what ``max_points`` costs. Rendering is Pillow only (matplotlib's Agg took ~20x longer per
+picture and its import adds ~50 MB to the process; ``python -m bench.thumbnails``). Every
+failure is a ``ThumbnailError`` whose ``reason`` is one of ``REASONS`` (a metric label) and whose
+text says why.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import base64
 import functools
 import io
-import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,8 +32,6 @@ from PIL import Image, ImageDraw, ImageFont
 from .config import IngestorConfig
 from .schema.loader import assemble, fallback_path, load_schema_file, load_schemas
 from .schema.model import MetadataSchema, SchemaError
-
-logger = logging.getLogger(__name__)
 
 MAX_GROUPS_VISITED = 500
 MAX_DEFAULT_HOPS = 8
@@ -57,7 +55,7 @@ REASONS = (
     "no_plot",  # no default plot, no NXdata with @signal, a broken @default chain or schema path
     "unsupported",  # not numeric, 0-d, or empty
     "too_large",  # one chunk alone holds more than max_points values
-    "no_finite_values",  # only NaN / inf (or nothing positive where it must be)
+    "no_finite_values",  # only NaN / inf
     "unreadable",  # the file or the dataset cannot be read
     "render_error",  # Pillow failed
 )
@@ -101,7 +99,7 @@ class Plot:
 
 @dataclass(frozen=True)
 class Thumbnail:
-    """The PNG, its caption, how it was made (for the log) and the values read from disk."""
+    """The PNG, its caption and how many values were read from disk for it."""
 
     png: bytes
     caption: str
@@ -301,7 +299,8 @@ def _format(value: Any) -> str:
 
 
 def _axis(plot: Plot, dim: int, length: int, step: int, full: bool) -> Axis:
-    """Axis ``dim``: name and unit; first/last value; the sampled values when ``full``."""
+    """Axis ``dim``: name and unit; first/last value (the outer edges of bin edges); the sampled
+    values when ``full``."""
     name = plot.axes[dim] if dim < len(plot.axes) else None
     if name is None or plot.group is None:
         return Axis(name or f"dim {dim}", "", "0", str(length - 1))
@@ -310,7 +309,7 @@ def _axis(plot: Plot, dim: int, length: int, step: int, full: bool) -> Axis:
         return Axis(name, "", "0", str(length - 1))
     units = _text(ds.attrs.get("units", ""))
     try:
-        first, last = ds[0], ds[length - 1]
+        first, last = ds[0], ds[ds.shape[0] - 1]
         values = None
         if full and ds.dtype.kind in "biuf":
             values = np.asarray(ds[0:length:step], dtype=np.float64)
@@ -494,23 +493,19 @@ def make_thumbnail(h5: h5py.File, max_points: int, hint: str = "") -> Thumbnail:
     lead = max(values.ndim - 2, 0)
     named = [a.name for a in axes[lead:] if not a.name.startswith("dim ")]
     caption = plot.name + (" vs " + " and ".join(named) if named else "")
+    if lead:
+        frames, total = math.prod(values.shape[:lead]), math.prod(shape[:lead])
+        leading = tuple(range(lead))
+        empty = np.all(~np.isfinite(values), axis=leading)  # NaN stays NaN, not a zero sum
+        values = np.where(empty, np.nan, np.nansum(values, axis=leading))
+        over = " and ".join(a.name for a in axes[:lead])
+        caption += f" (sum of {frames} of {total} frames over {over})"
+        title += f", sum of {frames}/{total} frames"
     try:
         if values.ndim == 1:
             png = render_line(values, title, axes[0])
         else:
-            if lead:
-                frames = math.prod(values.shape[:lead])
-                total = math.prod(shape[:lead])
-                with np.errstate(invalid="ignore"):
-                    summed = np.nansum(values, axis=tuple(range(lead)))
-                    empty = np.all(~np.isfinite(values), axis=tuple(range(lead)))
-                values = np.where(empty, np.nan, summed)
-                over = " and ".join(a.name for a in axes[:lead])
-                caption += f" (sum of {frames} of {total} frames over {over})"
-                title += f", sum of {frames}/{total} frames"
             png = render_image(values, title, axes[-2], axes[-1])
-    except ThumbnailError:
-        raise
     except (ValueError, OSError, MemoryError) as err:
         raise ThumbnailError("render_error", f"rendering failed: {err}") from err
     return Thumbnail(png, caption, cost)

@@ -1,16 +1,24 @@
-# scicat-ingestor container image.
+# scicat-ingestor container image (README "Docker": build, volumes, upgrade, what it contains).
 #
-#   docker build -t scicat-ingestor .
-#   docker run --rm -p 8080:8080 \
-#     -v /etc/scicat-ingestor:/config:ro -v /etc/scicat-ingestor/schemas:/schemas:ro \
-#     -v /data:/data --env-file secrets.env --stop-timeout 60 scicat-ingestor
+#   make image                      # or: docker build -t scicat-ingestor .  (BuildKit)
+#   docker run -d --stop-timeout 60 --env-file secrets.env -p 8080:8080 \
+#     -v /etc/scicat-ingestor/config.yml:/config/config.yml:ro \
+#     -v /etc/scicat-ingestor/schemas:/schemas:ro \
+#     -v /data:/data:ro -v /srv/scicat-ingestor/ingestor:/ingestor scicat-ingestor
 #
-# /config/config.yml is the configuration; the default `ingestion.schemas_directory: schemas`
-# resolves to the mounted /schemas. Secrets come from the environment (SCICAT_TOKEN, ...).
-# The health endpoint binds 0.0.0.0 inside the container (host default is 127.0.0.1).
+# Volumes: /config/config.yml (the configuration), /schemas (the default `schemas_directory:
+# schemas` resolves to it), the data at the path the file-writer announces, and /ingestor, where
+# the default `ingestor_files_directory: ../ingestor` puts the side files of a file directly in
+# /data (writable by uid 10001). Secrets come from the environment (SCICAT_TOKEN, ...).
+# The health endpoint binds 0.0.0.0 inside the container (host default is 127.0.0.1); the
+# HEALTHCHECK asks the running daemon's own configuration for the port.
 # Give `docker stop` (--stop-timeout, compose `stop_grace_period`) more time than
 # ingestion.drain_grace_period: SIGTERM drains in-flight files, then commits and exits 0.
-FROM python:3.11-slim
+# Behind a TLS-inspecting proxy pip needs the proxy's CA: pass a CA bundle as a BuildKit secret,
+#   docker build --secret id=ca-bundle,src=/etc/ssl/certs/ca-certificates.crt .
+# (make image does so by itself); it is mounted for pip only and stays out of every layer.
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -21,24 +29,27 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /src
 COPY setup.py setup.cfg README.md ./
 COPY scicat_ingestor ./scicat_ingestor
-RUN pip install . && rm -rf /src
+RUN --mount=type=secret,id=ca-bundle \
+    if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
+    && pip install . && rm -rf /src
 
 RUN groupadd --system --gid 10001 ingestor \
     && useradd --system --uid 10001 --gid ingestor --home-dir /app --shell /usr/sbin/nologin ingestor \
-    && mkdir -p /app /config /schemas \
+    && mkdir -p /app /config /schemas /ingestor \
     && ln -s /schemas /app/schemas \
-    && chown ingestor:ingestor /app
+    && chown ingestor:ingestor /app /ingestor
 
 # The working directory holds relative paths: the schemas link and a file log, if enabled.
 WORKDIR /app
 USER ingestor:ingestor
-VOLUME ["/config", "/schemas"]
+VOLUME ["/config", "/schemas", "/ingestor"]
 EXPOSE 8080
 STOPSIGNAL SIGTERM
 
 # Liveness only (/health): a SciCat or storage outage shows on /ready and must not restart us.
+# The probe reads host and port from the running daemon's command line and configuration.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=5).status == 200 else 1)"]
+    CMD ["python", "-m", "scicat_ingestor.ops.probe"]
 
 # Exec form: the Python process is PID 1 and receives SIGTERM itself.
 ENTRYPOINT ["python", "-m", "scicat_ingestor"]

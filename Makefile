@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-dev
 BENCH_STAMP := $(VENV)/.installed-bench
 PYTEST_ARGS ?=
 
-.PHONY: install test lint format bench demo chaos clean
+.PHONY: install test lint format bench demo chaos clean image container-test
 
 install: $(STAMP)
 
@@ -43,6 +43,17 @@ demo: install
 
 chaos: $(BENCH_STAMP)
 	$(PY) -m bench.chaos
+
+# The container image (README "Docker"). Both start a private dockerd only where no engine answers
+# (root only) and stop it again; docker/base-image.sh makes python:3.11-slim's stand-in if needed.
+IMAGE ?= scicat-ingestor:latest
+
+image:
+	@eval "$$(docker/engine.sh start)" && trap 'docker/engine.sh stop "$$ENGINE_PID"' EXIT && \
+		docker/build.sh $(IMAGE)
+
+container-test: install
+	$(PY) -m pytest -p no:cacheprovider --timeout 900 tests/container $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

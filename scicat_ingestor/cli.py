@@ -352,13 +352,16 @@ def _guarded(command: Callable[[argparse.Namespace], int], args: argparse.Namesp
         return EXIT_OK
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    # 'scicat-ingestor -c CONFIG ...' (no subcommand) runs the daemon, like the ESS ingestor.
+def with_subcommand(argv: Sequence[str]) -> list[str]:
+    """'scicat-ingestor -c CONFIG ...' (no subcommand) runs the daemon, like the ESS ingestor."""
     if argv and argv[0] not in SUBCOMMANDS and argv[0] not in {"-h", "--help", "--version"}:
-        argv = ["run", *argv]
+        return ["run", *argv]
+    return list(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(with_subcommand(sys.argv[1:] if argv is None else argv))
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE

@@ -288,3 +288,17 @@ def test_bind_failure_is_one_line(state: ServiceState) -> None:
     assert str(exc.value) == (
         f"health_check: cannot listen on 127.0.0.1:{port}: Address already in use"
     )
+
+
+@pytest.mark.parametrize(("host", "bound"), [("0.0.0.0", "0.0.0.0"), ("127.0.0.1", "127.0.0.1")])
+def test_log_line_names_the_address_really_bound(
+    state: ServiceState, caplog: pytest.LogCaptureFixture, host: str, bound: str
+) -> None:
+    """The image binds 0.0.0.0: the log said http://127.0.0.1:8080 (the client URL) instead."""
+    caplog.set_level("INFO", logger="scicat_ingestor.ops.health")
+    with HealthServer(HealthCheckOptions(host=host, port=0), state, CountingProbe()) as server:
+        (line,) = [r.getMessage() for r in caplog.records if "listening" in r.getMessage()]
+        assert line == (
+            f"Health endpoint listening on {bound}:{server.port} "
+            f"(http://127.0.0.1:{server.port}/health, /ready, /metrics)"
+        )

@@ -174,10 +174,7 @@ class HealthServer:
 
     @property
     def url(self) -> str:
-        host = self.options.host
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"
-        return f"http://{host}:{self.port}"
+        return local_url(self.options.host, self.port)
 
     def start(self) -> HealthServer:
         """Bind and serve; HealthServerError (one line) when the address is unusable."""
@@ -198,7 +195,12 @@ class HealthServer:
             daemon=True,
         )
         self._thread.start()
-        logger.info("Health endpoint listening on %s (/health, /ready, /metrics)", self.url)
+        bound_host, bound_port = httpd.server_address[:2]
+        logger.info(
+            "Health endpoint listening on %s (%s/health, /ready, /metrics)",
+            _host_port(str(bound_host), int(bound_port)),
+            self.url,
+        )
         return self
 
     def stop(self) -> None:
@@ -273,6 +275,20 @@ class HealthServer:
             "storage": self.checks.result("storage", now).ok,
             "scicat": self._scicat_check(snap, now).ok,
         }
+
+
+def local_url(host: str, port: int) -> str:
+    """The URL a client on this machine uses for an endpoint bound to ``host``:``port``.
+
+    A wildcard bind (``0.0.0.0``, ``::``, empty) is reached on the loopback address.
+    """
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"http://{_host_port(host, port)}"
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _broker_check(snap: StateSnapshot) -> Check:

@@ -48,9 +48,15 @@ fi
 
 base=$(docker/base-image.sh)
 read -r -a client <<<"$(buildkit_client)"
-started=$(date +%s.%N)
+previous=$(docker image inspect --format '{{.Id}}' "$TAG" 2>/dev/null || true)
+started=$(date +%s%N)
 "${client[@]}" build --network "${BUILD_NETWORK:-host}" --build-arg "BASE_IMAGE=$base" \
     "${secret[@]}" --tag "$TAG" .
-elapsed=$(echo "$(date +%s.%N) - $started" | bc)
+elapsed_ms=$((($(date +%s%N) - started) / 1000000))
+current=$(docker image inspect --format '{{.Id}}' "$TAG")
+if [ -n "$previous" ] && [ "$previous" != "$current" ]; then
+    # The image this tag named before, and nothing else: kept if a container or tag still uses it.
+    docker rmi "$previous" >/dev/null 2>&1 || true
+fi
 size=$(docker image inspect --format '{{.Size}}' "$TAG")
-say "$TAG built on $base in ${elapsed} s; $((size / 1000000)) MB"
+say "$TAG built on $base in $((elapsed_ms / 1000)).$((elapsed_ms % 1000 / 100)) s; $((size / 1000000)) MB"

@@ -14,7 +14,8 @@
 # engine or the host's firewall. `stop PID` sends SIGTERM to that dockerd and waits for it; a
 # second user of the private dockerd (a `start` that found it running) gets ENGINE_PID=''.
 #
-# Exit status of `start`: 0 engine ready; 3 no engine can run here (not root and none answers, or
+# `check` answers whether `start` can give an engine, without starting or installing anything.
+# Exit status of `check` and `start`: 0 engine ready; 3 no engine can run here (not root and none answers, or
 # no dockerd and no apt-get), reason on stderr; 1 something that should work failed (log named).
 set -euo pipefail
 
@@ -38,10 +39,6 @@ answers() { # answers [DOCKER_HOST]: the engine behind that host (or the default
 }
 
 install_docker() {
-    if ! command -v apt-get >/dev/null 2>&1; then
-        say "no dockerd and no apt-get to install docker.io: no container engine can run here"
-        exit 3
-    fi
     say "installing Debian's docker.io (dockerd, containerd, runc) with apt-get, as root"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io \
@@ -49,6 +46,21 @@ install_docker() {
         say "apt-get install docker.io failed; see $CACHE_DIR/apt-docker.log"
         exit 1
     }
+}
+
+startable() { # exit 3 with the reason unless this script may start (and install) a dockerd
+    if [ "$(id -u)" != 0 ]; then
+        say "no Docker engine answers and starting one needs root: no container engine can run here"
+        exit 3
+    fi
+    if ! command -v dockerd >/dev/null 2>&1 && ! command -v apt-get >/dev/null 2>&1; then
+        say "no dockerd and no apt-get to install docker.io: no container engine can run here"
+        exit 3
+    fi
+}
+
+check() { # no side effects: exit 0 when `start` can give an engine, 3 (reason) when not
+    answers "${DOCKER_HOST:-}" || answers "unix://$SOCK" || startable
 }
 
 start() {
@@ -62,10 +74,7 @@ start() {
         emit "unix://$SOCK" ""
         return
     fi
-    if [ "$(id -u)" != 0 ]; then
-        say "no Docker engine answers and starting one needs root: no container engine can run here"
-        exit 3
-    fi
+    startable
     mkdir -p "$RUN_DIR" "$CACHE_DIR/docker"
     command -v dockerd >/dev/null 2>&1 || install_docker
     echo '{}' >"$RUN_DIR/daemon.json" # never pick up /etc/docker/daemon.json
@@ -128,10 +137,11 @@ stop() { # stop PID: the dockerd this script started with that pid; nothing for 
 }
 
 case "${1:-}" in
+check) check ;;
 start) start ;;
 stop) stop "${2:-}" ;;
 *)
-    echo "usage: $0 start | stop PID" >&2
+    echo "usage: $0 check | start | stop PID" >&2
     exit 2
     ;;
 esac

@@ -56,6 +56,15 @@ def _script(
     )
 
 
+def engine_unavailable() -> str | None:
+    """Why no engine can run here (one line), or None when ``start_engine`` can give one."""
+    done = _script("engine.sh", "check", timeout=60)
+    if done.returncode == NO_ENGINE:
+        lines = done.stderr.strip().splitlines()
+        return lines[-1].removeprefix("engine: ") if lines else "docker/engine.sh found no engine"
+    return None
+
+
 @dataclass(frozen=True)
 class Engine:
     """The engine ``start_engine`` found or started; ``pid`` is set only when it started it."""

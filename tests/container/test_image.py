@@ -24,9 +24,13 @@ import pytest
 import yaml
 
 from scicat_ingestor.testing.broker import TansuBroker, free_port
-from scicat_ingestor.testing.container import REPO_ROOT, Docker
+from scicat_ingestor.testing.container import REPO_ROOT, Docker, engine_unavailable
 from scicat_ingestor.testing.filewriter import FakeFileWriter, wrdn_message
 from scicat_ingestor.testing.scicat_standin import SciCatStandIn
+
+UNAVAILABLE = engine_unavailable()
+if UNAVAILABLE is not None:
+    pytest.skip(UNAVAILABLE, allow_module_level=True)
 
 FILES = 5
 PARTITIONS = 2

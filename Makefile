@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-dev
 BENCH_STAMP := $(VENV)/.installed-bench
 PYTEST_ARGS ?=
 
-.PHONY: install test lint format bench demo chaos clean image container-test
+.PHONY: install test lint format bench demo chaos clean
 
 install: $(STAMP)
 
@@ -47,6 +47,7 @@ chaos: $(BENCH_STAMP)
 # The container image (README "Docker"). Both start a private dockerd only where no engine answers
 # (root only) and stop it again; docker/base-image.sh makes python:3.11-slim's stand-in if needed.
 IMAGE ?= scicat-ingestor:latest
+.PHONY: image container-test
 
 image:
 	@eval "$$(docker/engine.sh start)" && trap 'docker/engine.sh stop "$$ENGINE_PID"' EXIT && \

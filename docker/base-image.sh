@@ -5,7 +5,8 @@
 # python:3.11-slim (one quick attempt, skipped with SCICAT_BASE_PULL=0); else build the local base:
 # a Debian bookworm root file system made with debootstrap (minbase + python3 3.11, python3-venv,
 # ca-certificates), with a virtual environment at /usr/local so that, like the official image,
-# /usr/local/bin/python and pip come first on PATH and `pip install` needs no --break-system-packages.
+# /usr/local/bin/python and pip come first on PATH and `pip install` needs no
+# --break-system-packages.
 # The root file system is cached as a tarball under ~/.cache/scicat-ingestor/, so a fresh engine
 # imports it again without debootstrap. Building it needs root and debootstrap (installed with
 # apt-get when missing). Everything but the image name goes to stderr.
@@ -28,9 +29,11 @@ make_rootfs() {
     fi
     if ! command -v debootstrap >/dev/null 2>&1; then
         say "installing debootstrap with apt-get"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap \
-            >&2
+        {
+            apt-get update -qq &&
+                DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+                    debootstrap
+        } >&2
     fi
     mkdir -p "$CACHE_DIR"
     local root
@@ -73,10 +76,11 @@ if [ "${SCICAT_BASE_PULL:-1}" = 1 ] && timeout 60 docker pull -q "$OFFICIAL" >/d
 fi
 say "$OFFICIAL is not on the engine and cannot be pulled: building $LOCAL"
 [ -s "$ROOTFS_TAR" ] || make_rootfs
+description="Debian bookworm + Python 3.11, venv at /usr/local: python:3.11-slim stand-in"
 docker import \
     --change 'ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV LANG=C.UTF-8' \
-    --change 'LABEL org.opencontainers.image.description="Debian bookworm + Python 3.11 (venv at /usr/local), debootstrap-built stand-in for python:3.11-slim"' \
+    --change "LABEL org.opencontainers.image.description=\"$description\"" \
     --change 'CMD ["python3"]' \
     "$ROOTFS_TAR" "$LOCAL" >/dev/null
 say "imported $LOCAL from $ROOTFS_TAR"

@@ -59,4 +59,5 @@ if [ -n "$previous" ] && [ "$previous" != "$current" ]; then
     docker rmi "$previous" >/dev/null 2>&1 || true
 fi
 size=$(docker image inspect --format '{{.Size}}' "$TAG")
-say "$TAG built on $base in $((elapsed_ms / 1000)).$((elapsed_ms % 1000 / 100)) s; $((size / 1000000)) MB"
+seconds="$((elapsed_ms / 1000)).$((elapsed_ms % 1000 / 100))"
+say "$TAG built on $base in $seconds s; $((size / 1000000)) MB"

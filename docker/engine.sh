@@ -15,8 +15,9 @@
 # second user of the private dockerd (a `start` that found it running) gets ENGINE_PID=''.
 #
 # `check` answers whether `start` can give an engine, without starting or installing anything.
-# Exit status of `check` and `start`: 0 engine ready; 3 no engine can run here (not root and none answers, or
-# no dockerd and no apt-get), reason on stderr; 1 something that should work failed (log named).
+# Exit status of `check` and `start`: 0 engine ready; 3 no engine can run here (not root and none
+# answers, or no dockerd and no apt-get), reason on stderr; 1 something that should work failed
+# (log named). `start` prints only the two shell lines on stdout.
 set -euo pipefail
 
 RUN_DIR=${SCICAT_ENGINE_RUN_DIR:-/run/scicat-ingestor-docker}
@@ -40,12 +41,22 @@ answers() { # answers [DOCKER_HOST]: the engine behind that host (or the default
 
 install_docker() {
     say "installing Debian's docker.io (dockerd, containerd, runc) with apt-get, as root"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io \
-        >"$CACHE_DIR/apt-docker.log" 2>&1 || {
+    # Where systemd runs, installing would start docker.service and containerd.service: a
+    # policy-rc.d for the duration of the install keeps this script to the one dockerd it stops.
+    local policy=/usr/sbin/policy-rc.d ours=""
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && ours=1
+    fi
+    local status=0
+    {
+        apt-get update -qq &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io
+    } >"$CACHE_DIR/apt-docker.log" 2>&1 || status=$?
+    [ -z "$ours" ] || rm -f "$policy"
+    if [ "$status" != 0 ]; then
         say "apt-get install docker.io failed; see $CACHE_DIR/apt-docker.log"
         exit 1
-    }
+    fi
 }
 
 startable() { # exit 3 with the reason unless this script may start (and install) a dockerd

@@ -12,7 +12,8 @@
 # ~/.cache/scicat-ingestor/docker (so a second run finds the base and the layers), no bridge and
 # no iptables rules (builds and containers use the host network), so it cannot disturb another
 # engine or the host's firewall. `stop PID` sends SIGTERM to that dockerd and waits for it; a
-# second user of the private dockerd (a `start` that found it running) gets ENGINE_PID=''.
+# second user of the private dockerd (a `start` that found it running) gets ENGINE_PID='', unless
+# the process that started it is gone (a killed run): then the new caller takes it over.
 #
 # `check` answers whether `start` can give an engine, without starting or installing anything.
 # Exit status of `check` and `start`: 0 engine ready; 3 no engine can run here (not root and none
@@ -81,8 +82,17 @@ start() {
         return
     fi
     if answers "unix://$SOCK"; then
-        say "using the private dockerd already running on $SOCK; its starter stops it"
-        emit "unix://$SOCK" ""
+        local daemon starter
+        read -r daemon starter <"$OWNED" 2>/dev/null || true
+        if [ -n "${daemon:-}" ] && [ -n "${starter:-}" ] && ! kill -0 "$starter" 2>/dev/null; then
+            # Its starter died without stopping it (a killed test run): this caller takes it over.
+            echo "$daemon $PPID" >"$OWNED"
+            say "taking over the private dockerd (pid $daemon) its dead starter left running"
+            emit "unix://$SOCK" "$daemon"
+        else
+            say "using the private dockerd already running on $SOCK; its starter stops it"
+            emit "unix://$SOCK" ""
+        fi
         return
     fi
     startable
@@ -102,7 +112,7 @@ start() {
         --storage-driver overlay2 \
         </dev/null >"$LOG" 2>&1 &
     local pid=$!
-    echo "$pid" >"$OWNED"
+    echo "$pid $PPID" >"$OWNED" # the dockerd, and the caller that is to stop it
     local waited=0
     until answers "unix://$SOCK"; do
         if ! kill -0 "$pid" 2>/dev/null; then
@@ -128,7 +138,9 @@ stop() { # stop PID: the dockerd this script started with that pid; nothing for 
     if [ -z "$pid" ]; then
         return
     fi
-    if [ "$(cat "$OWNED" 2>/dev/null)" != "$pid" ]; then
+    local daemon=""
+    read -r daemon _ <"$OWNED" 2>/dev/null || true
+    if [ "$daemon" != "$pid" ]; then
         say "pid $pid is not the dockerd this script started: not stopping it"
         return 1
     fi

@@ -131,6 +131,12 @@ class IngestionOptions:
     drain_grace_period: float = 30.0
     dead_letter: DeadLetterOptions = field(default_factory=DeadLetterOptions)
     thumbnail: ThumbnailOptions = field(default_factory=ThumbnailOptions)
+    # (new) seconds between scans of the schema files for changes; 0 = reload on SIGHUP only.
+    schema_reload_interval: float = 10.0
+    # (new) create the run's sample from pl72 run-start messages, read at these NeXus paths.
+    sample_ingestion: bool = False
+    sample_name_path: str = "/entry/sample/name"
+    sample_proposal_id_path: str = "/entry/experiment_identifier"
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,13 @@ SciCat returned; dry runs write nothing; one file is never ingested twice at the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +52,7 @@ from .outcome import (
     outcome_label,
 )
 from .schema.loader import SchemaSet
-from .schema.model import MetadataSchema
+from .schema.model import MetadataSchema, SampleAttachment
 from .schema.payload import build_dataset
 from .schema.variables import Builtins, evaluate_variables
 from .scicat import (
@@ -124,7 +125,13 @@ class _OneAtATime:
 class Pipeline:
     """Ingests one file per ``ingest`` call; thread-safe (share one between workers)."""
 
-    def __init__(self, config: IngestorConfig, schemas: SchemaSet, client: SciCatClient) -> None:
+    def __init__(
+        self,
+        config: IngestorConfig,
+        schemas: SchemaSet | Callable[[], SchemaSet],
+        client: SciCatClient,
+    ) -> None:
+        """``schemas``: a fixed set, or a function giving the current one (a live reload)."""
         fh = config.ingestion.file_handling
         if fh.compute_file_hash and fh.file_hash_algorithm not in HASH_ALGORITHMS:
             raise ConfigError(
@@ -134,7 +141,7 @@ class Pipeline:
         self._config = config
         self._fh = fh
         self._dry_run = config.ingestion.dry_run
-        self._schemas = schemas
+        self._schemas = schemas if callable(schemas) else lambda: schemas
         self._client = client
         self._serial = _OneAtATime()
 
@@ -182,12 +189,7 @@ class Pipeline:
         nexus = Path(os.path.normpath(job.file_path))
         if self._fh.message_to_file and job.message is not None and not self._dry_run:
             self._write_message(nexus, job.message)
-        schema = self._schemas.select(nexus.as_posix())
-        if schema is None:
-            raise _Refused(
-                f"{nexus}: no metadata schema matches this file and no fallback schema is "
-                "configured (ingestion.fallback_schema_file_path)"
-            )
+        schema = self._schema_for(nexus)
         logger.debug("Metadata schema selected: %s (id %s)", schema.name, schema.id)
         fetch = _Fetcher(self._client)
         builtins = Builtins(
@@ -246,6 +248,29 @@ class Pipeline:
         return self._with_thumbnail(created_outcome, schema, payload, real)
 
     # ----------------------------------------------------------------------------------------
+
+    def _schema_for(self, nexus: Path) -> MetadataSchema:
+        """The schema of this attempt, from the set current now (a reload does not change it)."""
+        schema = self._schemas().select(nexus.as_posix())
+        if schema is None:
+            raise _Refused(
+                f"{nexus}: no metadata schema matches this file and no fallback schema is "
+                "configured (ingestion.fallback_schema_file_path)"
+            )
+        return self._with_sample_lookup(schema)
+
+    def _with_sample_lookup(self, schema: MetadataSchema) -> MetadataSchema:
+        """With sample ingestion on, a schema that neither sets ``sampleId`` nor looks a sample
+        up gets the lookup at the configured sample paths: the dataset links the run's sample."""
+        ingestion = self._config.ingestion
+        if not ingestion.sample_ingestion or schema.sample_attachment.query_sample_name:
+            return schema
+        if any(item.machine_name == "sampleId" for item in schema.fields):
+            return schema
+        lookup = SampleAttachment(
+            True, ingestion.sample_name_path, ingestion.sample_proposal_id_path
+        )
+        return dataclasses.replace(schema, sample_attachment=lookup)
 
     def _existing_pid(self, payload: Mapping[str, Any]) -> str | None:
         """The pid of this dataset if SciCat has it already (by pid, then by metadata key)."""

@@ -161,6 +161,22 @@ class SciCatClient:
         found = self._call("GET", url, "datasets/{pid}/origdatablocks", "idempotent")
         return self._array(found, "GET", url)
 
+    # ---- samples (from run-start messages) -----------------------------------------------
+
+    def find_samples(self, where: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Samples matching a loopback ``where`` filter (an empty list when none)."""
+        url = self._endpoint_url("samples")
+        params = {"filter": json.dumps({"where": dict(where)})}
+        found = self._call("GET", url, "samples", "idempotent", params=params)
+        return self._array(found, "GET", url)
+
+    def create_sample(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """POST a sample (``CreateSampleDto``); ``SciCatConflict`` when its sampleId exists."""
+        url = self._endpoint_url("samples")
+        # Not retried on a timeout: the caller's lookup finds a sample that was created anyway.
+        created = self._call("POST", url, "samples", "unsafe", body=payload)
+        return self._object(created, "POST", url)
+
     # ---- attachments (dataset thumbnails) ------------------------------------------------
 
     def attachments_of(self, pid: str) -> list[dict[str, Any]]:

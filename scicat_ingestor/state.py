@@ -10,6 +10,33 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    """The schema set in use (shown on ``/ready``; a failed reload never makes it unready)."""
+
+    count: int
+    newest_mtime: float | None  # epoch seconds of the newest loaded file, None without files
+    loaded_at: float  # epoch seconds of the last successful load
+    last_error: str = ""  # the failed reload's errors ("; "-joined), "" after a good one
+    last_error_at: float | None = None
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "count": self.count,
+            "newest_mtime": _iso(self.newest_mtime),
+            "loaded_at": _iso(self.loaded_at),
+            "last_error": self.last_error,
+            "last_error_at": _iso(self.last_error_at),
+        }
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -26,6 +53,7 @@ class StateSnapshot:
     scicat_failing: bool = False
     dead_letter_error: str = ""  # why letters cannot be stored now ("" while they can)
     stopping: bool = False
+    schemas: SchemaStatus | None = None
 
 
 class ServiceState:
@@ -62,6 +90,9 @@ class ServiceState:
 
     def set_stopping(self) -> None:
         self._update(stopping=True)
+
+    def set_schemas(self, status: SchemaStatus) -> None:
+        self._update(schemas=status)
 
     def _update(self, **changes: object) -> None:
         with self._lock:

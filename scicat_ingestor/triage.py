@@ -11,11 +11,12 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from streaming_data_types import deserialise_wrdn
+from streaming_data_types import deserialise_pl72, deserialise_wrdn
 
 logger = logging.getLogger(__name__)
 
 WRDN = b"wrdn"
+PL72 = b"pl72"
 _IDENTIFIER = slice(4, 8)
 _MIN_FLATBUFFER_BYTES = 8
 
@@ -37,6 +38,23 @@ class WritingFinished:
 
 
 @dataclass(frozen=True)
+class RunStart:
+    """A decoded ``pl72`` run-start message: the file-writer starts writing ``file_name``.
+
+    Only produced with ``triage(..., run_start=True)`` (sample ingestion on); else it is a Skip.
+    """
+
+    job_id: str
+    file_name: str
+    run_name: str
+    instrument_name: str
+    service_id: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class Skip:
     """Not for us (another schema) or deliberately not ingested; the offset is simply committed."""
 
@@ -50,16 +68,18 @@ class Poison:
     reason: str
 
 
-Triaged = WritingFinished | Skip | Poison
+Triaged = WritingFinished | RunStart | Skip | Poison
 
 
-def triage(value: bytes | None) -> Triaged:
-    """Classify a raw message value; never raises."""
+def triage(value: bytes | None, run_start: bool = False) -> Triaged:
+    """Classify a raw message value; never raises. ``run_start``: decode ``pl72`` too."""
     if value is None:
         return Poison("tombstone (message without a value)")
     if len(value) < _MIN_FLATBUFFER_BYTES:
         return Poison(f"too short for a flatbuffer ({len(value)} bytes)")
     identifier = value[_IDENTIFIER]
+    if identifier == PL72 and run_start:
+        return _run_start(value)
     if identifier != WRDN:
         if _looks_like_schema_id(identifier):
             return Skip(f"schema {identifier.decode('ascii')!r} is not wrdn")
@@ -85,11 +105,30 @@ def triage(value: bytes | None) -> Triaged:
             finished.message,
         )
         return Skip(f"file-writer reported an error for job {finished.job_id!r}")
-    if not finished.file_name.strip():
-        return Poison(f"wrdn message for job {finished.job_id!r} has no file_name")
-    if any(ord(char) < 32 for char in finished.file_name):
-        return Poison(f"wrdn file_name has control characters: {finished.file_name!r}")
-    return finished
+    return _file_name_problem("wrdn", "file_name", finished.job_id, finished.file_name) or finished
+
+
+def _run_start(value: bytes) -> RunStart | Poison:
+    try:
+        decoded = deserialise_pl72(value)
+        start = RunStart(
+            job_id=str(decoded.job_id),
+            file_name=str(decoded.filename),
+            run_name=str(decoded.run_name),
+            instrument_name=str(decoded.instrument_name),
+            service_id=str(decoded.service_id),
+        )
+    except Exception as exc:  # upstream's sample ingestor crashed here
+        return Poison(f"undecodable pl72 message: {type(exc).__name__}: {str(exc)!r}")
+    return _file_name_problem("pl72", "filename", start.job_id, start.file_name) or start
+
+
+def _file_name_problem(schema: str, field: str, job_id: str, name: str) -> Poison | None:
+    if not name.strip():
+        return Poison(f"{schema} message for job {job_id!r} has no {field}")
+    if any(ord(char) < 32 for char in name):
+        return Poison(f"{schema} {field} has control characters: {name!r}")
+    return None
 
 
 def _looks_like_schema_id(identifier: bytes) -> bool:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 import pytest
-from streaming_data_types import serialise_6s4t, serialise_f144, serialise_wrdn
+from streaming_data_types import serialise_6s4t, serialise_f144, serialise_pl72, serialise_wrdn
 
-from scicat_ingestor.triage import Poison, Skip, WritingFinished, triage
+from scicat_ingestor.triage import Poison, RunStart, Skip, WritingFinished, triage
 
 
 def wrdn(file_name: str = "/data/run-1.hdf", error: bool = False, job: str = "job-1") -> bytes:
@@ -75,3 +75,34 @@ def test_as_dict_is_the_job_message() -> None:
         "metadata",
         "message",
     }
+
+
+def pl72(file_name: str = "/data/run-1.hdf", job: str = "job-1") -> bytes:
+    value: bytes = serialise_pl72(job, file_name, run_name="run 1", instrument_name="coda")
+    return value
+
+
+def test_pl72_is_skipped_unless_sample_ingestion_asks_for_it() -> None:
+    assert isinstance(triage(pl72()), Skip)
+    assert triage(pl72(), run_start=True) == RunStart(
+        job_id="job-1",
+        file_name="/data/run-1.hdf",
+        run_name="run 1",
+        instrument_name="coda",
+        service_id="",
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        (pl72()[:40], "undecodable pl72"),
+        (pl72(file_name=""), "no filename"),
+        (pl72(file_name="/data/a\rb.hdf"), "control characters"),
+    ],
+)
+def test_bad_pl72_is_poison_only_when_decoded(value: bytes, why: str) -> None:
+    verdict = triage(value, run_start=True)
+    assert isinstance(verdict, Poison)
+    assert why in verdict.reason
+    assert isinstance(triage(value), Skip)  # sample ingestion off: not even decoded

@@ -261,6 +261,8 @@ class HealthServer:
             in_flight=snap.in_flight,
             paused=snap.paused,
         )
+        if snap.schemas is not None:  # informative only: a failed reload keeps the old set
+            body["schemas"] = snap.schemas.as_json()
         return ready, body
 
     def _scicat_check(self, snap: StateSnapshot, now: float) -> Check:

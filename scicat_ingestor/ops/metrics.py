@@ -95,3 +95,14 @@ DEAD_LETTER_SINK_FAILING = Gauge(
     "1 while dead letters cannot be stored (their offsets wait, intake is paused), else 0.",
     registry=REGISTRY,
 )
+SCHEMA_RELOADS = Counter(
+    "scicat_ingestor_schema_reloads",
+    "Schema reloads (SIGHUP or a changed file), by result (loaded, failed).",
+    ["result"],
+    registry=REGISTRY,
+)
+SCHEMAS_LOADED = Gauge(
+    "scicat_ingestor_schemas_loaded",
+    "Schema files in the set in use (the fallback not counted).",
+    registry=REGISTRY,
+)

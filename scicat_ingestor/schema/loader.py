@@ -48,7 +48,7 @@ from scicat_ingestor.schema.selector import SelectorError, parse_selector, subsu
 from scicat_ingestor.schema.types import JSON_TYPE, LIST_TYPES, TYPE_NAMES, short_repr
 from scicat_ingestor.schema.variables import BUILTIN_NAMES
 
-__all__ = ["SchemaError", "SchemaSet", "load_schema_file", "load_schemas"]
+__all__ = ["SchemaError", "SchemaSet", "load_all", "load_schema_file", "load_schemas"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,23 +90,56 @@ def discover(directory: str | Path) -> list[Path]:
 
 
 def load_schemas(directory: str | Path, fallback: str = "") -> SchemaSet:
-    """Load every schema in ``directory`` plus the fallback; the first invalid file raises."""
-    loaded = [load_schema_file(path) for path in discover(directory)]
-    fallback_schema = None
-    warnings: list[str] = []
-    if fallback:
-        fallback_schema, fallback_warnings = load_schema_file(fallback_path(fallback))
-        warnings += fallback_warnings
-    result = assemble(loaded, fallback_schema, warnings)
-    for warning in result.warnings:
+    """Load every schema in ``directory`` plus the fallback; an invalid file raises (the first)."""
+    result, errors = load_all(directory, fallback)
+    if result is None:
+        raise SchemaError(errors[0])
+    log_loaded(result, directory)
+    return result
+
+
+def log_loaded(schemas: SchemaSet, directory: str | Path) -> None:
+    """The load-time warnings, then one INFO line saying what was loaded."""
+    for warning in schemas.warnings:
         logger.warning("%s", warning)
     logger.info(
         "Found %d schemas in %s%s",
-        len(result.schemas),
+        len(schemas.schemas),
         directory,
-        f" (fallback: {fallback_schema.name})" if fallback_schema else "",
+        f" (fallback: {schemas.fallback.name})" if schemas.fallback else "",
     )
-    return result
+
+
+def load_all(directory: str | Path, fallback: str = "") -> tuple[SchemaSet | None, list[str]]:
+    """Load every schema file and the fallback, collecting *every* error (one line each).
+
+    ``(set, [])`` when all loaded, ``(None, errors)`` otherwise: a schema set is only ever used
+    whole (the live reload keeps the old set; ``validate-schema`` reports the same lines).
+    """
+    errors: list[str] = []
+    loaded: list[tuple[MetadataSchema, list[str]]] = []
+    try:
+        paths = discover(directory)
+    except SchemaError as exc:
+        paths, errors = [], [str(exc)]
+    for path in paths:
+        try:
+            loaded.append(load_schema_file(path))
+        except SchemaError as exc:
+            errors.append(str(exc))
+    fallback_schema: MetadataSchema | None = None
+    warnings: list[str] = []
+    if fallback:
+        try:
+            fallback_schema, warnings = load_schema_file(fallback_path(fallback))
+        except SchemaError as exc:
+            errors.append(str(exc))
+    if errors:
+        return None, errors
+    try:
+        return assemble(loaded, fallback_schema, warnings), []
+    except SchemaError as exc:
+        return None, [str(exc)]
 
 
 def fallback_path(spec: str) -> Path:

@@ -1,0 +1,143 @@
+"""One run-start (``pl72``) message → the run's sample in SciCat, once.
+
+The ESS system runs a second daemon for this (upstream spec §5); here it is a second kind of job in
+the same daemon, with the same delivery rules as files: the message is committed only when the
+sample exists, a file that is not there or not readable yet is retried on the file-open schedule
+and then dead-lettered, a SciCat outage is retried for as long as it lasts.
+
+A sample is identified by its name (``description``, as upstream stores it) and its proposal: when
+SciCat already has one with both, nothing is created. Otherwise the POST carries a ``sampleId``
+derived from proposal and name, so two runs of one sample that race past the lookup cannot create
+two samples: the second POST gets 409 and counts as ``Existed``. ``ownerGroup`` and
+``accessGroups`` are the proposal id, as upstream (the proposal's group owns its data at ESS).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from .config import IngestorConfig
+from .files import PathRefused, require_regular_file, resolve_in_roots
+from .logcontext import log_context
+from .nexus import FileNotReady, NexusError, open_nexus
+from .outcome import Created, DryRun, Existed, Outcome, Permanent, Transient, outcome_label
+from .pipeline import Job
+from .scicat import SciCatClient, SciCatConflict, SciCatRejected, SciCatUnavailable
+
+logger = logging.getLogger("scicat_ingestor.samples")
+
+_SAMPLE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://scicatproject.github.io/sample")
+
+
+@dataclass(frozen=True)
+class SampleJob(Job):
+    """Create the sample of the run whose file is ``file_path`` (from a ``pl72`` message).
+
+    A ``Job`` so the daemon tracks, retries and dead-letters it like a file; its own type so the
+    daemon hands it to the ``SampleIngestor`` instead of the dataset pipeline.
+    """
+
+
+@dataclass(frozen=True)
+class SampleInfo:
+    """What the run's file says about its sample."""
+
+    name: str
+    proposal_id: str
+
+
+def sample_id(info: SampleInfo) -> str:
+    """A stable id per (proposal, name): a repeated or racing POST hits 409 instead of a twin."""
+    return str(uuid.uuid5(_SAMPLE_NAMESPACE, f"{info.proposal_id}\x00{info.name}"))
+
+
+def sample_body(info: SampleInfo) -> dict[str, Any]:
+    """The ``CreateSampleDto`` upstream sends, plus the stable ``sampleId``."""
+    return {
+        "sampleId": sample_id(info),
+        "ownerGroup": info.proposal_id,
+        "accessGroups": [info.proposal_id],
+        "description": info.name,
+        "proposalId": info.proposal_id,
+        "isPublished": False,
+    }
+
+
+def sample_filter(info: SampleInfo) -> dict[str, str]:
+    """The ``where`` of the lookup; the dataset pipeline's ``sample_attachment`` uses the same."""
+    return {"description": info.name, "proposalId": info.proposal_id}
+
+
+class _Refused(Exception):  # noqa: N818 - internal signal, becomes Permanent(reason)
+    """This run's sample cannot be created as it is."""
+
+
+class SampleIngestor:
+    """Creates one run's sample per ``ingest`` call; thread-safe (share one between workers)."""
+
+    def __init__(self, config: IngestorConfig, client: SciCatClient) -> None:
+        ingestion = config.ingestion
+        self._fh = ingestion.file_handling
+        self._name_path = ingestion.sample_name_path
+        self._proposal_path = ingestion.sample_proposal_id_path
+        self._dry_run = ingestion.dry_run
+        self._client = client
+
+    def ingest(self, job: Job) -> Outcome:
+        """One attempt; logs one line with the outcome and its duration."""
+        started = time.perf_counter()
+        with log_context(job_id=job.job_id, file=job.file_path):
+            outcome = self._attempt(job)
+            failed = isinstance(outcome, Permanent | Transient)
+            logger.log(
+                logging.WARNING if failed else logging.INFO,
+                "sample of %s: %s (job %s, sample %s) in %.3f s%s",
+                job.file_path,
+                outcome_label(outcome),
+                job.job_id or "-",
+                getattr(outcome, "pid", "") or "-",
+                time.perf_counter() - started,
+                f": {getattr(outcome, 'reason', '')}" if failed else "",
+            )
+        return outcome
+
+    def _attempt(self, job: Job) -> Outcome:
+        try:
+            return self._run(job)
+        except FileNotReady as err:  # before NexusError, its base
+            return Transient(str(err), cause="file")
+        except SciCatUnavailable as err:
+            return Transient(str(err), cause="scicat")
+        except (PathRefused, NexusError, SciCatRejected, _Refused) as err:
+            return Permanent(str(err))
+
+    def _run(self, job: Job) -> Outcome:
+        info = self.read(job.file_path)
+        found = self._client.find_samples(sample_filter(info))
+        if found:
+            return Existed(str(found[0].get("sampleId") or ""))
+        body = sample_body(info)
+        if self._dry_run:
+            return DryRun(body["sampleId"])
+        try:
+            created = self._client.create_sample(body)
+        except SciCatConflict:
+            logger.info("Sample %s was created meanwhile (409)", body["sampleId"])
+            return Existed(body["sampleId"])
+        return Created(str(created.get("sampleId") or body["sampleId"]))
+
+    def read(self, file_path: str) -> SampleInfo:
+        """Sample name and proposal from the run's file (``FileNotReady`` while it is not there)."""
+        real = resolve_in_roots(file_path, self._fh.data_roots)
+        require_regular_file(real)
+        with open_nexus(real, self._fh.max_read_bytes) as reader:
+            name = reader.read_text(self._name_path).strip()
+            proposal = reader.read_text(self._proposal_path).strip()
+        if not name or not proposal:
+            path = self._name_path if not name else self._proposal_path
+            raise _Refused(f"{file_path}: {path} is empty, so the run has no sample to create")
+        return SampleInfo(name, proposal)

@@ -45,9 +45,10 @@ from .ops import metrics
 from .outcome import Outcome, Permanent, Transient, outcome_label
 from .pipeline import Job
 from .retry import backoff_delay, file_retry_delays
+from .samples import SampleJob
 from .source import Record, Source, SourceError
 from .state import ServiceState
-from .triage import Poison, Skip, WritingFinished, triage
+from .triage import Poison, RunStart, Skip, WritingFinished, triage
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ class RunTotals:
 
     messages: Counter[str] = field(default_factory=Counter)
     files: Counter[str] = field(default_factory=Counter)
+    samples: Counter[str] = field(default_factory=Counter)
     retries: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
     peak_in_flight: int = 0
@@ -126,8 +128,12 @@ class Daemon:
         dead_letters: DeadLetters,
         source: Source,
         state: ServiceState | None = None,
+        *,
+        samples: Ingestor | None = None,
     ) -> None:
+        """``samples``: ingests ``pl72`` run starts (``SampleJob``); None skips them."""
         ingestion = config.ingestion
+        self._samples = samples
         self._config = config
         self._pipeline = pipeline
         self._dead_letters = dead_letters
@@ -226,8 +232,8 @@ class Daemon:
 
     def _accept(self, record: Record) -> None:
         self._tracker.add(record.tp, record.offset)
-        verdict = triage(record.value)
-        kind = "wrdn" if isinstance(verdict, WritingFinished) else type(verdict).__name__.lower()
+        verdict = triage(record.value, run_start=self._samples is not None)
+        kind = _KINDS.get(type(verdict)) or type(verdict).__name__.lower()
         metrics.MESSAGES.labels(record.topic, kind).inc()
         self.totals.messages[kind] += 1
         if isinstance(verdict, Skip):
@@ -238,8 +244,10 @@ class Daemon:
         else:
             self._start(record, verdict)
 
-    def _start(self, record: Record, message: WritingFinished) -> None:
+    def _start(self, record: Record, message: WritingFinished | RunStart) -> None:
         key = os.path.normpath(message.file_name)
+        if isinstance(message, RunStart):  # a run's sample and its dataset are separate work
+            key = f"pl72:{key}"
         existing = self._work.get(key)
         if existing is not None:
             existing.messages.append(record)
@@ -250,7 +258,8 @@ class Daemon:
                 *_where(record),
             )
             return
-        job = Job(message.file_name, message.job_id, message.as_dict())
+        kind = SampleJob if isinstance(message, RunStart) else Job
+        job = kind(message.file_name, message.job_id, message.as_dict())
         work = _Work(key, job, [record])
         self._work[key] = work
         self.totals.peak_in_flight = max(self.totals.peak_in_flight, self._in_flight())
@@ -264,7 +273,8 @@ class Daemon:
         with self._active_lock:
             self._active += 1
         try:
-            outcome = self._pipeline.ingest(work.job)
+            samples = self._samples if isinstance(work.job, SampleJob) else None
+            outcome = (samples or self._pipeline).ingest(work.job)
         except Exception as exc:  # a pipeline bug must not lose the message or the worker
             logger.exception("ingesting %s raised", work.job.file_path)
             outcome = Permanent(f"internal error: {type(exc).__name__}: {exc}")
@@ -308,8 +318,12 @@ class Daemon:
         self._send_letter(work.letter)
 
     def _finish(self, work: _Work, label: str) -> None:
-        metrics.FILES.labels(label).inc()
-        self.totals.files[label] += 1
+        if isinstance(work.job, SampleJob):
+            metrics.SAMPLES.labels(label).inc()
+            self.totals.samples[label] += 1
+        else:
+            metrics.FILES.labels(label).inc()
+            self.totals.files[label] += 1
         del self._work[work.key]
         for record in work.messages:
             self._tracker.done(record.tp, record.offset)
@@ -610,6 +624,9 @@ class Daemon:
             totals.peak_in_flight,
             self.bound,
         )
+
+
+_KINDS: dict[type, str] = {WritingFinished: "wrdn", RunStart: "pl72"}
 
 
 def _where(record: Record) -> tuple[str, int, int]:

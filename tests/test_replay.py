@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 from pathlib import Path
 
 import pytest
 
-from scicat_ingestor.commands.replay import replay_command
+from scicat_ingestor.commands.replay import read_dead_letters, replay_command
 from scicat_ingestor.config import IngestorConfig, build
 from scicat_ingestor.deadletter import DeadLetter, DeadLetters, FileSink
 from scicat_ingestor.source import Record
-from scicat_ingestor.testing.filewriter import SAMPLE_FILES, wrdn_message, write_nexus_copy
+from scicat_ingestor.testing.filewriter import (
+    SAMPLE_FILES,
+    run_start_message,
+    wrdn_message,
+    write_nexus_copy,
+)
 from scicat_ingestor.testing.scicat_standin import SciCatStandIn
 
 RECORD = Record("wrdn-topic", 2, 41, b"\x00\x01payload", b"key")
@@ -74,4 +80,14 @@ def test_replay_of_a_missing_file_is_one_error_line(
     assert (
         capsys.readouterr().err.strip()
         == f"error: {tmp_path / 'nope.jsonl'}: No such file or directory"
+    )
+
+
+def test_a_dead_lettered_run_start_is_not_replayed_as_a_dataset() -> None:
+    line = json.dumps(
+        letter(run_start_message("/data/run-1.hdf", "job-1"), "/data/run-1.hdf").as_json()
+    )
+    ((_, verdict),) = read_dead_letters(iter([line]), "dead.jsonl")
+    assert verdict == (
+        "a run-start (pl72) message: replay ingests files; re-announce the run instead"
     )

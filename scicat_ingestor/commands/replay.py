@@ -20,7 +20,7 @@ from ..ops.metrics import FILES
 from ..outcome import Outcome, Skipped, outcome_label
 from ..pipeline import Job
 from ..retry import file_retry_delays
-from ..triage import WritingFinished, triage
+from ..triage import RunStart, WritingFinished, triage
 from .jobs import EXIT_INTERRUPTED, abandon_if_running, ctrl_c_stops, open_pipeline, run_jobs
 from .summary import Ending, FileResult, Tally, write_text
 
@@ -50,9 +50,11 @@ def _job_of(letter: Mapping[str, Any]) -> Job | str:
     value = letter.get("value")
     if isinstance(value, str):
         try:
-            verdict = triage(base64.b64decode(value, validate=True))
+            verdict = triage(base64.b64decode(value, validate=True), run_start=True)
         except binascii.Error:
             return "value is not base64"
+        if isinstance(verdict, RunStart):  # its file_name is the run's file, not a dataset job
+            return "a run-start (pl72) message: replay ingests files; re-announce the run instead"
         if isinstance(verdict, WritingFinished):
             decoded = verdict
     if decoded is not None:

@@ -16,7 +16,9 @@ from ..daemon import EXIT_FAILURE, Daemon
 from ..deadletter import DeadLetterError, DeadLetters
 from ..ops.health import HealthServer, HealthServerError
 from ..pipeline import Pipeline
-from ..schema.loader import SchemaError, load_schemas
+from ..samples import SampleIngestor
+from ..schema.loader import SchemaError
+from ..schema.registry import SchemaRegistry, reload_on_sighup
 from ..scicat import SciCatClient
 from ..source import KafkaSource, SourceError
 from ..state import ServiceState
@@ -51,23 +53,30 @@ def _signal_handlers(daemon: Daemon) -> Iterator[None]:
 def run_daemon(config: IngestorConfig) -> int:
     """The ``run`` subcommand: 0 after a clean stop, 1 on a fatal runtime error, 2 on bad config."""
     ingestion = config.ingestion
+    state = ServiceState()
     try:
-        schemas = load_schemas(ingestion.schemas_directory, ingestion.fallback_schema_file_path)
+        registry = SchemaRegistry(
+            ingestion.schemas_directory,
+            ingestion.fallback_schema_file_path,
+            state,
+            ingestion.schema_reload_interval,
+        )
     except SchemaError as exc:
         logger.error("%s", exc)
         return EXIT_CONFIG
     client = SciCatClient(config.scicat)
-    state = ServiceState()
     health: HealthServer | None = None
     dead_letters: DeadLetters | None = None
     try:
-        pipeline = Pipeline(config, schemas, client)
+        pipeline = Pipeline(config, registry.current, client)  # each attempt: the current set
+        samples = SampleIngestor(config, client) if ingestion.sample_ingestion else None
         dead_letters = DeadLetters.from_config(ingestion.dead_letter, config.kafka)
-        daemon = Daemon(config, pipeline, dead_letters, KafkaSource(config.kafka, state), state)
+        source = KafkaSource(config.kafka, state)
+        daemon = Daemon(config, pipeline, dead_letters, source, state, samples=samples)
         if config.health_check.enabled:
             data_roots = ingestion.file_handling.data_roots
             health = HealthServer(config.health_check, state, client.healthy, data_roots).start()
-        with _signal_handlers(daemon):
+        with _signal_handlers(daemon), reload_on_sighup(registry.start()):
             status = daemon.run()
     except (ConfigError, SourceError, DeadLetterError) as exc:
         logger.error("%s", exc)
@@ -76,6 +85,7 @@ def run_daemon(config: IngestorConfig) -> int:
         logger.error("%s", exc)
         return EXIT_FAILURE
     finally:
+        registry.stop()
         if health is not None:
             health.stop()
         if dead_letters is not None:

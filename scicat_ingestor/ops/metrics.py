@@ -24,6 +24,13 @@ FILES = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+SAMPLES = Counter(
+    "scicat_ingestor_samples",
+    "Run-start (pl72) messages finished, by outcome (created, existed, dry_run, dead_lettered, "
+    "failed_permanent).",
+    ["outcome"],
+    registry=REGISTRY,
+)
 RETRIES = Counter(
     "scicat_ingestor_retries",
     "Ingestion attempts rescheduled after a transient failure, by cause (file, scicat).",

@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 from scicat_ingestor.ops import metrics
 from scicat_ingestor.schema.loader import fallback_path, is_schema_file, load_all, log_loaded
@@ -181,3 +185,20 @@ class SchemaRegistry:
     def _publish(self) -> None:
         if self._state is not None:
             self._state.set_schemas(self.status)
+
+
+@contextmanager
+def reload_on_sighup(registry: SchemaRegistry) -> Iterator[None]:
+    """SIGHUP asks ``registry`` for a reload while the block runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sighup(signum: int, frame: FrameType | None) -> None:
+        registry.request_reload("SIGHUP")
+
+    previous = signal.signal(signal.SIGHUP, on_sighup)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)

@@ -1,0 +1,221 @@
+"""Samples from run-start messages: one run's file → one sample in the SciCat stand-in, once.
+
+Also the linking rule: with sample ingestion on, a dataset whose schema sets no ``sampleId`` gets
+the sample found by the same name and proposal.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import h5py
+import pytest
+
+from scicat_ingestor.config import IngestorConfig, build
+from scicat_ingestor.outcome import Created, DryRun, Existed, Permanent, Transient
+from scicat_ingestor.pipeline import Job, Pipeline
+from scicat_ingestor.samples import SampleInfo, SampleIngestor, SampleJob, sample_body, sample_id
+from scicat_ingestor.schema.loader import load_schemas
+from scicat_ingestor.scicat import SciCatClient
+from scicat_ingestor.testing.scicat_standin import SciCatStandIn
+
+pytestmark = pytest.mark.integration
+
+Make = Callable[..., tuple[IngestorConfig, SciCatClient]]
+
+
+@pytest.fixture
+def coda(tmp_path: Path, data_dir: Path) -> Path:
+    target = tmp_path / "data" / "coda" / "run-1-small-coda.hdf"
+    target.parent.mkdir(parents=True)
+    shutil.copy(data_dir / "small-coda.hdf", target)
+    return target
+
+
+@pytest.fixture
+def make(tmp_path: Path, data_dir: Path, scicat_standin: SciCatStandIn) -> Iterator[Make]:
+    clients: list[SciCatClient] = []
+    schemas = tmp_path / "schemas"
+    schemas.mkdir()
+    shutil.copy(data_dir / "schemas" / "small-coda.imsc.yml", schemas)
+
+    def config(**ingestion: Any) -> tuple[IngestorConfig, SciCatClient]:
+        data = {
+            "scicat": {
+                "host": scicat_standin.url,
+                "token": scicat_standin.token,
+                "timeout": 2,
+                "max_retries": 0,
+            },
+            "ingestion": {
+                "schemas_directory": str(schemas),
+                "sample_ingestion": True,
+                "file_handling": {"data_directory": str(tmp_path / "data")},
+                **ingestion,
+            },
+        }
+        built = build(IngestorConfig, data, "test")
+        clients.append(client := SciCatClient(built.scicat))
+        return built, client
+
+    yield config
+    for client in clients:
+        client.close()
+
+
+def samples(make: Make, **ingestion: Any) -> SampleIngestor:
+    return SampleIngestor(*make(**ingestion))
+
+
+def test_body_is_upstreams_with_a_stable_sample_id() -> None:
+    info = SampleInfo("A Sample", "443503")
+    assert sample_body(info) == {
+        "sampleId": sample_id(info),
+        "ownerGroup": "443503",
+        "accessGroups": ["443503"],
+        "description": "A Sample",
+        "proposalId": "443503",
+        "isPublished": False,
+    }
+    assert sample_id(info) == sample_id(SampleInfo("A Sample", "443503"))
+    assert sample_id(info) != sample_id(SampleInfo("A Sample", "443504"))
+
+
+def test_creates_the_sample_once(make: Make, coda: Path, scicat_standin: SciCatStandIn) -> None:
+    ingestor = samples(make)
+    first = ingestor.ingest(SampleJob(str(coda), "job-1"))
+    assert isinstance(first, Created)
+    (stored,) = scicat_standin.samples
+    assert stored["sampleId"] == first.pid
+    assert (stored["description"], stored["proposalId"]) == ("A Sample", "443503")
+    again = ingestor.ingest(SampleJob(str(coda), "job-1"))
+    assert again == Existed(first.pid)
+    assert len(scicat_standin.samples) == 1
+
+
+def test_a_sample_created_elsewhere_is_not_created_again(
+    make: Make, coda: Path, scicat_standin: SciCatStandIn
+) -> None:
+    _, client = make()
+    client.create_sample(
+        {"ownerGroup": "g", "description": "A Sample", "proposalId": "443503", "sampleId": "s-1"}
+    )
+    assert samples(make).ingest(SampleJob(str(coda))) == Existed("s-1")
+    assert len(scicat_standin.samples) == 1
+
+
+def test_a_racing_creator_makes_the_post_a_409_that_counts_as_existed(
+    make: Make, coda: Path, scicat_standin: SciCatStandIn
+) -> None:
+    ingestor = samples(make)
+    body = sample_body(SampleInfo("A Sample", "443503"))
+    _, client = make()
+    # the other creator's sample is not found by the lookup (another description), same id
+    client.create_sample({**body, "description": "renamed meanwhile"})
+    assert ingestor.ingest(SampleJob(str(coda))) == Existed(body["sampleId"])
+    assert len(scicat_standin.samples) == 1
+
+
+def test_a_missing_file_is_transient_for_the_file_retry_schedule(
+    make: Make, tmp_path: Path
+) -> None:
+    outcome = samples(make).ingest(SampleJob(str(tmp_path / "data" / "not-yet.hdf")))
+    assert isinstance(outcome, Transient)
+    assert outcome.cause == "file"
+    assert "not-yet.hdf" in outcome.reason
+
+
+def test_scicat_down_is_transient_scicat(
+    make: Make, coda: Path, scicat_standin: SciCatStandIn
+) -> None:
+    scicat_standin.fail_next(1, 503, "samples")
+    outcome = samples(make).ingest(SampleJob(str(coda)))
+    assert isinstance(outcome, Transient)
+    assert outcome.cause == "scicat"
+    assert scicat_standin.samples == []
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        (lambda f: f.__delitem__("entry/sample/name"), "/entry/sample/name: no such dataset"),
+        (lambda f: f["entry/experiment_identifier"].__setitem__((), b" "), "is empty"),
+    ],
+)
+def test_a_file_without_sample_name_or_proposal_is_permanent_naming_the_path(
+    make: Make, coda: Path, change: Callable[[h5py.File], None], why: str
+) -> None:
+    with h5py.File(coda, "r+") as nexus:
+        change(nexus)
+    outcome = samples(make).ingest(SampleJob(str(coda)))
+    assert isinstance(outcome, Permanent)
+    assert why in outcome.reason
+    assert str(coda) in outcome.reason
+
+
+def test_configured_paths_are_read(make: Make, coda: Path, scicat_standin: SciCatStandIn) -> None:
+    ingestor = samples(
+        make, sample_name_path="/entry/title", sample_proposal_id_path="/entry/instrument/name"
+    )
+    assert isinstance(ingestor.ingest(SampleJob(str(coda))), Created)
+    (stored,) = scicat_standin.samples
+    with h5py.File(coda) as nexus:
+        assert stored["description"] == nexus["entry/title"][()].decode()
+
+
+def test_outside_the_data_roots_is_permanent(make: Make, tmp_path: Path, coda: Path) -> None:
+    outside = tmp_path / "elsewhere.hdf"
+    shutil.copy(coda, outside)
+    outcome = samples(make).ingest(SampleJob(str(outside)))
+    assert isinstance(outcome, Permanent)
+    assert "outside the data roots" in outcome.reason
+
+
+def test_dry_run_creates_nothing(make: Make, coda: Path, scicat_standin: SciCatStandIn) -> None:
+    outcome = samples(make, dry_run=True).ingest(SampleJob(str(coda)))
+    assert outcome == DryRun(sample_id(SampleInfo("A Sample", "443503")))
+    assert scicat_standin.samples == []
+
+
+# ---- the dataset links the run's sample ----------------------------------------------------
+
+
+def dataset_of(make: Make, coda: Path, standin: SciCatStandIn, **ingestion: Any) -> Any:
+    config, client = make(**ingestion)
+    schemas = load_schemas(config.ingestion.schemas_directory)
+    outcome = Pipeline(config, schemas, client).ingest(Job(str(coda), "job-1"))
+    assert isinstance(outcome, Created), outcome
+    return standin.datasets[outcome.pid]
+
+
+def test_a_sample_ingested_before_its_dataset_is_linked_from_it(
+    make: Make, coda: Path, scicat_standin: SciCatStandIn
+) -> None:
+    created = samples(make).ingest(SampleJob(str(coda)))
+    assert isinstance(created, Created)
+    assert dataset_of(make, coda, scicat_standin)["sampleId"] == created.pid
+
+
+def test_without_sample_ingestion_the_dataset_links_no_sample(
+    make: Make, coda: Path, scicat_standin: SciCatStandIn
+) -> None:
+    assert isinstance(samples(make).ingest(SampleJob(str(coda))), Created)
+    assert "sampleId" not in dataset_of(make, coda, scicat_standin, sample_ingestion=False)
+
+
+def test_a_schema_setting_sample_id_wins(
+    make: Make, coda: Path, scicat_standin: SciCatStandIn, tmp_path: Path
+) -> None:
+    assert isinstance(samples(make).ingest(SampleJob(str(coda))), Created)
+    schema = tmp_path / "schemas" / "small-coda.imsc.yml"
+    text = schema.read_text(encoding="utf-8")
+    marker = "schema:\n"
+    own = (
+        "  sample_id:\n    field_type: high_level\n    machine_name: sampleId\n"
+        "    value: own-sample\n    type: string\n"
+    )
+    schema.write_text(text.replace(marker, marker + own, 1), encoding="utf-8")
+    assert dataset_of(make, coda, scicat_standin)["sampleId"] == "own-sample"

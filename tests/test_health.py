@@ -17,7 +17,7 @@ from scicat_ingestor.config import HealthCheckOptions, SciCatOptions, Secret
 from scicat_ingestor.ops.health import HealthServer, HealthServerError, check_data_roots
 from scicat_ingestor.ops.metrics import FILES
 from scicat_ingestor.scicat import SciCatClient
-from scicat_ingestor.state import ServiceState
+from scicat_ingestor.state import SchemaStatus, ServiceState
 from scicat_ingestor.testing.scicat_standin import SciCatStandIn
 
 LOCAL = HealthCheckOptions(host="127.0.0.1", port=0, liveness_timeout=60.0)
@@ -326,3 +326,20 @@ def test_log_line_names_the_address_really_bound(
             f"Health endpoint listening on {bound}:{server.port} "
             f"(http://127.0.0.1:{server.port}/health, /ready, /metrics)"
         )
+
+
+def test_ready_shows_the_schema_set_and_a_failed_reload_does_not_make_it_unready(
+    serve: Callable[..., HealthServer], state: ServiceState
+) -> None:
+    server = serve()
+    assert "schemas" not in wait_status(server, "/ready", 200)  # no registry: no key
+    state.set_schemas(SchemaStatus(3, 1_796_000_000.0, 1_796_000_100.0, "a.imsc.yml: id: bad", 1.0))
+    body = wait_status(server, "/ready", 200)
+    assert body["ready"] is True
+    assert body["schemas"] == {
+        "count": 3,
+        "newest_mtime": "2026-11-30T00:53:20+00:00",
+        "loaded_at": "2026-11-30T00:55:00+00:00",
+        "last_error": "a.imsc.yml: id: bad",
+        "last_error_at": "1970-01-01T00:00:01+00:00",
+    }

@@ -18,7 +18,7 @@ from types import TracebackType
 
 import h5py
 from confluent_kafka import KafkaError, Message, Producer
-from streaming_data_types import serialise_wrdn
+from streaming_data_types import serialise_pl72, serialise_wrdn
 
 from scicat_ingestor.testing.broker import producer_test_config
 
@@ -69,6 +69,12 @@ def wrdn_message(  # noqa: PLR0917 - mirrors serialise_wrdn, agreed signature
         metadata=metadata,
         message=message,
     )
+    return data
+
+
+def run_start_message(file_name: str, job_id: str, run_name: str = "run") -> bytes:
+    """A ``pl72`` (run start) flatbuffer: the file-writer is about to write ``file_name``."""
+    data: bytes = serialise_pl72(job_id, file_name, run_name=run_name, service_id="fake-filewriter")
     return data
 
 
@@ -141,6 +147,15 @@ class FakeFileWriter:
             self._produce(value, key, partition)
         self.flush()
         logger.debug("announced %d file(s) on %s", len(files), self.topic)
+
+    def announce_run_start(
+        self, files: Sequence[WrittenFile], partition: int | None = None
+    ) -> None:
+        """Produce one ``pl72`` per file (absolute path); the file need not exist yet."""
+        for written in files:
+            value = run_start_message(str(written.path.absolute()), written.job_id)
+            self._produce(value, None, partition)
+        self.flush()
 
     def write_and_announce(self, count: int, prefix: str = "run") -> list[WrittenFile]:
         """``write`` then ``announce``: the file exists before its message is sent."""

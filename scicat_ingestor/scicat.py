@@ -137,10 +137,7 @@ class SciCatClient:
 
     def find_datasets(self, where: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Datasets matching a loopback ``where`` filter (an empty list when none)."""
-        url = self._endpoint_url("datasets")
-        params = {"filter": json.dumps({"where": dict(where)})}
-        found = self._call("GET", url, "datasets", "idempotent", params=params)
-        return self._array(found, "GET", url)
+        return self._find("datasets", where)
 
     def create_dataset(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """POST a dataset; raises ``SciCatConflict`` when its pid already exists."""
@@ -165,10 +162,7 @@ class SciCatClient:
 
     def find_samples(self, where: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Samples matching a loopback ``where`` filter (an empty list when none)."""
-        url = self._endpoint_url("samples")
-        params = {"filter": json.dumps({"where": dict(where)})}
-        found = self._call("GET", url, "samples", "idempotent", params=params)
-        return self._array(found, "GET", url)
+        return self._find("samples", where)
 
     def create_sample(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """POST a sample (``CreateSampleDto``); ``SciCatConflict`` when its sampleId exists."""
@@ -221,6 +215,12 @@ class SciCatClient:
     # ----------------------------------------------------------------------------------------
     # URLs
     # ----------------------------------------------------------------------------------------
+
+    def _find(self, endpoint: str, where: Mapping[str, Any]) -> list[dict[str, Any]]:
+        url = self._endpoint_url(endpoint)
+        params = {"filter": json.dumps({"where": dict(where)})}
+        found = self._call("GET", url, endpoint, "idempotent", params=params)
+        return self._array(found, "GET", url)
 
     def _endpoint_url(self, name: str) -> str:
         """URL of a configured API endpoint; a leading '/' does not drop the API prefix."""

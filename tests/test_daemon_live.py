@@ -240,3 +240,18 @@ def test_a_run_start_waits_for_its_file_then_is_dead_lettered_when_it_never_come
     wait_until(lambda: len(kit.standin.samples) == 1, "the late file's sample")
     daemon.terminate()
     assert daemon.wait(30) == 0
+
+
+def test_without_sample_ingestion_a_run_start_is_skipped_and_committed(kit: LiveKit) -> None:
+    topic = kit.make_topic(1)
+    coda = kit.template_writer(topic, 0)
+    daemon = kit.daemon(topic, {})
+    (run,) = coda.write(1)
+    coda.announce_run_start([run])
+    coda.announce([run])
+    assert "sampleId" not in kit.dataset_of(run)
+    wait_until(lambda: kit.committed_all(topic) == 2, "both offsets committed")
+    assert kit.standin.samples == []
+    assert kit.dead_letters() == []
+    daemon.terminate()
+    assert daemon.wait(30) == 0

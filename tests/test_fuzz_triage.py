@@ -13,9 +13,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 from hypothesis_profiles import FUZZ
-from streaming_data_types import serialise_wrdn
+from streaming_data_types import serialise_pl72, serialise_wrdn
 
-from scicat_ingestor.triage import Poison, Skip, Triaged, WritingFinished, triage
+from scicat_ingestor.triage import Poison, RunStart, Skip, Triaged, WritingFinished, triage
 
 
 def _check(value: bytes | None, result: Triaged) -> None:
@@ -127,3 +127,26 @@ def test_untrusted_text_cannot_forge_log_lines(caplog: pytest.LogCaptureFixture)
     assert isinstance(result, Skip)
     assert "\n" not in result.reason
     assert all("\n" not in record.getMessage() for record in caplog.records)
+
+
+@st.composite
+def mutated_pl72(draw: st.DrawFn) -> bytes:
+    value = bytearray(
+        serialise_pl72(draw(_texts), draw(st.one_of(st.just("/data/run.hdf"), _texts)))
+    )
+    for _ in range(draw(st.integers(1, 4))):
+        position = draw(st.integers(0, len(value) - 1))
+        value[position] = draw(st.integers(0, 255))
+    return bytes(value[: draw(st.integers(0, len(value)))])
+
+
+@FUZZ
+@given(mutated_pl72())
+def test_damaged_pl72_never_raises_with_sample_ingestion(value: bytes) -> None:
+    result = triage(value, run_start=True)
+    if isinstance(result, RunStart):
+        assert value[4:8] == b"pl72"
+        assert result.file_name.strip()
+        assert not any(ord(c) < 32 for c in result.file_name)
+    else:
+        _check(value, result)

@@ -25,7 +25,7 @@ from scicat_ingestor.outcome import Created, DryRun, Outcome, Permanent, Transie
 from scicat_ingestor.pipeline import Job
 from scicat_ingestor.state import ServiceState
 from scicat_ingestor.testing.fake_source import FakeSource
-from scicat_ingestor.testing.filewriter import wrdn_message
+from scicat_ingestor.testing.filewriter import run_start_message, wrdn_message
 
 WAIT = 10.0
 GRACE = 0.3
@@ -35,6 +35,11 @@ SKIP = serialise_f144("temperature", 21.5, 0)
 
 def wrdn(name: str) -> bytes:
     return wrdn_message(f"/data/{name}.hdf", f"job-{name}")
+
+
+def pl72(name: str) -> bytes:
+    """The run start of ``wrdn(name)``'s file (a sample job with sample ingestion on)."""
+    return run_start_message(f"/data/{name}.hdf", f"job-{name}")
 
 
 # -- the stand-ins ------------------------------------------------------------------------------
@@ -233,9 +238,57 @@ class Row:
     dry_run: bool = False
     calls: dict[str, int] = field(default_factory=dict)  # ingest calls per file, where it matters
     config: dict[str, Any] = field(default_factory=dict)  # ingestion.* overrides
+    samples: dict[str, int] = field(default_factory=dict)  # daemon.totals.samples at the end
+    sample_ingestion: bool = False  # the scripted ingestor also gets the pl72 sample jobs
 
 
 ROWS = [
+    Row(
+        "a run start without sample ingestion is skipped and committed",
+        [(0, pl72("a")), (0, wrdn("a"))],
+        {0: 2},
+        files={"created": 1},
+        calls={"a": 1},
+    ),
+    Row(
+        "a run start and its file are separate work: one sample, one dataset",
+        [(0, pl72("a")), (0, wrdn("a"))],
+        {0: 2},
+        files={"created": 1},
+        samples={"created": 1},
+        calls={"a": 2},
+        sample_ingestion=True,
+    ),
+    Row(
+        "a run announced twice while its sample is in flight makes one sample",
+        [(0, pl72("a")), (0, pl72("a"))],
+        {0: 2},
+        plans={"a": "hold"},
+        samples={"created": 1},
+        calls={"a": 1},
+        steps=[running("a"), duplicates(1), release("a")],
+        sample_ingestion=True,
+    ),
+    Row(
+        "a run start whose file never becomes readable is dead-lettered",
+        [(0, pl72("a")), (0, wrdn("b"))],
+        {0: 2},
+        letters=[(0, 0)],
+        plans={"a": "not-ready"},
+        files={"created": 1},
+        samples={"dead_lettered": 1},
+        calls={"a": 3},
+        sample_ingestion=True,
+    ),
+    Row(
+        "a run start during a SciCat outage is retried, never dead-lettered, then created",
+        [(0, pl72("a"))],
+        {0: 1},
+        scicat="scicat",
+        samples={"created": 1},
+        steps=[retried("scicat", 4), commits_held({0: 0}), scicat("")],
+        sample_ingestion=True,
+    ),
     Row(
         "files in order are committed to the end",
         [(0, wrdn("a")), (0, wrdn("b"))],
@@ -498,7 +551,8 @@ def harness(row: Row) -> Harness:
     letters = SwitchableSink()
     letters.down = row.sink_down
     state = ServiceState()
-    daemon = Daemon(config, ingestor, DeadLetters([letters]), source, state)
+    samples = ingestor if row.sample_ingestion else None
+    daemon = Daemon(config, ingestor, DeadLetters([letters]), source, state, samples=samples)
     code: list[int] = []
     thread = threading.Thread(target=lambda: code.append(daemon.run()), name="daemon-row")
     return Harness(source, ingestor, letters, state, daemon, thread, code)
@@ -523,6 +577,7 @@ def test_row(row: Row) -> None:
         row.letters
     )
     assert h.daemon.totals.files == Counter(row.files)
+    assert h.daemon.totals.samples == Counter(row.samples)
     for name, times in row.calls.items():
         assert h.ingestor.calls[name] == times, name
     if row.dry_run:

@@ -59,7 +59,7 @@ class Transient:
     """
 
     reason: str
-    cause: Literal["file", "scicat", "scicat-auth"] = "scicat"
+    cause: Literal["file", "scicat", "scicat-auth"]
 
 
 Outcome = Created | Existed | DryRun | Skipped | Permanent | Transient

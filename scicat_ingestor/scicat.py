@@ -28,8 +28,9 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from .config import ConfigError, SciCatOptions
-from .ops.metrics import SCICAT_REQUEST_SECONDS
+from scicat_ingestor.config import ConfigError, SciCatOptions
+from scicat_ingestor.ops.metrics import SCICAT_REQUEST_SECONDS
+from scicat_ingestor.redact import Redactor
 
 logger = logging.getLogger("scicat_ingestor.scicat")
 
@@ -305,13 +306,8 @@ class SciCatClient:
         code = response.status_code
         endpoint = self._endpoint_of(url)
 
-        def redact(text: str) -> str:
-            """SciCat or a proxy may quote our request: keep our secrets out of the error."""
-            for secret in (token, self._token, self._options.token.value, self._password):
-                if secret:
-                    text = text.replace(secret, "****")
-            return text
-
+        # SciCat or a proxy may quote our request: keep our secrets out of the error.
+        redact = Redactor((token, self._token, self._options.token.value, self._password)).redact
         if 200 <= code < 300:
             if not response.content:
                 return None

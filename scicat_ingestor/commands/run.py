@@ -11,19 +11,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from ..config import ConfigError, IngestorConfig
-from ..daemon import EXIT_FAILURE, Daemon
-from ..deadletter import DeadLetterError, DeadLetters
-from ..ops.health import HealthServer, HealthServerError
-from ..pipeline import Pipeline
-from ..schema.loader import SchemaError, load_schemas
-from ..scicat import SciCatClient
-from ..source import KafkaSource, SourceError
-from ..state import ServiceState
+from scicat_ingestor.config import ConfigError, IngestorConfig
+from scicat_ingestor.daemon import Daemon
+from scicat_ingestor.deadletter import DeadLetterError, DeadLetters
+from scicat_ingestor.exitcodes import EXIT_FAILURE, EXIT_USAGE
+from scicat_ingestor.ops.health import HealthServer, HealthServerError
+from scicat_ingestor.pipeline import Pipeline
+from scicat_ingestor.schema.loader import SchemaError, load_schemas
+from scicat_ingestor.scicat import SciCatClient
+from scicat_ingestor.source import KafkaSource, SourceError
+from scicat_ingestor.state import ServiceState
 
 logger = logging.getLogger("scicat_ingestor.daemon")
-
-EXIT_CONFIG = 2
 
 
 @contextmanager
@@ -55,7 +54,7 @@ def run_daemon(config: IngestorConfig) -> int:
         schemas = load_schemas(ingestion.schemas_directory, ingestion.fallback_schema_file_path)
     except SchemaError as exc:
         logger.error("%s", exc)
-        return EXIT_CONFIG
+        return EXIT_USAGE
     client = SciCatClient(config.scicat)
     state = ServiceState()
     health: HealthServer | None = None
@@ -71,7 +70,7 @@ def run_daemon(config: IngestorConfig) -> int:
             status = daemon.run()
     except (ConfigError, SourceError, DeadLetterError) as exc:
         logger.error("%s", exc)
-        return EXIT_CONFIG
+        return EXIT_USAGE
     except HealthServerError as exc:
         logger.error("%s", exc)
         return EXIT_FAILURE

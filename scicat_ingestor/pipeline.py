@@ -55,6 +55,7 @@ from .schema.model import MetadataSchema
 from .schema.payload import build_dataset
 from .schema.variables import Builtins, evaluate_variables
 from .scicat import (
+    SciCatAuthRefused,
     SciCatClient,
     SciCatConflict,
     SciCatError,
@@ -189,6 +190,8 @@ class Pipeline:
             return Permanent(str(err))
         except FileNotReady as err:
             return Transient(str(err), cause="file")
+        except SciCatAuthRefused as err:
+            return Transient(str(err), cause="scicat-auth")
         except SciCatUnavailable as err:
             return Transient(str(err), cause="scicat")
 

@@ -53,6 +53,17 @@ SCICAT_REQUEST_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )
+SCICAT_AUTH_OK = Gauge(
+    "scicat_ingestor_scicat_auth_ok",
+    "1 while SciCat accepts the ingestor's credentials, 0 during an auth outage.",
+    registry=REGISTRY,
+)
+SCICAT_LOGINS = Counter(
+    "scicat_ingestor_scicat_logins",
+    "Logins to SciCat (auth/login), by result (ok, refused, error).",
+    ["result"],
+    registry=REGISTRY,
+)
 BYTES_HASHED = Counter(
     "scicat_ingestor_bytes_hashed",
     "Bytes read to compute file checksums.",

@@ -540,7 +540,14 @@ def run_daemon(config: IngestorConfig) -> int:
         daemon = Daemon(config, pipeline, dead_letters, state)
         if config.health_check.enabled:
             data_roots = ingestion.file_handling.data_roots
-            health = HealthServer(config.health_check, state, client.healthy, data_roots).start()
+            health = HealthServer(
+                config.health_check,
+                state,
+                client.healthy,
+                data_roots,
+                credentials=client.credentials,
+            ).start()
+        client.check_credentials()  # one line now if refused; files then wait, /ready says why
         with _signal_handlers(daemon):
             status = daemon.run()
     except (ConfigError, SourceError, DeadLetterError) as exc:

@@ -155,6 +155,11 @@ class Pipeline:
         self._client = client
         self._serial = _OneAtATime()
 
+    @property
+    def client(self) -> SciCatClient:
+        """The SciCat client (for the commands' start-up credentials probe)."""
+        return self._client
+
     def ingest(self, job: Job) -> Outcome:
         """One attempt at ``job``; logs one line with the outcome and its duration."""
         started = time.perf_counter()

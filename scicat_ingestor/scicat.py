@@ -594,7 +594,7 @@ class SciCatClient:
             response = self._send(
                 _Request("POST", url, "auth/login", "idempotent", body=credentials), ""
             )
-            if response.status_code in (400, *_AUTH_REFUSALS):
+            if response.status_code in _AUTH_REFUSALS:
                 SCICAT_LOGINS.labels("refused").inc()
                 cause = f"login as '{self._options.username}' failed: {response.status_code}"
                 raise SciCatAuthRefused("POST", "auth/login", response.status_code, [cause])

@@ -30,7 +30,6 @@ logger = logging.getLogger("scicat_ingestor.scicat")
 RENEW_FRACTION = 0.8  # renew at 80 % of the token's lifetime ...
 RENEW_MARGIN_SECONDS = 30.0  # ... and at the latest this long before it ends (when that fits)
 LOGIN_RETRY_SECONDS = 1.0  # a failed login is not repeated sooner (no login storm)
-FRESH_TOKEN_SECONDS = 1.0  # a token this young that is refused is not renewed again at once
 PROBE_CACHE_SECONDS = 3.0  # how long a probe's verdict on one token is reused
 ERROR_LOG_INTERVAL = 60.0  # an auth outage is logged at ERROR at most this often
 
@@ -75,7 +74,6 @@ class TokenSource:
         self.username = options.username
         self.can_login = self._file is None and not options.token and bool(options.username)
         self._token = options.token.value
-        self._obtained_at = -math.inf
         self._renew_at = math.inf
         self._expires_at = math.inf
         self._failure: tuple[float, Exception] | None = None
@@ -128,7 +126,7 @@ class TokenSource:
             if self._file is not None:
                 self._read_file()
                 return self._token != rejected
-            if not self.can_login or self._clock() - self._obtained_at < FRESH_TOKEN_SECONDS:
+            if not self.can_login:
                 return False
             self._log_in("SciCat refused the token")
             return True
@@ -146,7 +144,7 @@ class TokenSource:
             self._failure = (started, exc)
             raise
         self._failure = None
-        self._token, self._obtained_at = login.token, started
+        self._token = login.token
         lifetime = login.expires_in
         if lifetime is None or lifetime <= 0:
             self._renew_at = self._expires_at = math.inf

@@ -26,7 +26,8 @@ FILES = Counter(
 )
 RETRIES = Counter(
     "scicat_ingestor_retries",
-    "Ingestion attempts rescheduled after a transient failure, by cause (file, scicat).",
+    "Ingestion attempts rescheduled after a transient failure, by cause "
+    "(file, scicat, scicat-auth).",
     ["cause"],
     registry=REGISTRY,
 )

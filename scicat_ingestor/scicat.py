@@ -63,6 +63,7 @@ class _Request:
 
     method: str
     url: str
+    endpoint: str  # the URL relative to the host, without the query (named in errors)
     label: str
     policy: Policy
     params: Mapping[str, str] | None = None
@@ -329,7 +330,7 @@ class SciCatClient:
     ) -> Any:
         """One logical request (transport retries included); a 401/403 is handled once by
         ``_after_refusal`` (renew, repeat, probe)."""
-        request = _Request(method, url, label, policy, params, body)
+        request = _Request(method, url, self._endpoint_of(url), label, policy, params, body)
         if not auth:
             return self._decode(method, url, self._send(request, ""), "")
         token = self._current_token()
@@ -344,36 +345,52 @@ class SciCatClient:
         self, request: _Request, token: str, response: requests.Response
     ) -> tuple[str, requests.Response]:
         """Renew the credentials once and repeat; a refusal that survives is probed: the token
-        refused too → ``SciCatAuthRefused``; accepted → ``SciCatForbidden`` (this record)."""
-        endpoint = self._endpoint_of(request.url)
-        what = f"{request.method} {endpoint}"
-        refusal = f"HTTP {response.status_code} on {what}"
-        # A token the probe has just accepted is fine: renewing it again would only add logins.
+        refused too → ``SciCatAuthRefused``; accepted → ``SciCatForbidden`` (this record).
+
+        A token the probe accepted moments ago is probed first instead (renewing it would only
+        add a login per permission problem) and renewed only if that probe refuses it.
+        """
+        renewed = False
         if not self._probes.accepted_recently(token):
-            try:
-                renewed = self._tokens.renew(token)
-            except SciCatAuthRefused as err:
-                raise self._refused(request, response, refusal, *err.causes) from None
-            if renewed:
-                token = self._current_token()
-                response = self._send(request, token)
-                if response.status_code not in _AUTH_REFUSALS:
-                    if response.status_code < 400:
-                        self.credentials.accepted()
-                    return token, response
-                refusal = f"HTTP {response.status_code} on {what}"
+            renewed = True
+            token, response = self._renew_and_repeat(request, token, response)
+            if response.status_code not in _AUTH_REFUSALS:
+                return token, response
         account = self._probe(token)
+        if account is None and not renewed:
+            token, response = self._renew_and_repeat(request, token, response)
+            if response.status_code not in _AUTH_REFUSALS:
+                return token, response
+            account = self._probe(token)
         if account is None:
             verdict = self._probes.get(token)
+            refusal = f"HTTP {response.status_code} on {request.method} {request.endpoint}"
             raise self._refused(request, response, refusal, verdict[1] if verdict else "")
         raise self._forbidden(request, response, account, token)
+
+    def _renew_and_repeat(
+        self, request: _Request, token: str, response: requests.Response
+    ) -> tuple[str, requests.Response]:
+        """A new token (login, token file) and the request repeated with it, if there is one."""
+        try:
+            renewed = self._tokens.renew(token)
+        except SciCatAuthRefused as err:
+            refusal = f"HTTP {response.status_code} on {request.method} {request.endpoint}"
+            raise self._refused(request, response, refusal, *err.causes) from None
+        if not renewed:
+            return token, response
+        token = self._current_token()
+        response = self._send(request, token)
+        if 200 <= response.status_code < 400:
+            self.credentials.accepted()
+        return token, response
 
     def _refused(
         self, request: _Request, response: requests.Response | None, *causes: str
     ) -> SciCatAuthRefused:
         """An auth outage: the error to raise, after updating ``credentials`` (log, metric)."""
         status = response.status_code if response is not None else None
-        endpoint = self._endpoint_of(request.url)
+        endpoint = request.endpoint
         err = SciCatAuthRefused(request.method, endpoint, status, [c for c in causes if c])
         self.credentials.refused(str(err))
         return err
@@ -382,7 +399,7 @@ class SciCatClient:
         self, request: _Request, response: requests.Response, account: Account, token: str
     ) -> SciCatForbidden:
         """A refusal although our credentials work: name the account, the request and the fix."""
-        endpoint = self._endpoint_of(request.url)
+        endpoint = request.endpoint
         answer = _error_text(response, self._redactor(token))
         reason = _permission_reason(request, endpoint, account.name)
         if request.label.startswith("datasets/{pid}") and not self._warned_read_access:
@@ -397,13 +414,15 @@ class SciCatClient:
         return SciCatForbidden(request.method, endpoint, status, message)
 
     def _probe(self, token: str) -> Account | None:
-        """Who SciCat says this token belongs to (None: refused), cached for a few seconds."""
+        """Who SciCat says this token belongs to (None: refused). A refusal is reused for a few
+        seconds (no probe storm in an outage); an acceptance is not: the token may have died
+        since, and taking that for a permission problem would dead-letter the file."""
         cached = self._probes.get(token)
-        if cached is not None:
-            return cached[0]
+        if cached is not None and cached[0] is None:
+            return None
         for path in _PROBE_PATHS:
             url = self._base + path
-            response = self._send(_Request("GET", url, "auth/whoami", "idempotent"), token)
+            response = self._send(_Request("GET", url, path, "auth/whoami", "idempotent"), token)
             if response.status_code == 404 and path != _PROBE_PATHS[-1]:
                 continue
             if response.status_code in _AUTH_REFUSALS:
@@ -440,7 +459,7 @@ class SciCatClient:
         headers = dict(self._options.additional_headers)
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        endpoint = self._endpoint_of(request.url)
+        endpoint = request.endpoint
         try:
             return self._send_once(request, headers)
         except requests.ConnectionError as err:
@@ -592,7 +611,8 @@ class SciCatClient:
         credentials = {"username": self._options.username, "password": self._password}
         try:
             response = self._send(
-                _Request("POST", url, "auth/login", "idempotent", body=credentials), ""
+                _Request("POST", url, "auth/login", "auth/login", "idempotent", body=credentials),
+                "",
             )
             if response.status_code in _AUTH_REFUSALS:
                 SCICAT_LOGINS.labels("refused").inc()

@@ -30,7 +30,7 @@ logger = logging.getLogger("scicat_ingestor.scicat")
 RENEW_FRACTION = 0.8  # renew at 80 % of the token's lifetime ...
 RENEW_MARGIN_SECONDS = 30.0  # ... and at the latest this long before it ends (when that fits)
 LOGIN_RETRY_SECONDS = 1.0  # a failed login is not repeated sooner (no login storm)
-PROBE_CACHE_SECONDS = 3.0  # how long a probe's verdict on one token is reused
+PROBE_CACHE_SECONDS = 3.0  # how long a probe's refusal (or, to skip renewals, acceptance) holds
 ERROR_LOG_INTERVAL = 60.0  # an auth outage is logged at ERROR at most this often
 
 

@@ -17,8 +17,8 @@ import requests
 
 from scicat_ingestor.testing.scicat_standin import (
     DTO_ORIGDATABLOCK,
-    Account,
     DTO_RAW_DATASET,
+    Account,
     FilterError,
     SciCatStandIn,
     apply_filter,

@@ -547,7 +547,9 @@ def run_daemon(config: IngestorConfig) -> int:
                 data_roots,
                 credentials=client.credentials,
             ).start()
-        client.check_credentials()  # one line now if refused; files then wait, /ready says why
+        # Start-up probe, beside the start (never delaying it or the signal handlers): one line
+        # if SciCat refuses the credentials; files then wait and /ready says why.
+        threading.Thread(target=client.check_credentials, name="scicat-probe", daemon=True).start()
         with _signal_handlers(daemon):
             status = daemon.run()
     except (ConfigError, SourceError, DeadLetterError) as exc:

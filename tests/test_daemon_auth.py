@@ -21,6 +21,7 @@ from test_daemon import Kit, RunningDaemon, make_kit, wait_until
 
 from scicat_ingestor.config import HealthCheckOptions
 from scicat_ingestor.ops.health import HealthServer
+from scicat_ingestor.testing.daemon_process import DaemonProcess, write_config
 from scicat_ingestor.testing.scicat_standin import Account, SciCatStandIn
 
 pytestmark = pytest.mark.integration
@@ -234,3 +235,22 @@ def test_stale_keep_alive_connection_is_no_outage(auth_kit: Callable[..., Kit]) 
     assert running.daemon.totals.retries == Counter()  # no retry wait, no outage state
     assert kit.dead_letters() == []
     print(f"\n[figures] after 6 s idle: created in {took:.2f} s, no retry")
+
+
+def test_run_with_refused_credentials_says_so_and_waits(
+    auth_kit: Callable[..., Kit], tmp_path: Path
+) -> None:
+    kit = auth_kit()
+    topic = kit.make_topic(1)
+    data = kit.config_data(topic, overrides={"scicat.token": "revoked-long-ago"})
+    config = write_config(tmp_path / "config.yml", data)
+    with DaemonProcess(config, tmp_path / "daemon.log") as daemon:
+        daemon.wait_for_log(
+            r"ERROR.*SciCat refuses our credentials \(static token \(scicat.token\): "
+            r"GET auth/whoami → 403\)",
+            timeout=30,
+        )
+        assert daemon.running  # it waits for working credentials instead of exiting
+        daemon.terminate()
+        assert daemon.wait(30) == 0
+    assert "revoked-long-ago" not in daemon.log_text()

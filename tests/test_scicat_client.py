@@ -223,6 +223,24 @@ def _auth_ok() -> float | None:
     return REGISTRY.get_sample_value("scicat_ingestor_scicat_auth_ok")
 
 
+def _in_threads(work: Callable[[], None], count: int) -> list[BaseException]:
+    """Run ``work`` in ``count`` threads at once; the exceptions they raised."""
+    errors: list[BaseException] = []
+
+    def guarded() -> None:
+        try:
+            work()
+        except BaseException as exc:  # pragma: no cover - reported by the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
 def _login_client(standin: SciCatStandIn, **options: Any) -> SciCatClient:
     return _client(standin, token="", username="ingestor", password="pwd", **options)
 
@@ -233,23 +251,14 @@ def test_token_is_renewed_before_it_expires_once_for_all_threads(
     caplog.set_level(logging.INFO)
     standin = scicat_standin_factory(token_lifetime=1.0)
     client = _login_client(standin)
-    errors: list[BaseException] = []
     done = time.monotonic() + 2.5
 
     def work() -> None:
-        try:
-            while time.monotonic() < done:
-                assert client.get_json("proposals/443503")["proposalId"] == "443503"
-                time.sleep(0.02)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        while time.monotonic() < done:
+            assert client.get_json("proposals/443503")["proposalId"] == "443503"
+            time.sleep(0.02)
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert _in_threads(work, 4) == []
     # renewed at 0.8 s of each 1 s lifetime: logins at 0, 0.8, 1.6, 2.4 s; never a refusal
     assert 3 <= _requests(standin, "POST /auth/login 201") <= 4
     assert _requests(standin, "GET /proposals/{pid} 403") == 0
@@ -273,20 +282,10 @@ def test_renewal_after_403_one_login_for_all_threads(
     assert _requests(scicat_standin, "POST /auth/login 201") == 1
     scicat_standin.expire_tokens()
 
-    errors: list[BaseException] = []
-
     def work() -> None:
-        try:
-            assert client.get_json("proposals/443503")["proposalId"] == "443503"
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        assert client.get_json("proposals/443503")["proposalId"] == "443503"
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert _in_threads(work, 4) == []
     # the expired token got 403 (not 401); one renewal shared by all threads
     assert _requests(scicat_standin, "GET /proposals/{pid} 403") >= 1
     assert _requests(scicat_standin, "POST /auth/login 201") == 2

@@ -540,6 +540,10 @@ def test_idle_keep_alive_connection_is_closed_before_any_answer(
         api.get("/proposals/443503")
     assert standin.stats()["idle_closed"] == 1
     assert api.get("/proposals/443503").ok  # a fresh connection
+    control = requests.Session()
+    assert control.get(standin.control_url + "/stats", timeout=5).ok
+    time.sleep(0.5)
+    assert control.get(standin.control_url + "/stats", timeout=5).ok  # /_standin is not closed
 
 
 @integration

@@ -527,6 +527,21 @@ def test_dates_are_normalised_on_read_back_but_not_in_scientific_metadata(api: A
 
 
 @integration
+def test_fields_added_on_read_back(api: Api) -> None:
+    api.post("/datasets", _dataset())
+    stored = api.get("/datasets/" + quote(_dataset()["pid"], safe="")).json()
+    assert stored["keywords"] == []
+    assert stored["proposalIds"] == ["443503"]
+    assert stored["instrumentIds"] == ["odin-id"]
+    assert stored["principalInvestigators"] == ["Pia Investigator"]
+    assert stored["sampleIds"] == []
+    assert stored["version"] == "3"
+    assert stored["createdBy"] == "ingestor"
+    for name in ("classification", "datasetlifecycle", "createdAt", "updatedAt"):
+        assert name in stored
+
+
+@integration
 def test_idle_keep_alive_connection_is_closed_before_any_answer(
     scicat_standin_factory: Callable[..., SciCatStandIn],
 ) -> None:

@@ -1135,6 +1135,7 @@ class SciCatStandIn:
             pid = dataset.get("pid") or f"{PID_PREFIX}/{uuid.uuid4()}"
             if pid in self._datasets:
                 return Reply(409, _error(409, f"A dataset with pid {pid} already exists!"))
+            _add_read_back_fields(dataset)
             dataset.update(
                 pid=pid,
                 createdBy=request.user,
@@ -1342,6 +1343,22 @@ def _with_defaults(dto: DtoValidator, body: Mapping[str, Any]) -> JSONDict:
     for name in dto.date_fields & document.keys():
         document[name] = _utc(document[name])
     return document
+
+
+def _add_read_back_fields(dataset: JSONDict) -> None:
+    """Fields the real backend (v3 API on a v4 store) adds to every dataset it returns."""
+    for single, plural in (
+        ("principalInvestigator", "principalInvestigators"),
+        ("proposalId", "proposalIds"),
+        ("instrumentId", "instrumentIds"),
+        ("sampleId", "sampleIds"),
+    ):
+        value = dataset.get(single)
+        dataset.setdefault(plural, [value] if value else [])
+    dataset.setdefault("keywords", [])
+    dataset.setdefault("classification", "IN=medium,AV=low,CO=low")
+    dataset.setdefault("datasetlifecycle", {})
+    dataset["version"] = "3"
 
 
 def _dataset_validation_error(violations: list[Violation]) -> JSONDict:

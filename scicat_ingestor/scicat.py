@@ -402,7 +402,8 @@ class SciCatClient:
         endpoint = request.endpoint
         answer = _error_text(response, self._redactor(token))
         reason = _permission_reason(request, endpoint, account.name)
-        if request.label.startswith("datasets/{pid}") and not self._warned_read_access:
+        reads_dataset = request.label in ("datasets/{pid}", "datasets/{pid}/origdatablocks")
+        if reads_dataset and not self._warned_read_access:
             self._warned_read_access = True
             logger.warning(
                 "SciCat account '%s' cannot read datasets of other groups: a redelivered file "

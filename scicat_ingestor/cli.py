@@ -262,7 +262,7 @@ def _start_logging(config: IngestorConfig) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args)
     _start_logging(config)
-    from scicat_ingestor.daemon import run_daemon
+    from scicat_ingestor.commands.run import run_daemon
 
     return run_daemon(config)
 
@@ -324,7 +324,7 @@ def cmd_show_config(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     config = _load(args)
     _start_logging(config)
-    from scicat_ingestor.deadletter import replay_command
+    from scicat_ingestor.commands.replay import replay_command
 
     return replay_command(config, args.source)
 

@@ -1,19 +1,24 @@
-"""The long-running service: Kafka poll loop → bounded thread pool → ``Pipeline`` → commit.
+"""The long-running service: source poll loop → bounded thread pool → ``Pipeline`` → commit.
 
-One thread (the poll thread) owns the consumer, the offset tracker and all bookkeeping; workers only
-run ``Pipeline.ingest`` and hand the outcome back through a queue. The loop never blocks on work:
+One thread (the poll thread) owns the source, the offset tracker and all bookkeeping; workers only
+run ``Pipeline.ingest`` and hand the outcome back through a queue. The loop never blocks on work
+or on a dead-letter sink:
 
 - **Backpressure**: at most ``max_offline_ingestors + queue_size`` files are in flight (running,
-  queued or waiting to retry). At the bound, and while SciCat is failing, all assigned partitions
-  are paused and ``poll()`` keeps being called, so the group membership stays alive.
+  queued, waiting to retry or waiting for their dead letter). At the bound, while SciCat is
+  failing and while dead letters cannot be stored, all assigned partitions are paused and
+  ``poll()`` keeps being called, so the group membership stays alive.
 - **At-least-once**: an offset is committed only when every message before it finished
-  (ingested, skipped or dead-lettered). A crash re-delivers unfinished work; the pipeline's
-  exists-check turns a re-delivered file into ``Existed``, not a second dataset.
+  (ingested, skipped, or dead-lettered *and the letter stored*). A crash re-delivers unfinished
+  work; the pipeline's exists-check turns a re-delivered file into ``Existed``, not a second
+  dataset.
 - **Retries** wait in a timer heap checked every loop turn: a file that is not readable yet
-  follows the upstream open-retry schedule and is then dead-lettered; a SciCat outage is retried
-  with capped exponential backoff for as long as it lasts and never dead-lettered.
+  follows the upstream open-retry schedule and is then dead-lettered; a SciCat outage (including
+  refused credentials) and a dead-letter sink outage are retried with capped exponential backoff
+  for as long as they last; SciCat outages are never dead-lettered.
 - **Rebalance and shutdown** give running work ``drain_grace_period`` seconds to finish, commit
-  what finished and leave the rest to be re-delivered.
+  what finished and leave the rest to be re-delivered. Letters are written only for messages of
+  partitions the daemon still owns, so each message gets at most one letter from its owner.
 """
 
 from __future__ import annotations
@@ -24,37 +29,31 @@ import logging
 import math
 import os
 import queue
-import random
-import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Protocol
 
-from .config import ConfigError, IngestorConfig
-from .deadletter import DeadLetter, DeadLetterError, DeadLetters
+from .config import IngestorConfig
+from .deadletter import DeadLetter, DeadLetters
 from .logcontext import log_context
 from .offsets import OffsetTracker, TopicPartition
 from .ops import metrics
-from .ops.health import HealthServer, HealthServerError
 from .outcome import Outcome, Permanent, Transient, outcome_label
-from .pipeline import Job, Pipeline, file_retry_delays
-from .schema.loader import SchemaError, load_schemas
-from .scicat import SciCatClient
-from .source import KafkaSource, Record, SourceError
+from .pipeline import Job
+from .retry import backoff_delay, file_retry_delays
+from .source import Record, Source, SourceError
 from .state import ServiceState
 from .triage import Poison, Skip, WritingFinished, triage
 
 logger = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+EXIT_OK, EXIT_FAILURE = 0, 1
 _POLL_TIMEOUT = 0.1  # seconds; also the latency of handling finished work while not paused
-_RETRY_JITTER = 0.2  # ± fraction, so files failing together do not retry in lock-step
+_SINK_ERROR_LOG_INTERVAL = 60.0  # seconds between ERROR lines while letters cannot be stored
 
 
 class Ingestor(Protocol):
@@ -69,15 +68,39 @@ class _Work:
 
     key: str
     job: Job
-    record: Record
-    messages: list[tuple[TopicPartition, int]]
+    messages: list[Record]
     future: Future[None] | None = None
     file_failures: int = 0
     scicat_failures: int = 0
     abandoned: bool = False
+    letter: _Letter | None = None  # set once the file was given up on
 
     def partitions(self) -> set[TopicPartition]:
-        return {tp for tp, _ in self.messages}
+        return {record.tp for record in self.messages}
+
+
+@dataclass(eq=False)
+class _Letter:
+    """A dead letter on its way to the sinks; its messages finish only once it is stored."""
+
+    reason: str
+    work: _Work | None  # the file given up on (its messages finish with it), or None for poison
+    poison: Record | None = None
+    failures: int = 0
+    sending: bool = False  # handed to the sinks, no answer yet
+    dropped: bool = False  # its messages are no longer ours: late answers are ignored
+
+    def messages(self) -> list[Record]:
+        if self.work is not None:
+            return self.work.messages
+        return [self.poison] if self.poison is not None else []
+
+    def build(self) -> DeadLetter:
+        """The letter, naming the first message still owned (not one of a revoked partition)."""
+        record = self.messages()[0]
+        if self.work is None:
+            return DeadLetter(self.reason, record)
+        return DeadLetter(self.reason, record, self.work.job.file_path, self.work.job.job_id)
 
 
 @dataclass
@@ -89,22 +112,26 @@ class RunTotals:
     retries: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
     peak_in_flight: int = 0
+    letters_stored: int = 0
+    letter_failures: int = 0
 
 
 class Daemon:
-    """Consumes ``config.kafka.topics`` and ingests every announced file through ``pipeline``."""
+    """Consumes ``source`` and ingests every announced file through ``pipeline``."""
 
     def __init__(
         self,
         config: IngestorConfig,
         pipeline: Ingestor,
         dead_letters: DeadLetters,
+        source: Source,
         state: ServiceState | None = None,
     ) -> None:
         ingestion = config.ingestion
         self._config = config
         self._pipeline = pipeline
         self._dead_letters = dead_letters
+        self._source = source
         self._state = state or ServiceState()
         self._workers = max(ingestion.max_offline_ingestors, 1)
         self.bound = self._workers + max(ingestion.queue_size, 0)
@@ -118,7 +145,8 @@ class Daemon:
         self._results: queue.SimpleQueue[tuple[_Work, Outcome]] = queue.SimpleQueue()
         self._tracker = OffsetTracker()
         self._work: dict[str, _Work] = {}
-        self._retries: list[tuple[float, int, _Work]] = []
+        self._letters: set[_Letter] = set()  # not stored yet (sending or waiting to retry)
+        self._retries: list[tuple[float, int, _Work | _Letter]] = []
         self._sequence = itertools.count()
         self._active_lock = threading.Lock()
         self._active = 0
@@ -127,8 +155,9 @@ class Daemon:
         self._stop_deadline = math.inf  # the grace period counts from the stop request
         self._stopping = False
         self._scicat_failing = False
+        self._sink_error = ""
+        self._sink_error_logged = -math.inf
         self.totals = RunTotals()
-        self._source = KafkaSource(config.kafka, self, self._state)
 
     # -- public control -------------------------------------------------------------------------
 
@@ -151,9 +180,9 @@ class Daemon:
         self._stop.set()
 
     def run(self) -> int:
-        """Run until ``request_stop``; 0 after a clean drain, 1 if Kafka failed fatally."""
+        """Run until ``request_stop``; 0 after a clean drain, 1 if the source failed fatally."""
         try:
-            self._source.start()
+            self._source.start(self)
             if self._config.ingestion.dry_run:
                 logger.warning("dry run: nothing is written to SciCat and no offset is committed")
             next_commit = time.monotonic() + self._commit_interval
@@ -176,9 +205,9 @@ class Daemon:
     # -- the loop -------------------------------------------------------------------------------
 
     def _turn(self) -> None:
-        """One loop turn: start due retries, apply finished work, flow control, poll once."""
+        """One loop turn: start due retries, apply finished work and letters, flow control, poll."""
         self._dispatch_due_retries()
-        self._apply_results()
+        self._pump()
         self._flow_control()
         if self._source.paused:
             # Nothing is fetched while paused; poll(0) serves callbacks, then wait for workers.
@@ -190,6 +219,11 @@ class Daemon:
         if record is not None:
             self._accept(record)
 
+    def _pump(self, wait: float = 0.0) -> None:
+        """Apply the sinks' confirmations and the workers' outcomes (waiting up to ``wait``)."""
+        self._dead_letters.poll()
+        self._apply_results(wait)
+
     def _accept(self, record: Record) -> None:
         self._tracker.add(record.tp, record.offset)
         verdict = triage(record.value)
@@ -200,8 +234,7 @@ class Daemon:
             logger.debug("skipped %s[%d]@%d: %s", *_where(record), verdict.reason)
             self._tracker.done(record.tp, record.offset)
         elif isinstance(verdict, Poison):
-            self._dead_letters.send(DeadLetter(verdict.reason, record))
-            self._tracker.done(record.tp, record.offset)
+            self._send_letter(_Letter(verdict.reason, None, record))
         else:
             self._start(record, verdict)
 
@@ -209,7 +242,7 @@ class Daemon:
         key = os.path.normpath(message.file_name)
         existing = self._work.get(key)
         if existing is not None:
-            existing.messages.append((record.tp, record.offset))
+            existing.messages.append(record)
             self.totals.duplicates += 1
             logger.info(
                 "%s is already being ingested; message %s[%d]@%d completes with it",
@@ -218,9 +251,9 @@ class Daemon:
             )
             return
         job = Job(message.file_name, message.job_id, message.as_dict())
-        work = _Work(key, job, record, [(record.tp, record.offset)])
+        work = _Work(key, job, [record])
         self._work[key] = work
-        self.totals.peak_in_flight = max(self.totals.peak_in_flight, len(self._work))
+        self.totals.peak_in_flight = max(self.totals.peak_in_flight, self._in_flight())
         self._submit(work)
 
     def _submit(self, work: _Work) -> None:
@@ -270,18 +303,89 @@ class Daemon:
                 self._finish(work, outcome_label(outcome))
 
     def _give_up(self, work: _Work, reason: str) -> None:
-        """Dead-letter the file's first message and finish all of them."""
-        letter = DeadLetter(reason, work.record, work.job.file_path, work.job.job_id)
-        self._finish(
-            work, "dead_lettered" if self._dead_letters.send(letter) else "failed_permanent"
-        )
+        """Dead-letter the file; it stays in flight (its messages unfinished) until stored."""
+        work.letter = _Letter(reason, work)
+        self._send_letter(work.letter)
 
     def _finish(self, work: _Work, label: str) -> None:
         metrics.FILES.labels(label).inc()
         self.totals.files[label] += 1
         del self._work[work.key]
-        for tp, offset in work.messages:
-            self._tracker.done(tp, offset)
+        for record in work.messages:
+            self._tracker.done(record.tp, record.offset)
+
+    # -- dead letters ---------------------------------------------------------------------------
+
+    def _send_letter(self, letter: _Letter) -> None:
+        self._letters.add(letter)
+        letter.sending = True
+        self._dead_letters.send(letter.build(), lambda error: self._letter_answered(letter, error))
+
+    def _letter_answered(self, letter: _Letter, error: str | None) -> None:
+        """A sink confirmation, applied on the poll thread (from ``DeadLetters.poll``)."""
+        letter.sending = False
+        if letter.dropped:
+            return
+        if error is None:
+            self._letters.discard(letter)
+            self.totals.letters_stored += 1
+            if letter.work is not None:
+                self._finish(letter.work, "dead_lettered")
+            elif letter.poison is not None:
+                self._tracker.done(letter.poison.tp, letter.poison.offset)
+            if self._sink_error:
+                self._sink_recovered()
+            return
+        self.totals.letter_failures += 1
+        if self._stopping:
+            self._drop_letter(letter)
+            return
+        letter.failures += 1
+        self._sink_failed(error)
+        delay = backoff_delay(
+            letter.failures,
+            self._config.ingestion.retry_initial_delay,
+            self._config.ingestion.retry_max_delay,
+        )
+        heapq.heappush(self._retries, (time.monotonic() + delay, next(self._sequence), letter))
+
+    def _sink_failed(self, error: str) -> None:
+        now = time.monotonic()
+        if not self._sink_error or now - self._sink_error_logged >= _SINK_ERROR_LOG_INTERVAL:
+            self._sink_error_logged = now
+            logger.error(
+                "dead letters cannot be stored (%d waiting; their offsets are not committed, "
+                "intake paused, retrying): %s",
+                len(self._letters),
+                error,
+            )
+        if error != self._sink_error:
+            self._sink_error = error
+            self._state.set_dead_letter_error(error)
+        metrics.DEAD_LETTER_SINK_FAILING.set(1)
+
+    def _sink_recovered(self) -> None:
+        """A letter was stored: letters waiting out a sink backoff are retried now."""
+        logger.warning("dead letters are stored again (%d waiting)", len(self._letters))
+        self._clear_sink_error()
+        self._retry_now(lambda item: isinstance(item, _Letter))
+
+    def _clear_sink_error(self) -> None:
+        self._sink_error = ""
+        self._state.set_dead_letter_error("")
+        metrics.DEAD_LETTER_SINK_FAILING.set(0)
+
+    def _drop_letter(self, letter: _Letter) -> None:
+        """Give up on storing ``letter``: its messages stay unfinished (redelivered)."""
+        letter.dropped = True
+        self._letters.discard(letter)
+        if letter.work is not None and not letter.work.abandoned:
+            self._abandon(letter.work)
+        if self._sink_error and not self._letters:
+            # Nothing waits for the sink any more (revoked, lost): the outage no longer holds
+            # intake; the next letter finds out whether the sink works.
+            logger.info("no dead letter waits for the failing sink any more: taking messages")
+            self._clear_sink_error()
 
     # -- retries --------------------------------------------------------------------------------
 
@@ -300,39 +404,44 @@ class Daemon:
                 return
             delay = self._file_delays[work.file_failures - 1]
             attempt = work.file_failures + 1
-        else:
+        else:  # "scicat" or "scicat-auth": an outage, retried for as long as it lasts
             work.scicat_failures += 1
             ingestion = self._config.ingestion
-            delay = scicat_retry_delay(
+            delay = backoff_delay(
                 work.scicat_failures, ingestion.retry_initial_delay, ingestion.retry_max_delay
             )
             attempt = work.scicat_failures + 1
         metrics.RETRIES.labels(outcome.cause).inc()
         self.totals.retries[outcome.cause] += 1
         logger.info(
-            "retrying %s in %.1f s (attempt %d, %s not ready)",
+            "retrying %s in %.1f s (attempt %d, %s not ready: %s)",
             work.job.file_path,
             delay,
             attempt,
             outcome.cause,
+            outcome.reason,
         )
         heapq.heappush(self._retries, (time.monotonic() + delay, next(self._sequence), work))
 
     def _dispatch_due_retries(self) -> None:
         now = time.monotonic()
         while self._retries and self._retries[0][0] <= now:
-            _, _, work = heapq.heappop(self._retries)
-            if not work.abandoned:
-                self._submit(work)
+            _, _, item = heapq.heappop(self._retries)
+            if isinstance(item, _Letter):
+                if not item.dropped:
+                    self._send_letter(item)
+            elif not item.abandoned:
+                self._submit(item)
 
     def _scicat_answered(self) -> None:
         """SciCat works again: files waiting out a SciCat backoff are retried now, not later."""
-        waiting = [entry for entry in self._retries if entry[2].scicat_failures]
-        if not waiting:
-            return
+        self._retry_now(lambda item: isinstance(item, _Work) and item.scicat_failures > 0)
+
+    def _retry_now(self, which: Callable[[_Work | _Letter], bool]) -> None:
         now = time.monotonic()
-        others = [entry for entry in self._retries if not entry[2].scicat_failures]
-        self._retries = others + [(now, seq, work) for _, seq, work in waiting]
+        self._retries = [
+            (now if which(item) else due, seq, item) for due, seq, item in self._retries
+        ]
         heapq.heapify(self._retries)
 
     def _abandon(self, work: _Work) -> None:
@@ -342,11 +451,17 @@ class Daemon:
             del self._work[work.key]
         if work.future is not None:
             work.future.cancel()
+        if work.letter is not None and not work.letter.dropped:
+            self._drop_letter(work.letter)
 
     # -- flow control ---------------------------------------------------------------------------
 
+    def _in_flight(self) -> int:
+        """Files in flight plus poison messages whose letter is not stored yet."""
+        return len(self._work) + sum(1 for letter in self._letters if letter.work is None)
+
     def _flow_control(self) -> None:
-        in_flight = len(self._work)
+        in_flight = self._in_flight()
         metrics.IN_FLIGHT.set(in_flight)
         self._state.set_in_flight(in_flight)
         failing = any(work.scicat_failures for work in self._work.values())
@@ -357,10 +472,11 @@ class Daemon:
                 logger.warning("SciCat is failing: not taking new messages until it answers again")
             else:
                 logger.info("SciCat answers again: taking new messages")
+        outage = failing or bool(self._sink_error)
         if self._source.paused:
-            if not failing and in_flight <= self._resume_at:
+            if not outage and in_flight <= self._resume_at:
                 self._set_paused(False, in_flight)
-        elif failing or in_flight >= self.bound:
+        elif outage or in_flight >= self.bound:
             self._set_paused(True, in_flight)
 
     def _set_paused(self, paused: bool, in_flight: int) -> None:
@@ -399,11 +515,14 @@ class Daemon:
         logger.info("revoking %s", _names(partitions))
         waiting = self._release(revoked, cancel_running=False)
         deadline = time.monotonic() + self._grace
-        # Wait for attempts still running (a finished or retry-waiting work has no future).
-        while any(w.future is not None and not w.abandoned for w in waiting):
+        # Wait for attempts still running and letters handed to a sink (a finished or
+        # retry-waiting one has neither a future nor an unanswered letter).
+        while any(w.future is not None and not w.abandoned for w in waiting) or any(
+            letter.sending and letter.messages()[0].tp in revoked for letter in self._letters
+        ):
             if time.monotonic() >= min(deadline, self._stop_deadline):
                 break
-            self._apply_results(wait=_POLL_TIMEOUT)
+            self._pump(wait=_POLL_TIMEOUT)
         self._commit(only=revoked)
         self._release(revoked, cancel_running=True)
         self._forget(revoked)
@@ -418,23 +537,31 @@ class Daemon:
         self._forget(lost)
 
     def _release(self, partitions: set[TopicPartition], cancel_running: bool) -> list[_Work]:
-        """Detach ``partitions`` from in-flight work; return the running work to wait for.
+        """Detach ``partitions`` from in-flight work and letters; return the running work.
 
-        Work that also serves messages of partitions we keep carries on. Queued and retry-waiting
-        work is dropped at once (running it now could race the new owner); running work is
-        dropped only with ``cancel_running``.
+        Work that also serves messages of partitions we keep carries on (its letter, if any, will
+        name a message we keep). Queued and retry-waiting work is dropped at once (running it now
+        could race the new owner); running work is dropped only with ``cancel_running``; so are
+        letters handed to a sink and not answered yet.
         """
         running = []
         for work in list(self._work.values()):
             if not work.partitions() & partitions:
                 continue
-            kept = [(tp, o) for tp, o in work.messages if tp not in partitions]
+            kept = [record for record in work.messages if record.tp not in partitions]
             if kept:
                 work.messages = kept
             elif work.future is not None and work.future.running() and not cancel_running:
                 running.append(work)
+            elif work.letter is not None and work.letter.sending and not cancel_running:
+                continue  # on_revoke waits for the sink's answer
             else:
                 self._abandon(work)
+        for letter in list(self._letters):
+            poison = letter.poison
+            ours = poison is None or poison.tp not in partitions
+            if not ours and (cancel_running or not letter.sending):
+                self._drop_letter(letter)
         return running
 
     def _forget(self, partitions: set[TopicPartition]) -> None:
@@ -445,20 +572,25 @@ class Daemon:
     def _shutdown(self) -> None:
         self._stopping = True
         self._state.set_stopping()
-        for _, _, work in self._retries:
-            self._abandon(work)
+        for _, _, item in self._retries:
+            if isinstance(item, _Letter):
+                self._drop_letter(item)
+            else:
+                self._abandon(item)
         self._retries.clear()
         if not self._source.paused:
-            self._set_paused(True, len(self._work))
+            self._set_paused(True, self._in_flight())
         started = time.monotonic()
-        while self._work and time.monotonic() < self._stop_deadline:
+        while (self._work or self._letters) and time.monotonic() < self._stop_deadline:
             if self._source.poll(0) is None:  # keeps the membership; partitions are paused
-                self._apply_results(wait=_POLL_TIMEOUT)
+                self._pump(wait=_POLL_TIMEOUT)
             else:
-                self._apply_results()
+                self._pump()
         left = list(self._work.values())
         for work in left:
             self._abandon(work)
+        for letter in list(self._letters):
+            self._drop_letter(letter)
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._commit()
         self._source.close()
@@ -480,97 +612,9 @@ class Daemon:
         )
 
 
-def scicat_retry_delay(failures: int, initial: float, cap: float) -> float:
-    """Seconds before retry number ``failures`` while SciCat fails: doubling from ``initial`` up to
-    ``cap``, with ±20 % jitter so files that failed together do not retry in lock-step."""
-    backoff = initial * 2.0 ** min(failures - 1, 32)  # capped: a long outage must not overflow
-    return min(backoff * random.uniform(1 - _RETRY_JITTER, 1 + _RETRY_JITTER), cap)
-
-
 def _where(record: Record) -> tuple[str, int, int]:
     return record.topic, record.partition, record.offset
 
 
 def _names(partitions: Sequence[TopicPartition]) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"
-
-
-# ------------------------------------------------------------------------------------------------
-# Entry point
-# ------------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def _signal_handlers(daemon: Daemon) -> Iterator[None]:
-    """SIGTERM/SIGINT drain and stop; a second one exits at once (work is redelivered later)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        name = signal.Signals(signum).name
-        if daemon.stop_requested:
-            os.write(2, f"{name} again: exiting now without draining\n".encode())
-            os._exit(128 + signum)
-        daemon.request_stop(f"received {name}")
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def run_daemon(config: IngestorConfig) -> int:
-    """The ``run`` subcommand: 0 after a clean stop, 1 on a fatal runtime error, 2 on bad config."""
-    ingestion = config.ingestion
-    try:
-        schemas = load_schemas(ingestion.schemas_directory, ingestion.fallback_schema_file_path)
-    except SchemaError as exc:
-        logger.error("%s", exc)
-        return EXIT_CONFIG
-    client = SciCatClient(config.scicat)
-    state = ServiceState()
-    health: HealthServer | None = None
-    dead_letters: DeadLetters | None = None
-    try:
-        pipeline = Pipeline(config, schemas, client)
-        dead_letters = DeadLetters.from_config(ingestion.dead_letter, config.kafka)
-        daemon = Daemon(config, pipeline, dead_letters, state)
-        if config.health_check.enabled:
-            data_roots = ingestion.file_handling.data_roots
-            health = HealthServer(
-                config.health_check,
-                state,
-                client.healthy,
-                data_roots,
-                credentials=client.credentials,
-            ).start()
-        # Start-up probe, beside the start (never delaying it or the signal handlers): one line
-        # if SciCat refuses the credentials; files then wait and /ready says why.
-        threading.Thread(target=client.check_credentials, name="scicat-probe", daemon=True).start()
-        with _signal_handlers(daemon):
-            status = daemon.run()
-    except (ConfigError, SourceError, DeadLetterError) as exc:
-        logger.error("%s", exc)
-        return EXIT_CONFIG
-    except HealthServerError as exc:
-        logger.error("%s", exc)
-        return EXIT_FAILURE
-    finally:
-        if health is not None:
-            health.stop()
-        if dead_letters is not None:
-            dead_letters.close()
-        client.close()
-    if daemon.busy_workers:
-        # Worker threads would keep the interpreter alive past the grace period; their messages
-        # were not committed and will be redelivered.
-        logger.warning(
-            "%d ingestion(s) still running after the grace period; exiting anyway",
-            daemon.busy_workers,
-        )
-        logging.shutdown()
-        os._exit(status)
-    return status

@@ -1,52 +1,51 @@
 """Messages that cannot be ingested: kept with their reason instead of dropped, and replayable.
 
-A message is dead-lettered when it can never be ingested as it is (poison bytes, a rejected file),
-so its offset can be committed without losing the evidence. Sinks: a Kafka topic (original value and
-key, reason in headers) and/or a JSON-lines file. With neither configured the full record is logged
-at ERROR; configure a sink to keep them somewhere replayable.
+A message is dead-lettered when it can never be ingested as it is (poison bytes, a rejected file).
+Storing the letter is part of its delivery: the daemon commits past the message only once a sink
+confirmed it. Sinks: a Kafka topic (original value and key, reason in headers) and/or a JSON-lines
+file; each letter goes to every sink and is stored when at least one confirmed it. With neither
+configured the full record is logged at ERROR (and counts as stored: the operator chose so).
+
+No sink blocks its caller: the Kafka producer confirms through delivery callbacks and the file is
+appended and fsynced by its own thread. Confirmations are handed back only in ``DeadLetters.poll``,
+so the daemon applies them on its poll thread.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import logging
 import os
-import sys
+import queue
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol
 
 import confluent_kafka
 from confluent_kafka import KafkaError, KafkaException
 
-from .commands.jobs import (
-    EXIT_INTERRUPTED,
-    abandon_if_running,
-    ctrl_c_stops,
-    open_pipeline,
-    run_jobs,
-)
-from .commands.summary import Ending, FileResult, Tally, write_text
-from .config import DeadLetterOptions, IngestorConfig, KafkaOptions
-from .ops.metrics import DEAD_LETTERS, FILES
-from .outcome import Outcome, Skipped, outcome_label
-from .pipeline import Job, file_retry_delays
+from .config import DeadLetterOptions, KafkaOptions
+from .ops.metrics import DEAD_LETTER_FAILURES, DEAD_LETTERS
 from .source import Record, client_settings
-from .triage import WritingFinished, triage
 
 logger = logging.getLogger(__name__)
 
-_PRODUCE_TIMEOUT = 10.0
-EXIT_OK, EXIT_FAILED = 0, 1
+DELIVERY_TIMEOUT = 30.0  # seconds until an unacknowledged letter counts as not stored
+# A sink that has not answered by then (a hung mount under the file) is reported as failing; it is
+# later than the producer's own timeout, so the Kafka sink reports its error first.
+ANSWER_TIMEOUT = DELIVERY_TIMEOUT + 5.0
+FILE_KEY, TOPIC_KEY = "ingestion.dead_letter.file", "ingestion.dead_letter.topic"
+
+Done = Callable[[str | None], None]  # None: stored; otherwise why not (one line)
 
 
 class DeadLetterError(RuntimeError):
-    """A sink could not store a dead letter."""
+    """A sink cannot be used at start-up; ``str()`` is one line naming its config key."""
 
 
 @dataclass(frozen=True)
@@ -87,62 +86,126 @@ class DeadLetter:
 
 
 class DeadLetterSink(Protocol):
-    name: str
+    """One place letters are stored. ``write`` never blocks; ``done`` may run on any thread."""
 
-    def write(self, letter: DeadLetter) -> None: ...
+    name: str  # the config key, named in logs and /ready
+    label: str  # the metrics label
 
-    def close(self) -> None: ...
+    def write(self, letter: DeadLetter, done: Done) -> None: ...
+
+    def poll(self) -> None: ...
+
+    def close(self, timeout: float) -> None: ...
+
+
+class _ClientLog:
+    """librdkafka's own log lines, at DEBUG: a broker outage would otherwise log every reconnect;
+    what matters reaches the daemon as failed deliveries (logged at most once a minute)."""
+
+    def log(self, level: int, message: str, *args: object) -> None:
+        logger.debug(message, *args)
 
 
 class KafkaSink:
-    """Produces the original value and key to a topic; waits for the broker's acknowledgement."""
+    """Produces the original value and key to a topic; the broker's acknowledgement is ``done``.
 
-    name = "kafka"
+    ``acks=all`` with idempotence, so an acknowledged letter is on every in-sync replica and a
+    retried produce is not written twice. Delivery callbacks run inside ``poll`` (the caller's
+    thread); a letter not acknowledged within ``delivery_timeout`` is reported as not stored.
+    """
 
-    def __init__(self, options: KafkaOptions, topic: str) -> None:
+    name = TOPIC_KEY
+    label = "kafka"
+
+    def __init__(
+        self, options: KafkaOptions, topic: str, delivery_timeout: float = DELIVERY_TIMEOUT
+    ) -> None:
         self._topic = topic
-        settings = {**client_settings(options), "enable.idempotence": True}
+        settings = {
+            **client_settings(options),
+            "enable.idempotence": True,
+            "acks": "all",
+            "message.timeout.ms": max(int(delivery_timeout * 1000), 1),
+            "error_cb": self._on_error,
+            "logger": _ClientLog(),
+        }
         try:
             self._producer = confluent_kafka.Producer(settings)
         except KafkaException as exc:
-            raise DeadLetterError(f"dead-letter topic {topic}: {exc.args[0]}") from None
-        self._errors: list[str] = []
+            raise DeadLetterError(f"{TOPIC_KEY}: {topic}: {exc.args[0]}") from None
 
-    def write(self, letter: DeadLetter) -> None:
+    def write(self, letter: DeadLetter, done: Done) -> None:
+        def delivered(error: KafkaError | None, message: Any) -> None:
+            done(None if error is None else f"topic {self._topic}: {error.str()}")
+
         try:
             self._producer.produce(
                 self._topic,
                 value=letter.record.value,
                 key=letter.record.key,
                 headers=letter.headers(),
-                on_delivery=self._delivered,
+                on_delivery=delivered,
             )
         except (KafkaException, BufferError) as exc:
-            raise DeadLetterError(f"dead-letter topic {self._topic}: {exc}") from None
-        remaining = self._producer.flush(_PRODUCE_TIMEOUT)
-        errors, self._errors = self._errors, []
-        if remaining:
-            errors.append(f"not acknowledged within {_PRODUCE_TIMEOUT:g} s")
-        if errors:
-            raise DeadLetterError(f"dead-letter topic {self._topic}: {'; '.join(errors)}")
+            done(f"topic {self._topic}: {exc}")
+        self._producer.poll(0)
 
-    def _delivered(self, error: KafkaError | None, message: Any) -> None:
-        if error is not None:
-            self._errors.append(str(error))
+    def poll(self) -> None:
+        self._producer.poll(0)
 
-    def close(self) -> None:
-        self._producer.flush(_PRODUCE_TIMEOUT)
+    def _on_error(self, error: KafkaError) -> None:
+        # Broker-down and similar errors surface as failed deliveries; only fatal ones matter here.
+        if error.fatal():
+            logger.error("dead-letter producer: fatal error: %s", error.str())
+        else:
+            logger.debug("dead-letter producer: %s", error.str())
+
+    def close(self, timeout: float) -> None:
+        """Wait for letters already on the wire; queued ones were given up by the caller."""
+        self._producer.purge(in_queue=True, in_flight=False)
+        left = self._producer.flush(timeout)
+        if left:
+            logger.error(
+                "%d dead letter(s) not acknowledged by topic %s at close", left, self._topic
+            )
 
 
 class FileSink:
-    """Appends one JSON object per line and fsyncs it before the offset may be committed."""
+    """Appends one JSON object per line and fsyncs it, in its own thread, before ``done``.
 
-    name = "file"
+    Opened per letter (letters are rare), so a file replaced or rotated by the operator is
+    picked up. ``FileSink(path)`` checks at once that the file can be opened for append.
+    """
+
+    name = FILE_KEY
+    label = "file"
 
     def __init__(self, path: str) -> None:
         self._path = Path(path)
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            with self._path.open("a", encoding="utf-8"):
+                pass
+        except OSError as exc:
+            raise DeadLetterError(
+                f"{FILE_KEY}: cannot open {self._path} for append: {exc.strerror or exc}"
+            ) from None
+        self._queue: queue.SimpleQueue[tuple[DeadLetter, Done] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="dead-letter-file", daemon=True)
+        self._thread.start()
 
-    def write(self, letter: DeadLetter) -> None:
+    def write(self, letter: DeadLetter, done: Done) -> None:
+        self._queue.put((letter, done))
+
+    def poll(self) -> None:
+        """Nothing to serve: the writer thread reports each letter itself."""
+
+    def _loop(self) -> None:
+        while (item := self._queue.get()) is not None:
+            letter, done = item
+            done(self._append(letter))
+
+    def _append(self, letter: DeadLetter) -> str | None:
         line = json.dumps(letter.as_json(), ensure_ascii=False) + "\n"
         try:
             with self._path.open("a", encoding="utf-8") as out:
@@ -150,21 +213,51 @@ class FileSink:
                 out.flush()
                 os.fsync(out.fileno())
         except OSError as exc:
-            raise DeadLetterError(f"dead-letter file {self._path}: {exc.strerror or exc}") from None
+            return f"{self._path}: {exc.strerror or exc}"
+        return None
 
-    def close(self) -> None:
-        """Nothing to release: the file is opened per letter (dead letters are rare)."""
+    def close(self, timeout: float) -> None:
+        """Write what is queued (up to ``timeout`` seconds), then stop the writer thread."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+
+@dataclass(eq=False)
+class _Sending:
+    """One letter handed to the sinks, until every sink answered."""
+
+    letter: DeadLetter
+    on_done: Done
+    deadline: float
+    stored: list[DeadLetterSink] = field(default_factory=list)
+    failed: list[tuple[DeadLetterSink, str]] = field(default_factory=list)
+    reported: bool = False
+
+    def answered(self, sink: DeadLetterSink) -> bool:
+        return sink in self.stored or any(sink is failed for failed, _ in self.failed)
 
 
 class DeadLetters:
-    """Writes each letter to every configured sink; a letter no sink took is logged in full."""
+    """Sends each letter to every sink; ``poll`` reports each letter once all sinks answered.
 
-    def __init__(self, sinks: Sequence[DeadLetterSink]) -> None:
+    A letter is stored when at least one sink confirmed it; a sink that failed while another
+    stored it is logged at ERROR and counted, not retried (the letter exists). When none stored
+    it, ``on_done`` gets the errors, naming each sink by its config key, and the caller retries.
+    """
+
+    def __init__(
+        self, sinks: Sequence[DeadLetterSink], answer_timeout: float = ANSWER_TIMEOUT
+    ) -> None:
         self._sinks = list(sinks)
-        self._lock = threading.Lock()
+        self._answer_timeout = answer_timeout
+        self._answers: queue.SimpleQueue[tuple[_Sending, DeadLetterSink, str | None]] = (
+            queue.SimpleQueue()
+        )
+        self._open: list[_Sending] = []  # sent, not reported yet
 
     @classmethod
     def from_config(cls, options: DeadLetterOptions, kafka: KafkaOptions) -> DeadLetters:
+        """The configured sinks, checked: DeadLetterError (one line) if one cannot be used."""
         sinks: list[DeadLetterSink] = []
         if options.topic:
             sinks.append(KafkaSink(kafka, options.topic))
@@ -172,135 +265,93 @@ class DeadLetters:
             sinks.append(FileSink(options.file))
         if not sinks:
             logger.warning(
-                "no dead-letter sink configured (ingestion.dead_letter.topic / .file): messages "
-                "that cannot be ingested are only logged at ERROR"
+                "no dead-letter sink configured (%s / %s): messages that cannot be ingested "
+                "are only logged at ERROR",
+                TOPIC_KEY,
+                FILE_KEY,
             )
         return cls(sinks)
 
-    def send(self, letter: DeadLetter) -> bool:
-        """Store ``letter``; True if at least one sink has it (otherwise it was logged at ERROR)."""
-        stored = False
-        with self._lock:
-            for sink in self._sinks:
-                try:
-                    sink.write(letter)
-                except DeadLetterError as exc:
-                    logger.error("%s", exc)
-                    continue
-                DEAD_LETTERS.labels(sink.name).inc()
-                stored = True
-        if stored:
-            logger.warning(
-                "dead-lettered %s[%d]@%d%s: %s",
-                letter.record.topic,
-                letter.record.partition,
-                letter.record.offset,
-                f" (file {letter.file_name})" if letter.file_name else "",
-                letter.reason,
-            )
-        else:
-            logger.error("dead letter (no sink stored it): %s", json.dumps(letter.as_json()))
-        return stored
-
-    def close(self) -> None:
+    def send(self, letter: DeadLetter, on_done: Done) -> None:
+        """Hand ``letter`` to every sink; ``on_done`` is called from a later ``poll``."""
+        sending = _Sending(letter, on_done, time.monotonic() + self._answer_timeout)
+        self._open.append(sending)
         for sink in self._sinks:
-            sink.close()
+            sink.write(letter, self._answer_to(sending, sink))
 
+    def _answer_to(self, sending: _Sending, sink: DeadLetterSink) -> Done:
+        """The ``done`` for one sink: queue the answer for ``poll`` (safe from any thread)."""
 
-# ------------------------------------------------------------------------------------------------
-# Replay
-# ------------------------------------------------------------------------------------------------
+        def done(error: str | None) -> None:
+            self._answers.put((sending, sink, error))
 
+        return done
 
-def read_dead_letters(lines: Iterator[str], source: str) -> Iterator[tuple[str, Job | str]]:
-    """(``file:line``, a Job or the reason the line cannot be replayed) for each non-empty line."""
-    for number, line in enumerate(lines, start=1):
-        where = f"{source}:{number}"
-        if not line.strip():
-            continue
-        try:
-            letter = json.loads(line)
-        except ValueError as exc:
-            yield where, f"not JSON: {exc}"
-            continue
-        if not isinstance(letter, Mapping):
-            yield where, "not a JSON object"
-            continue
-        yield where, _job_of(letter)
+    def poll(self) -> None:
+        """Serve the sinks' callbacks and report every letter all sinks answered for."""
+        for sink in self._sinks:
+            sink.poll()
+        while True:
+            try:
+                sending, sink, error = self._answers.get_nowait()
+            except queue.Empty:
+                break
+            if sending.reported:
+                continue  # a late answer from a sink already reported as not answering
+            if error is None:
+                sending.stored.append(sink)
+            else:
+                sending.failed.append((sink, error))
+        now = time.monotonic()
+        for sending in self._open:
+            if now >= sending.deadline:
+                for sink in self._sinks:
+                    if not sending.answered(sink):
+                        timeout = self._answer_timeout
+                        sending.failed.append((sink, f"no answer within {timeout:g} s"))
+        done = [s for s in self._open if all(s.answered(sink) for sink in self._sinks)]
+        self._open = [s for s in self._open if s not in done]
+        for sending in done:
+            sending.reported = True
+            self._report(sending)
 
+    def store(self, letter: DeadLetter, timeout: float = DELIVERY_TIMEOUT) -> str | None:
+        """Send and wait (for one-off callers, not the daemon); None when stored, else why not."""
+        answer: list[str | None] = []
+        self.send(letter, answer.append)
+        deadline = time.monotonic() + timeout
+        while not answer and time.monotonic() < deadline:
+            self.poll()
+            time.sleep(0.005)
+        return answer[0] if answer else f"not confirmed within {timeout:g} s"
 
-def _job_of(letter: Mapping[str, Any]) -> Job | str:
-    """Rebuild the ingestion job from the original message (or the recorded file name)."""
-    decoded: WritingFinished | None = None
-    value = letter.get("value")
-    if isinstance(value, str):
-        try:
-            verdict = triage(base64.b64decode(value, validate=True))
-        except binascii.Error:
-            return "value is not base64"
-        if isinstance(verdict, WritingFinished):
-            decoded = verdict
-    if decoded is not None:
-        return Job(decoded.file_name, decoded.job_id, decoded.as_dict())
-    file_name = letter.get("file_name")
-    if isinstance(file_name, str) and file_name:
-        return Job(file_name, str(letter.get("job_id") or ""))
-    return f"no file to ingest ({letter.get('reason', 'no reason recorded')})"
-
-
-def replay_command(config: IngestorConfig, source: str, out: TextIO | None = None) -> int:
-    """Re-ingest the files of a dead-letter JSON-lines file; summary on stdout; 1 if any failed.
-
-    Letters without a file (tombstones, garbage) are reported as skipped: replay cannot help them.
-    A file dead-lettered several times is ingested once. Ctrl-C stops taking files (exit 130).
-    """
-    out = out or sys.stdout
-    try:
-        with open(source, encoding="utf-8") as lines:
-            entries = list(read_dead_letters(lines, source))
-    except OSError as exc:
-        print(f"error: {source}: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_FAILED
-    tally = Tally()
-    jobs: dict[str, tuple[str, Job]] = {}
-    for where, entry in entries:
-        if isinstance(entry, str):
-            _record(tally, FileResult("", Skipped(f"not replayable: {entry}"), where=where))
-        else:
-            jobs.setdefault(os.path.normpath(entry.file_path), (where, entry))
-    skipped = tally.done
-    interrupted = _ingest_all(config, list(jobs.values()), tally)
-    heading = f"{len(entries)} dead letter(s), {len(jobs)} file(s)"
-    not_done = len(jobs) - (tally.done - skipped)
-    write_text(tally, out, heading, Ending(interrupted, not_done))
-    if interrupted:
-        return EXIT_INTERRUPTED
-    return EXIT_FAILED if tally.failed else EXIT_OK
-
-
-def _ingest_all(config: IngestorConfig, jobs: Sequence[tuple[str, Job]], tally: Tally) -> bool:
-    """Ingest the jobs into ``tally``; True if Ctrl-C stopped the replay."""
-    if not jobs:
-        return False
-    where_of = {id(job): where for where, job in jobs}
-    stop = threading.Event()
-
-    def done(job: Job, outcome: Outcome, seconds: float) -> None:
-        _record(tally, FileResult(job.file_path, outcome, seconds, where=where_of[id(job)]))
-
-    with ctrl_c_stops(stop), open_pipeline(config) as pipeline:
-        end = run_jobs(
-            pipeline,
-            [job for _, job in jobs],
-            workers=config.ingestion.max_offline_ingestors,
-            delays=file_retry_delays(config.ingestion.file_handling),
-            stop=stop,
-            on_done=done,
+    def _report(self, sending: _Sending) -> None:
+        letter = sending.letter
+        if not self._sinks:
+            logger.error("dead letter (no sink configured): %s", json.dumps(letter.as_json()))
+            sending.on_done(None)
+            return
+        for sink, error in sending.failed:
+            DEAD_LETTER_FAILURES.labels(sink.label).inc()
+            # Stored elsewhere: worth a line per letter. Stored nowhere: the caller reports the
+            # outage (the daemon at most once a minute), so no line per retry here.
+            level = logging.WARNING if sending.stored else logging.DEBUG
+            logger.log(level, "%s: dead letter not stored: %s", sink.name, error)
+        for sink in sending.stored:
+            DEAD_LETTERS.labels(sink.label).inc()
+        if not sending.stored:
+            sending.on_done("; ".join(f"{sink.name}: {error}" for sink, error in sending.failed))
+            return
+        logger.warning(
+            "dead-lettered %s[%d]@%d%s: %s",
+            letter.record.topic,
+            letter.record.partition,
+            letter.record.offset,
+            f" (file {letter.file_name})" if letter.file_name else "",
+            letter.reason,
         )
-    abandon_if_running(end)
-    return end.interrupted
+        sending.on_done(None)
 
-
-def _record(tally: Tally, result: FileResult) -> None:
-    tally.add(result)
-    FILES.labels(outcome_label(result.outcome)).inc()
+    def close(self, timeout: float = 10.0) -> None:
+        for sink in self._sinks:
+            sink.close(timeout)

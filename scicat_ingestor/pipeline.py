@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, FileHandlingOptions, IngestorConfig
+from .config import ConfigError, IngestorConfig
 from .files import (
     HASH_ALGORITHMS,
     FileEntry,
@@ -66,9 +66,6 @@ from .thumbnail import ThumbnailError, thumbnail_of_file
 
 logger = logging.getLogger("scicat_ingestor.pipeline")
 
-DEFAULT_FILE_RETRY_DELAY = 3.0
-MAX_FILE_RETRY_DELAY = 120.0
-
 
 @dataclass(frozen=True)
 class Job:
@@ -77,19 +74,6 @@ class Job:
     file_path: str
     job_id: str = ""
     message: Mapping[str, Any] | None = None
-
-
-def file_retry_delays(fh: FileHandlingOptions) -> list[float]:
-    """Seconds to wait before each re-open of a file that is not ready yet (upstream schedule).
-
-    ``data_file_open_max_tries`` is the number of *retries* (upstream counts so: 3 → 4 attempts).
-    An empty delay list means 3 s each, a short one is padded with its last value, a long one is
-    cut to the number of retries (upstream used it all), and every delay is clamped to [0, 120] s.
-    """
-    tries = max(fh.data_file_open_max_tries, 0)
-    configured = list(fh.data_file_open_retry_delay) or [DEFAULT_FILE_RETRY_DELAY]
-    padded = configured + [configured[-1]] * max(tries - len(configured), 0)
-    return [min(max(float(d), 0.0), MAX_FILE_RETRY_DELAY) for d in padded[:tries]]
 
 
 class _Refused(Exception):  # noqa: N818 - internal signal, becomes Permanent(reason)

@@ -64,6 +64,29 @@ class RebalanceListener(Protocol):
     def on_lost(self, partitions: Sequence[TopicPartition]) -> None: ...
 
 
+class Source(Protocol):
+    """What the daemon consumes from: ``KafkaSource``, or ``testing.fake_source.FakeSource``.
+
+    Every method is called on the poll thread; assignment changes reach ``listener`` only from
+    inside ``poll``, as librdkafka's rebalance callbacks do.
+    """
+
+    @property
+    def paused(self) -> bool: ...
+
+    def start(self, listener: RebalanceListener) -> None: ...
+
+    def poll(self, timeout: float) -> Record | None: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]: ...
+
+    def close(self) -> None: ...
+
+
 def client_settings(options: KafkaOptions) -> dict[str, Any]:
     """Connection and security settings shared by the consumer and the dead-letter producer.
 
@@ -124,14 +147,9 @@ def _truthy(value: Any) -> bool:
 class KafkaSource:
     """Subscribed consumer with pause/resume of the whole assignment and explicit commits."""
 
-    def __init__(
-        self,
-        options: KafkaOptions,
-        listener: RebalanceListener,
-        state: ServiceState,
-    ) -> None:
+    def __init__(self, options: KafkaOptions, state: ServiceState) -> None:
         self._options = options
-        self._listener = listener
+        self._listener: RebalanceListener | None = None
         self._state = state
         self._paused = False
         self._last_error_log: dict[int, float] = {}
@@ -145,8 +163,9 @@ class KafkaSource:
         except KafkaException as exc:
             raise SourceError(f"invalid Kafka consumer configuration: {exc.args[0]}") from None
 
-    def start(self) -> None:
+    def start(self, listener: RebalanceListener) -> None:
         """Check the broker answers (fatal otherwise, as upstream) and subscribe to the topics."""
+        self._listener = listener
         try:
             metadata = self._consumer.list_topics(timeout=_STARTUP_METADATA_TIMEOUT)
         except KafkaException as exc:
@@ -235,6 +254,11 @@ class KafkaSource:
 
     # -- callbacks (run inside poll() on the poll thread) ---------------------------------------
 
+    def _listening(self) -> RebalanceListener:
+        if self._listener is None:  # librdkafka calls these only after subscribe() in start()
+            raise RuntimeError("rebalance callback before start()")
+        return self._listener
+
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         if self._paused:
             # A new assignment starts unpaused: assign it here so it is paused before any fetch.
@@ -243,13 +267,13 @@ class KafkaSource:
             else:
                 consumer.assign(partitions)
             consumer.pause(partitions)
-        self._listener.on_assign([TopicPartition(p.topic, p.partition) for p in partitions])
+        self._listening().on_assign([TopicPartition(p.topic, p.partition) for p in partitions])
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
-        self._listener.on_revoke([TopicPartition(p.topic, p.partition) for p in partitions])
+        self._listening().on_revoke([TopicPartition(p.topic, p.partition) for p in partitions])
 
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
-        self._listener.on_lost([TopicPartition(p.topic, p.partition) for p in partitions])
+        self._listening().on_lost([TopicPartition(p.topic, p.partition) for p in partitions])
 
     def _on_error(self, error: KafkaError) -> None:
         if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):

@@ -24,6 +24,7 @@ class StateSnapshot:
     in_flight: int = 0
     paused: bool = False
     scicat_failing: bool = False
+    dead_letter_error: str = ""  # why letters cannot be stored now ("" while they can)
     stopping: bool = False
 
 
@@ -55,6 +56,9 @@ class ServiceState:
 
     def set_scicat_failing(self, failing: bool) -> None:
         self._update(scicat_failing=failing)
+
+    def set_dead_letter_error(self, error: str) -> None:
+        self._update(dead_letter_error=error)
 
     def set_stopping(self) -> None:
         self._update(stopping=True)

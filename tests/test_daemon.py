@@ -8,6 +8,7 @@ went to the dead-letter file and which offsets were committed.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import threading
 import time
@@ -19,18 +20,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from confluent_kafka import Consumer, TopicPartition
 from streaming_data_types import serialise_f144
 
-from scicat_ingestor.config import IngestorConfig, build
+from scicat_ingestor.config import HealthCheckOptions, IngestorConfig, KafkaOptions, build
 from scicat_ingestor.daemon import Daemon, Ingestor
-from scicat_ingestor.deadletter import DeadLetters
+from scicat_ingestor.deadletter import DeadLetters, KafkaSink
+from scicat_ingestor.ops.health import HealthServer
 from scicat_ingestor.outcome import Created, Outcome
 from scicat_ingestor.pipeline import Job, Pipeline
 from scicat_ingestor.schema.loader import load_schemas
 from scicat_ingestor.scicat import SciCatClient
+from scicat_ingestor.source import KafkaSource
 from scicat_ingestor.state import ServiceState
-from scicat_ingestor.testing.broker import TansuBroker, consumer_test_config
+from scicat_ingestor.testing.broker import (
+    BrokerError,
+    TansuBroker,
+    consumer_test_config,
+    read_messages,
+)
 from scicat_ingestor.testing.daemon_process import daemon_config
 from scicat_ingestor.testing.filewriter import FakeFileWriter, WrittenFile, wrdn_message
 from scicat_ingestor.testing.plugin import FileWriterFactory, TopicFactory
@@ -44,15 +53,23 @@ WAIT = 60.0
 class RunningDaemon:
     """``Daemon.run`` in a thread; ``stop()`` returns its exit code."""
 
-    def __init__(self, config: IngestorConfig, ingestor: Ingestor | None = None) -> None:
+    def __init__(
+        self,
+        config: IngestorConfig,
+        ingestor: Ingestor | None = None,
+        dead_letters: DeadLetters | None = None,
+    ) -> None:
         self.state = ServiceState()
         self.client = SciCatClient(config.scicat)
         if ingestor is None:
             ingestion = config.ingestion
             schemas = load_schemas(ingestion.schemas_directory, ingestion.fallback_schema_file_path)
             ingestor = Pipeline(config, schemas, self.client)
-        self.dead_letters = DeadLetters.from_config(config.ingestion.dead_letter, config.kafka)
-        self.daemon = Daemon(config, ingestor, self.dead_letters, self.state)
+        self.dead_letters = dead_letters or DeadLetters.from_config(
+            config.ingestion.dead_letter, config.kafka
+        )
+        source = KafkaSource(config.kafka, self.state)
+        self.daemon = Daemon(config, ingestor, self.dead_letters, source, self.state)
         self.code: int | None = None
         self._thread = threading.Thread(target=self._run, name="daemon-under-test")
         self._thread.start()
@@ -103,8 +120,13 @@ class Kit:
     def writer(self, topic: str) -> FakeFileWriter:
         return self.file_writer(topic, self.tmp_path / "data")
 
-    def start(self, config: IngestorConfig, ingestor: Ingestor | None = None) -> RunningDaemon:
-        self.running.append(running := RunningDaemon(config, ingestor))
+    def start(
+        self,
+        config: IngestorConfig,
+        ingestor: Ingestor | None = None,
+        dead_letters: DeadLetters | None = None,
+    ) -> RunningDaemon:
+        self.running.append(running := RunningDaemon(config, ingestor, dead_letters))
         return running
 
     def committed(self, group: str, topic: str, partitions: int) -> list[int]:
@@ -297,3 +319,102 @@ def test_scicat_outage_pauses_intake_and_loses_nothing(kit: Kit) -> None:
     totals = running.daemon.totals
     assert totals.retries["scicat"] > 0
     assert totals.peak_in_flight <= running.daemon.bound
+
+
+# -- dead letters that cannot be stored -----------------------------------------------------------
+
+
+def _write_missing_then_files(kit: Kit, topic: str) -> tuple[Path, list[WrittenFile]]:
+    """Offset 0: a file that never appears (dead-lettered after ~1 s of retries); 1-5: good ones."""
+    writer = kit.writer(topic)
+    files = writer.write(5)
+    missing = kit.tmp_path / "data" / "never-written.hdf"
+    writer.produce_raw(wrdn_message(str(missing), "job-missing"))
+    for written in files:
+        writer.produce_raw(wrdn_message(str(written.path), written.job_id))
+    return missing, files
+
+
+_SLOW_MISSING = {
+    "ingestion.file_handling.data_file_open_max_tries": 2,
+    "ingestion.file_handling.data_file_open_retry_delay": [0.5],
+}
+
+
+def _ready_body(state: ServiceState) -> tuple[int, dict[str, Any]]:
+    options = build(HealthCheckOptions, {"port": 0}, "test")
+    with HealthServer(options, state, lambda: True) as health:
+        answer = requests.get(f"{health.url}/ready", timeout=5)
+    return answer.status_code, answer.json()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_letter_on_a_full_disk_holds_its_offset_until_a_restart_stores_it(kit: Kit) -> None:
+    topic = kit.make_topic(1)
+    group = new_group()
+    missing, files = _write_missing_then_files(kit, topic)
+    full = kit.config(topic, group, {"ingestion.dead_letter.file": "/dev/full", **_SLOW_MISSING})
+    running = kit.start(full)
+
+    wait_until(lambda: running.state.snapshot().dead_letter_error != "", "the sink failure")
+    kit.wait_datasets(5)  # the later files are ingested meanwhile
+    status, body = _ready_body(running.state)
+    assert status == 503
+    detail = body["checks"]["dead_letters"]["detail"]
+    assert "ingestion.dead_letter.file: /dev/full: No space left on device" in detail
+    assert running.state.snapshot().paused
+    time.sleep(1.0)  # several commit intervals: the commit stays before the unstored letter
+    assert kit.committed(group, topic, 1) == [0]
+    assert running.stop() == 0  # it stayed up
+    assert running.daemon.totals.letter_failures >= 2  # retried
+
+    working = kit.start(kit.config(topic, group, _SLOW_MISSING))
+    kit.wait_committed(group, topic, [6])
+    assert working.stop() == 0
+    (letter,) = kit.dead_letters()
+    assert (letter["source_offset"], letter["file_name"]) == (0, str(missing))
+    kit.assert_each_file_once(files)
+
+
+def test_a_letter_waits_while_the_dead_letter_broker_refuses_writes(
+    kit: Kit, spare_broker: TansuBroker
+) -> None:
+    topic = kit.make_topic(1)
+    group = new_group()
+    spare_broker.stop()  # the dead-letter topic's broker refuses writes for a while
+    options = build(
+        KafkaOptions,
+        {"bootstrap_servers": spare_broker.bootstrap, "security_protocol": "plaintext"},
+        "test",
+    )
+    sink = DeadLetters([KafkaSink(options, "dead-letters", delivery_timeout=1.0)])
+    missing, files = _write_missing_then_files(kit, topic)
+    running = kit.start(kit.config(topic, group, _SLOW_MISSING), dead_letters=sink)
+
+    wait_until(lambda: running.state.snapshot().dead_letter_error != "", "the sink failure")
+    kit.wait_datasets(5)
+    status, body = _ready_body(running.state)
+    assert status == 503
+    assert (
+        "ingestion.dead_letter.topic: topic dead-letters: "
+        in (body["checks"]["dead_letters"]["detail"])
+    )
+    time.sleep(1.0)
+    assert kit.committed(group, topic, 1) == [0]
+
+    spare_broker.start()
+    with contextlib.suppress(BrokerError):  # the producer's metadata request may auto-create it
+        spare_broker.create_topic("dead-letters")
+    kit.wait_committed(group, topic, [6])
+    assert running.state.snapshot().dead_letter_error == ""
+    assert running.stop() == 0
+    reader = consumer_test_config(spare_broker.bootstrap, new_group())
+    (letter,) = read_messages(reader, "dead-letters", 1)
+    headers = dict(letter.headers() or [])
+    assert (headers["source_topic"], headers["source_offset"]) == (topic.encode(), b"0")
+    assert str(missing) in headers["reason"].decode()
+    with pytest.raises(TimeoutError):  # stored once
+        read_messages(
+            consumer_test_config(spare_broker.bootstrap, new_group()), "dead-letters", 2, 3
+        )
+    kit.assert_each_file_once(files)

@@ -157,7 +157,14 @@ def test_ready_lists_every_check(
     server = serve(roots=(str(tmp_path),))
     body = wait_status(server, "/ready", 200)
     assert body["ready"] is True
-    assert set(body["checks"]) == {"poll_loop", "service", "broker", "scicat", "storage"}
+    assert set(body["checks"]) == {
+        "poll_loop",
+        "service",
+        "broker",
+        "scicat",
+        "storage",
+        "dead_letters",
+    }
     assert body["checks"]["broker"]["detail"] == "connected, 3 partition(s) assigned"
     assert body["checks"]["storage"]["detail"] == "1 data root(s) listable"
     assert body["checks"]["scicat"]["age_seconds"] >= 0
@@ -186,6 +193,23 @@ def test_ready_503_names_the_failing_check(
     assert body["checks"]["scicat"]["detail"] == (
         "health endpoint answers, but ingestion requests fail"
     )
+
+
+def test_ready_503_while_dead_letters_cannot_be_stored_naming_the_sink(
+    serve: Callable[..., HealthServer], state: ServiceState
+) -> None:
+    server = serve(check_interval=0.1)
+    body = wait_status(server, "/ready", 200)
+    assert body["checks"]["dead_letters"] == {"ok": True, "detail": "dead letters are stored"}
+    state.set_dead_letter_error("ingestion.dead_letter.file: /dl: No space left on device")
+    body = wait_status(server, "/ready", 503)
+    assert body["checks"]["dead_letters"] == {
+        "ok": False,
+        "detail": "dead letters cannot be stored: "
+        "ingestion.dead_letter.file: /dl: No space left on device",
+    }
+    state.set_dead_letter_error("")
+    wait_status(server, "/ready", 200)
 
 
 def test_no_data_roots_configured_is_ready() -> None:

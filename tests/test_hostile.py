@@ -399,7 +399,10 @@ def test_token_echoed_by_scicat_is_not_kept_in_dead_letters(
     assert scicat.seen, "SciCat was expected to be asked (and to echo the token)"
     dead_file = tmp_path / "dead.jsonl"
     record = Record("topic", 0, 7, b"value")
-    DeadLetters([FileSink(str(dead_file))]).send(DeadLetter(outcome.reason, record, str(path)))
+    assert (
+        DeadLetters([FileSink(str(dead_file))]).store(DeadLetter(outcome.reason, record, str(path)))
+        is None
+    )
     assert TOKEN not in dead_file.read_text()
     assert TOKEN not in outcome.reason
 

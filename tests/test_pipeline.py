@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from scicat_ingestor.config import ConfigError, FileHandlingOptions, IngestorConfig, build
+from scicat_ingestor.config import ConfigError, IngestorConfig, build
 from scicat_ingestor.logcontext import ContextFilter
 from scicat_ingestor.ops.metrics import REGISTRY
 from scicat_ingestor.outcome import Created, DryRun, Existed, Outcome, Permanent, Transient
-from scicat_ingestor.pipeline import Job, Pipeline, file_retry_delays
+from scicat_ingestor.pipeline import Job, Pipeline
 from scicat_ingestor.schema.loader import load_schemas
 from scicat_ingestor.scicat import SciCatClient
 from scicat_ingestor.testing.scicat_standin import SciCatStandIn
@@ -27,21 +27,6 @@ PID = "20.500.12269/f22acb1c-950b-11ef-a3ef-fa163e9aae0a"  # from small-coda.hdf
 
 
 # ---- file-open retry schedule (pure) -------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("tries", "delays", "expected"),
-    [
-        (3, (), [3.0, 3.0, 3.0]),  # empty → 3 s each
-        (4, (1, 2), [1.0, 2.0, 2.0, 2.0]),  # short → padded with the last value
-        (2, (1, 2, 5, 7), [1.0, 2.0]),  # long → cut (upstream used it all)
-        (3, (-1, 500, 0.5), [0.0, 120.0, 0.5]),  # clamped to [0, 120]
-        (0, (5,), []),  # no retries
-    ],
-)
-def test_file_retry_delays(tries: int, delays: tuple[float, ...], expected: list[float]) -> None:
-    fh = FileHandlingOptions(data_file_open_max_tries=tries, data_file_open_retry_delay=delays)
-    assert file_retry_delays(fh) == expected
 
 
 # ---- fixtures ------------------------------------------------------------------------------

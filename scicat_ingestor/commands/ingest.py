@@ -20,7 +20,8 @@ from typing import TextIO
 from ..config import IngestorConfig
 from ..ops.metrics import FILES
 from ..outcome import Outcome, Permanent, outcome_label
-from ..pipeline import Job, file_retry_delays
+from ..pipeline import Job
+from ..retry import file_retry_delays
 from .jobs import EXIT_INTERRUPTED, abandon_if_running, ctrl_c_stops, open_pipeline, run_jobs
 from .progress import SUMMARY_EVERY_SECONDS, RunState, display
 from .summary import Ending, FileResult, Tally, report_line, write_json, write_text

@@ -9,8 +9,8 @@ questions are separate:
   ``health_check.liveness_timeout`` seconds (or is draining to stop). Restarting helps only then.
 - ``/ready`` is **readiness**: 200 when the poll loop is alive, the service is not stopping, the
   broker is connected, SciCat answered its health endpoint recently (and ingestion requests are
-  not failing), SciCat accepts our credentials and every data root is listable; no data roots
-  configured counts as ready.
+  not failing), SciCat accepts our credentials, dead letters can be stored and every data root
+  is listable; no data roots configured counts as ready.
 
 Both bodies keep upstream's keys ``kafka``, ``storage`` and ``scicat`` (booleans) so dashboards
 reading them keep working; only ``/ready``'s status code depends on them. The slow checks
@@ -18,7 +18,8 @@ reading them keep working; only ``/ready``'s status code depends on them. The sl
 every ``check_interval`` seconds, so requests never wait on them and SciCat is never called more
 often than that, however often the endpoints are scraped. A check that has not finished for a long
 time (a hung mount, an unanswered request) counts as failed. Bodies carry no URLs, exception texts
-or configuration values, so no secret can appear in them.
+or configuration values, so no secret can appear in them; the one exception is a failing
+dead-letter sink, named by its config key with the error it gave (an OS or Kafka error line).
 """
 
 from __future__ import annotations
@@ -267,6 +268,7 @@ class HealthServer:
             "broker": _broker_check(snap),
             "scicat": self._scicat_check(snap, now),
             "storage": self.checks.result("storage", now),
+            "dead_letters": _dead_letter_check(snap),
         }
         if self.credentials is not None:
             checks["scicat_credentials"] = Check(*self.credentials.status())
@@ -310,6 +312,12 @@ def local_url(host: str, port: int) -> str:
 
 def _host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _dead_letter_check(snap: StateSnapshot) -> Check:
+    if snap.dead_letter_error:
+        return Check(False, f"dead letters cannot be stored: {snap.dead_letter_error}")
+    return Check(True, "dead letters are stored")
 
 
 def _broker_check(snap: StateSnapshot) -> Check:

@@ -96,3 +96,14 @@ DEAD_LETTERS = Counter(
     ["sink"],
     registry=REGISTRY,
 )
+DEAD_LETTER_FAILURES = Counter(
+    "scicat_ingestor_dead_letter_failures",
+    "Dead letters a sink could not store (on a full disk, an unreachable topic), by sink.",
+    ["sink"],
+    registry=REGISTRY,
+)
+DEAD_LETTER_SINK_FAILING = Gauge(
+    "scicat_ingestor_dead_letter_sink_failing",
+    "1 while dead letters cannot be stored (their offsets wait, intake is paused), else 0.",
+    registry=REGISTRY,
+)

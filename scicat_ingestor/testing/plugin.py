@@ -1,7 +1,7 @@
 """pytest fixtures for the Kafka side of the harness: one Tansu broker per session, fresh topics.
 
 Enable with ``pytest_plugins = ["scicat_ingestor.testing.plugin"]`` in a ``conftest.py``.
-Tests that stop or kill a broker must start their own ``TansuBroker`` instead of using the
+Tests that stop or kill a broker must use ``spare_broker`` (or start their own) instead of the
 shared ``kafka_broker``.
 """
 
@@ -38,6 +38,13 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBrok
     """A running Tansu broker shared by the session; its log is kept under pytest's basetemp."""
     log_file = tmp_path_factory.mktemp("tansu") / "tansu.log"
     with TansuBroker(log_file=log_file) as broker:
+        yield broker
+
+
+@pytest.fixture
+def spare_broker(tmp_path: Path) -> Iterator[TansuBroker]:
+    """A running broker for this test alone, which it may stop and start (data may not survive)."""
+    with TansuBroker(log_file=tmp_path / "spare-broker.log") as broker:
         yield broker
 
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
+from scicat_ingestor.commands.run import run_daemon
 from scicat_ingestor.config import IngestorConfig, KafkaOptions, build
-from scicat_ingestor.daemon import run_daemon
-from scicat_ingestor.offsets import TopicPartition
 from scicat_ingestor.source import KafkaSource, consumer_settings
 from scicat_ingestor.state import ServiceState
 
@@ -21,19 +19,6 @@ SASL = {
     "sasl_password": "hunter2-secret",
     "ssl_ca_location": "/etc/ca.pem",
 }
-
-
-class Ignore:
-    """A rebalance listener for consumers that never join a group here."""
-
-    def on_assign(self, partitions: Sequence[TopicPartition]) -> None:
-        """Not called: these consumers never subscribe."""
-
-    def on_revoke(self, partitions: Sequence[TopicPartition]) -> None:
-        """Not called: these consumers never subscribe."""
-
-    def on_lost(self, partitions: Sequence[TopicPartition]) -> None:
-        """Not called: these consumers never subscribe."""
 
 
 def test_upstream_keys_become_librdkafka_settings_and_commits_are_manual() -> None:
@@ -72,7 +57,7 @@ def test_consumer_config_is_merged_last_but_cannot_turn_auto_commit_on(
 def test_the_logged_consumer_settings_mask_the_password(caplog: pytest.LogCaptureFixture) -> None:
     options = build(KafkaOptions, {**SASL, "security_protocol": "SASL_PLAINTEXT"}, "test")
     with caplog.at_level(logging.INFO, logger="scicat_ingestor.source"):
-        KafkaSource(options, Ignore(), ServiceState()).close()
+        KafkaSource(options, ServiceState()).close()
     assert "sasl.username': 'ingestor'" in caplog.text
     assert "'sasl.password': '****'" in caplog.text
     assert "hunter2" not in caplog.text
@@ -107,3 +92,25 @@ def test_unusable_consumer_settings_refuse_to_start_with_exit_2(
         assert run_daemon(config) == 2
     assert "invalid Kafka consumer configuration" in caplog.text
     assert "ssl.ca.location" in caplog.text
+
+
+def test_an_unusable_dead_letter_file_refuses_to_start_with_exit_2(
+    data_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    config = build(
+        IngestorConfig,
+        {
+            "ingestion": {
+                "schemas_directory": str(data_dir / "schemas"),
+                "dead_letter": {"file": str(tmp_path / "a-file" / "dead.jsonl")},
+            },
+            "health_check": {"enabled": False},
+        },
+        "test",
+    )
+    with caplog.at_level(logging.ERROR, logger="scicat_ingestor.daemon"):
+        assert run_daemon(config) == 2
+    (error,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert error.startswith("ingestion.dead_letter.file: cannot open ")
+    assert "a-file/dead.jsonl" in error

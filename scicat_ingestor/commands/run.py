@@ -1,0 +1,102 @@
+"""The ``run`` subcommand: wire schemas, SciCat client, dead-letter sinks, health endpoint and the
+Kafka source into a ``Daemon``, and turn SIGTERM/SIGINT into a drain."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+from ..config import ConfigError, IngestorConfig
+from ..daemon import EXIT_FAILURE, Daemon
+from ..deadletter import DeadLetterError, DeadLetters
+from ..ops.health import HealthServer, HealthServerError
+from ..pipeline import Pipeline
+from ..schema.loader import SchemaError, load_schemas
+from ..scicat import SciCatClient
+from ..source import KafkaSource, SourceError
+from ..state import ServiceState
+
+logger = logging.getLogger("scicat_ingestor.daemon")
+
+EXIT_CONFIG = 2
+
+
+@contextmanager
+def _signal_handlers(daemon: Daemon) -> Iterator[None]:
+    """SIGTERM/SIGINT drain and stop; a second one exits at once (work is redelivered later)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if daemon.stop_requested:
+            os.write(2, f"{name} again: exiting now without draining\n".encode())
+            os._exit(128 + signum)
+        daemon.request_stop(f"received {name}")
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_daemon(config: IngestorConfig) -> int:
+    """The ``run`` subcommand: 0 after a clean stop, 1 on a fatal runtime error, 2 on bad config."""
+    ingestion = config.ingestion
+    try:
+        schemas = load_schemas(ingestion.schemas_directory, ingestion.fallback_schema_file_path)
+    except SchemaError as exc:
+        logger.error("%s", exc)
+        return EXIT_CONFIG
+    client = SciCatClient(config.scicat)
+    state = ServiceState()
+    health: HealthServer | None = None
+    dead_letters: DeadLetters | None = None
+    try:
+        pipeline = Pipeline(config, schemas, client)
+        dead_letters = DeadLetters.from_config(ingestion.dead_letter, config.kafka)
+        daemon = Daemon(config, pipeline, dead_letters, KafkaSource(config.kafka, state), state)
+        if config.health_check.enabled:
+            data_roots = ingestion.file_handling.data_roots
+            health = HealthServer(
+                config.health_check,
+                state,
+                client.healthy,
+                data_roots,
+                credentials=client.credentials,
+            ).start()
+        # Start-up probe, beside the start (never delaying it or the signal handlers): one line
+        # if SciCat refuses the credentials; files then wait and /ready says why.
+        threading.Thread(target=client.check_credentials, name="scicat-probe", daemon=True).start()
+        with _signal_handlers(daemon):
+            status = daemon.run()
+    except (ConfigError, SourceError, DeadLetterError) as exc:
+        logger.error("%s", exc)
+        return EXIT_CONFIG
+    except HealthServerError as exc:
+        logger.error("%s", exc)
+        return EXIT_FAILURE
+    finally:
+        if health is not None:
+            health.stop()
+        if dead_letters is not None:
+            dead_letters.close()
+        client.close()
+    if daemon.busy_workers:
+        # Worker threads would keep the interpreter alive past the grace period; their messages
+        # were not committed and will be redelivered.
+        logger.warning(
+            "%d ingestion(s) still running after the grace period; exiting anyway",
+            daemon.busy_workers,
+        )
+        logging.shutdown()
+        os._exit(status)
+    return status

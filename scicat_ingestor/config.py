@@ -246,6 +246,9 @@ class SciCatOptions:
     # (new) functional-account login, used when no token is given.
     username: str = ""
     password: Secret = field(default_factory=Secret)
+    # (new) a file holding the static token (a mounted secret); re-read when SciCat refuses the
+    # token or the file changes, so the token can be rotated without a restart.
+    token_file: str = ""
     # (new) HTTP retries on connection errors, timeouts, 429 and 5xx.
     max_retries: Count = 3
     backoff_factor: Seconds = 0.5

@@ -54,6 +54,7 @@ from scicat_ingestor.schema.model import MetadataSchema
 from scicat_ingestor.schema.payload import DatasetDraft, build_dataset
 from scicat_ingestor.schema.variables import Builtins, VariableResults, evaluate_variables
 from scicat_ingestor.scicat import (
+    SciCatAuthRefused,
     SciCatClient,
     SciCatConflict,
     SciCatError,
@@ -142,6 +143,11 @@ class Pipeline:
         self._client = client
         self._serial = _OneAtATime()
 
+    @property
+    def client(self) -> SciCatClient:
+        """The SciCat client (for the commands' start-up credentials probe)."""
+        return self._client
+
     def ingest(self, job: Job) -> Outcome:
         """One attempt at ``job``; logs one line with the outcome and its duration."""
         started = time.perf_counter()
@@ -193,6 +199,8 @@ class Pipeline:
             return Permanent(str(err))
         except FileNotReady as err:
             return Transient(str(err), cause="file")
+        except SciCatAuthRefused as err:
+            return Transient(str(err), cause="scicat-auth")
         except SciCatUnavailable as err:
             return Transient(str(err), cause="scicat")
 

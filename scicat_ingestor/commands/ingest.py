@@ -123,6 +123,8 @@ def ingest_command(
         report_out = stack.enter_context(_report_file(report))
         shown = stack.enter_context(display(state, verbose, summary_every))
         pipeline = stack.enter_context(open_pipeline(config))
+        if not pipeline.client.check_credentials():
+            return EXIT_FAILURE  # SciCat refuses them: said in one line, no file touched
         counter = threading.Thread(
             target=_count, args=(paths, state, stop), name="ingest-count", daemon=True
         )

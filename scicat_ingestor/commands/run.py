@@ -65,7 +65,16 @@ def run_daemon(config: IngestorConfig) -> int:
         daemon = Daemon(config, pipeline, dead_letters, KafkaSource(config.kafka, state), state)
         if config.health_check.enabled:
             data_roots = ingestion.file_handling.data_roots
-            health = HealthServer(config.health_check, state, client.healthy, data_roots).start()
+            health = HealthServer(
+                config.health_check,
+                state,
+                client.healthy,
+                data_roots,
+                credentials=client.credentials,
+            ).start()
+        # Start-up probe, beside the start (never delaying it or the signal handlers): one line
+        # if SciCat refuses the credentials; files then wait and /ready says why.
+        threading.Thread(target=client.check_credentials, name="scicat-probe", daemon=True).start()
         with _signal_handlers(daemon):
             status = daemon.run()
     except (ConfigError, SourceError, DeadLetterError) as exc:

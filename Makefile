@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): setup.cfg setup.py
+$(STAMP): setup.cfg setup.py pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "Python >= 3.11 is required"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,7 +39,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench
 
 demo: install
-	$(PY) -m scicat_ingestor.testing.demo
+	$(PY) -m scicat_ingestor.demo
 
 chaos: $(BENCH_STAMP)
 	$(PY) -m bench.chaos

@@ -9,15 +9,38 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
+import logging.handlers
 import os
-import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
+
+from scicat_ingestor.fieldtypes import (
+    AtLeastOne,
+    Bytes,
+    Count,
+    Disallowed,
+    FileSuffix,
+    Host,
+    HostPorts,
+    Mismatch,
+    PathText,
+    Port,
+    PositiveSeconds,
+    Seconds,
+    accept,
+    describe,
+    is_section,
+    one_of,
+    url_with_scheme,
+)
+from scicat_ingestor.redact import Secret as Secret  # noqa: PLC0414 - re-exported for importers
+from scicat_ingestor.redact import is_secret_key, mask, masked_settings
 
 T = TypeVar("T")
 
@@ -26,19 +49,39 @@ class ConfigError(ValueError):
     """A configuration problem; ``str()`` is one line naming the file and the key at fault."""
 
 
-@dataclass(frozen=True)
-class Secret:
-    """A secret string whose repr/str never shows the value (safe to log or print)."""
+# Hash algorithms usable as ``chkAlg``: variable-length digests (shake_*) need a length argument.
+HASH_ALGORITHMS = tuple(
+    sorted(a for a in hashlib.algorithms_guaranteed if not a.startswith("shake"))
+)
 
-    value: str = field(default="", repr=False)
-
-    def __repr__(self) -> str:
-        return "Secret('****')" if self.value else "Secret('')"
-
-    __str__ = __repr__
-
-    def __bool__(self) -> bool:
-        return bool(self.value)
+# Allowed values of the keys that have a fixed set (librdkafka's, Python logging's, hashlib's).
+HashAlgorithm = Annotated[str, one_of(*HASH_ALGORITHMS)]
+SecurityProtocol = Annotated[
+    str, one_of("plaintext", "ssl", "sasl_plaintext", "sasl_ssl", ignore_case=True, unset=True)
+]
+SaslMechanism = Annotated[
+    str,
+    one_of(
+        "GSSAPI",
+        "PLAIN",
+        "SCRAM-SHA-256",
+        "SCRAM-SHA-512",
+        "OAUTHBEARER",
+        ignore_case=True,
+        unset=True,
+    ),
+]
+OffsetReset = Annotated[
+    str,
+    one_of("earliest", "latest", "smallest", "largest", "beginning", "end", "error", unset=True),
+]
+LogLevel = Annotated[
+    str, one_of("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL", ignore_case=True)
+]
+SyslogFacility = Annotated[
+    str, one_of(*logging.handlers.SysLogHandler.facility_names, ignore_case=True)
+]
+HttpUrl = Annotated[str, url_with_scheme("http", "https")]
 
 
 # --------------------------------------------------------------------------------------------
@@ -61,21 +104,21 @@ class DatasetOptions:
 class FileHandlingOptions:
     compute_file_stats: bool = True
     compute_file_hash: bool = True
-    file_hash_algorithm: str = "blake2b"
+    file_hash_algorithm: HashAlgorithm = "blake2b"
     save_file_hash: bool = True
-    hash_file_extension: str = "b2b"
-    ingestor_files_directory: str = "../ingestor"
+    hash_file_extension: FileSuffix = "b2b"
+    ingestor_files_directory: PathText = "../ingestor"
     message_to_file: bool = True
-    message_file_extension: str = "message.json"
+    message_file_extension: FileSuffix = "message.json"
     file_path_type: Literal["relative", "absolute"] = "relative"
     # One data root or a list of them: files outside every root are refused.
-    data_directory: str | tuple[str, ...] = ""
-    data_file_open_max_tries: int = 3
-    data_file_open_retry_delay: tuple[float, ...] = ()
+    data_directory: PathText | tuple[PathText, ...] = ""
+    data_file_open_max_tries: Count = 3
+    data_file_open_retry_delay: tuple[Seconds, ...] = ()
     # (new) largest NeXus dataset (bytes) a schema variable may read into memory.
-    max_read_bytes: int = 16 * 1024 * 1024
+    max_read_bytes: Bytes = 16 * 1024 * 1024
     # (new) chunk size for streaming checksums; large chunks keep hashing near raw hashlib speed.
-    hash_chunk_bytes: int = 4 * 1024 * 1024
+    hash_chunk_bytes: Bytes = 4 * 1024 * 1024
 
     @property
     def data_roots(self) -> tuple[str, ...]:
@@ -90,7 +133,7 @@ class DeadLetterOptions:
     """(new) Where messages that cannot be ingested go, with their reason."""
 
     topic: str = ""
-    file: str = ""
+    file: PathText = ""
 
 
 @dataclass(frozen=True)
@@ -103,7 +146,7 @@ class ThumbnailOptions:
 
     enabled: bool = False
     # Most values read from disk for one picture (whole chunks count): bounds time and memory.
-    max_points: int = 1_000_000
+    max_points: AtLeastOne = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -112,23 +155,23 @@ class IngestionOptions:
     # Accepted for compatibility; there are no subprocesses here.
     offline_ingestor_executable: tuple[str, ...] = ("scicat_background_ingestor",)
     # The number of worker threads (name kept for compatibility).
-    max_offline_ingestors: int = 10
+    max_offline_ingestors: AtLeastOne = 10
     # Accepted for compatibility; the poll loop never sleeps blindly.
-    offline_ingestors_wait_time: int = 10
-    schemas_directory: str = "schemas"
-    fallback_schema_file_path: str = ""
+    offline_ingestors_wait_time: Count = 10
+    schemas_directory: PathText = "schemas"
+    fallback_schema_file_path: PathText = ""
     check_if_dataset_exists_by_pid: bool = True
     check_if_dataset_exists_by_metadata: bool = True
     check_if_dataset_exists_by_metadata_key: str = "job_id"
     file_handling: FileHandlingOptions = field(default_factory=FileHandlingOptions)
     # (new) messages queued beyond the busy workers before partitions are paused (~2 KB each);
     # large enough that workers stay fed while consumption pauses and resumes.
-    queue_size: int = 100
+    queue_size: Count = 100
     # (new) SciCat-outage retry: first delay and cap of the exponential backoff.
-    retry_initial_delay: float = 1.0
-    retry_max_delay: float = 60.0
+    retry_initial_delay: PositiveSeconds = 1.0
+    retry_max_delay: PositiveSeconds = 60.0
     # (new) seconds in-flight work may finish after SIGTERM or a partition revoke.
-    drain_grace_period: float = 30.0
+    drain_grace_period: Seconds = 30.0
     dead_letter: DeadLetterOptions = field(default_factory=DeadLetterOptions)
     thumbnail: ThumbnailOptions = field(default_factory=ThumbnailOptions)
     # (new) seconds between scans of the schema files for changes; 0 = reload on SIGHUP only.
@@ -143,41 +186,41 @@ class IngestionOptions:
 class KafkaOptions:
     topics: tuple[str, ...] = ("KAFKA_TOPIC_1", "KAFKA_TOPIC_2")
     group_id: str = "GROUP_ID"
-    bootstrap_servers: str = "localhost:9093"
-    security_protocol: str = "sasl_ssl"
-    sasl_mechanism: str = "SCRAM-SHA-256"
+    bootstrap_servers: HostPorts = "localhost:9093"
+    security_protocol: SecurityProtocol = "sasl_ssl"
+    sasl_mechanism: SaslMechanism = "SCRAM-SHA-256"
     sasl_username: str = "USERNAME"
     sasl_password: Secret = field(default_factory=Secret)
-    ssl_ca_location: str = "FULL_PATH_TO_CERTIFICATE_FILE"
+    ssl_ca_location: PathText = "FULL_PATH_TO_CERTIFICATE_FILE"
     # Accepted for compatibility: offsets are always committed after ingestion, never before.
     individual_message_commit: bool = True
     enable_auto_commit: bool = True
-    auto_offset_reset: str = "earliest"
+    auto_offset_reset: OffsetReset = "earliest"
     # (new) any further librdkafka consumer setting, passed through unchanged.
     consumer_config: Mapping[str, str | int | float | bool] = field(default_factory=dict)
     # (new) seconds between offset commits.
-    commit_interval: float = 1.0
+    commit_interval: PositiveSeconds = 1.0
 
 
 @dataclass(frozen=True)
 class LoggingOptions:
     verbose: bool = False
     file_log: bool = False
-    file_log_base_name: str = "scicat_ingestor_log"
+    file_log_base_name: PathText = "scicat_ingestor_log"
     file_log_timestamp: bool = False
-    logging_level: str = "INFO"
+    logging_level: LogLevel = "INFO"
     log_message_prefix: str = "SFI"
     system_log: bool = False
-    system_log_facility: str = "mail"
+    system_log_facility: SyslogFacility = "mail"
     graylog: bool = False
     graylog_host: str = ""
-    graylog_port: str | int = ""
+    graylog_port: Port | str = ""
     graylog_facility: str = "scicat.ingestor"
     # (new) "text" or "json" (one JSON object per line) for stdout and the file log.
     log_format: Literal["text", "json"] = "text"
     # (new) rotate the file log at this size (0 = never) keeping this many old files.
-    file_log_max_bytes: int = 50 * 1024 * 1024
-    file_log_backup_count: int = 5
+    file_log_max_bytes: Count = 50 * 1024 * 1024
+    file_log_backup_count: Count = 5
     # (new) syslog socket path or host:port, and Graylog transport.
     system_log_address: str = "/dev/log"
     graylog_protocol: Literal["udp", "tcp"] = "udp"
@@ -197,11 +240,11 @@ DEFAULT_SCICAT_TIMEOUT = 30.0
 
 @dataclass(frozen=True)
 class SciCatOptions:
-    host: str = "https://scicat.host"
+    host: HttpUrl = "https://scicat.host"
     token: Secret = field(default_factory=Secret)
     additional_headers: Mapping[str, str] = field(default_factory=dict)
     # Seconds; 0 or null (which break upstream) mean the default.
-    timeout: float | None = DEFAULT_SCICAT_TIMEOUT
+    timeout: Seconds | None = DEFAULT_SCICAT_TIMEOUT
     stream: bool = True
     verify: bool = True
     health_endpoint: str = "health"
@@ -209,9 +252,12 @@ class SciCatOptions:
     # (new) functional-account login, used when no token is given.
     username: str = ""
     password: Secret = field(default_factory=Secret)
+    # (new) a file holding the static token (a mounted secret); re-read when SciCat refuses the
+    # token or the file changes, so the token can be rotated without a restart.
+    token_file: str = ""
     # (new) HTTP retries on connection errors, timeouts, 429 and 5xx.
-    max_retries: int = 3
-    backoff_factor: float = 0.5
+    max_retries: Count = 3
+    backoff_factor: Seconds = 0.5
 
     @property
     def effective_timeout(self) -> float:
@@ -221,12 +267,12 @@ class SciCatOptions:
 
 @dataclass(frozen=True)
 class HealthCheckOptions:
-    host: str = "127.0.0.1"
-    port: int = 8080
+    host: Host = "127.0.0.1"
+    port: Port = 8080
     # (new) false disables the HTTP endpoint.
     enabled: bool = True
     # (new) /health fails when the poll loop has not polled for this many seconds.
-    liveness_timeout: float = 60.0
+    liveness_timeout: PositiveSeconds = 60.0
 
 
 @dataclass(frozen=True)
@@ -333,7 +379,7 @@ def build(cls: type[T], data: Any, source: str, prefix: str = "") -> T:
             f"{source}: '{prefix.rstrip('.') or '<top level>'}' must be a mapping, "
             f"found {_describe(data)}"
         )
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
@@ -357,90 +403,22 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {text}"
 
 
-def _type_name(tp: Any) -> str:
-    origin = get_origin(tp)
-    if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in get_args(tp))
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in get_args(tp))
-    if origin is tuple:
-        return f"list of {_type_name(get_args(tp)[0])}"
-    if origin is Mapping:
-        return "mapping"
-    if tp is type(None):
-        return "null"
-    return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(
-        tp, getattr(tp, "__name__", str(tp))
-    )
-
-
 def _convert(tp: Any, value: Any, source: str, dotted: str) -> Any:
-    """Check ``value`` against annotation ``tp`` and convert it (lists→tuples, str→Secret, ...)."""
-    if dataclasses.is_dataclass(tp) and tp is not Secret:
-        return build(tp, value, source, dotted + ".")  # type: ignore[arg-type]
+    """Check ``value`` against annotation ``tp`` (type, then allowed values) and convert it."""
+    if is_section(tp):
+        return build(tp, value, source, dotted + ".")
     if dotted in _COMMA_LISTS and isinstance(value, str):
         value = [part.strip() for part in value.split(",") if part.strip()]
     try:
-        return _coerce(tp, value)
-    except _MismatchError:
-        pass
-    raise ConfigError(f"{source}: '{dotted}' must be {_type_name(tp)}, found {_describe(value)}")
-
-
-class _MismatchError(Exception):
-    pass
-
-
-def _coerce(tp: Any, value: Any) -> Any:
-    origin = get_origin(tp)
-    if origin in (Union, types.UnionType):
-        for arg in get_args(tp):
-            try:
-                return _coerce(arg, value)
-            except _MismatchError:
-                continue
-        raise _MismatchError
-    if origin is Literal:
-        if value in get_args(tp):
-            return value
-        raise _MismatchError
-    if tp is type(None):
-        if value is None:
-            return None
-        raise _MismatchError
-    if tp is Secret:
-        if isinstance(value, Secret):
-            return value
-        if isinstance(value, str):
-            return Secret(value)
-        raise _MismatchError
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise _MismatchError
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _MismatchError
-    if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        raise _MismatchError
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise _MismatchError
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise _MismatchError
-        (item_tp, _ellipsis) = get_args(tp)
-        return tuple(_coerce(item_tp, item) for item in value)
-    if origin is Mapping:
-        if not isinstance(value, Mapping):
-            raise _MismatchError
-        key_tp, val_tp = get_args(tp)
-        return {_coerce(key_tp, k): _coerce(val_tp, v) for k, v in value.items()}
-    raise _MismatchError
+        return accept(tp, value)
+    except Mismatch:
+        raise ConfigError(
+            f"{source}: '{dotted}' must be {describe(tp)}, found {_describe(value)}"
+        ) from None
+    except Disallowed as exc:
+        raise ConfigError(
+            f"{source}: '{dotted}' must be {exc.allowed}, found {exc.value!r}"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -449,11 +427,13 @@ def _coerce(tp: Any, value: Any) -> Any:
 
 
 def to_dict(obj: Any, mask_secrets: bool = True) -> Any:
-    """Plain-data view of a config object; secrets become '****' unless ``mask_secrets`` is off."""
+    """Plain-data view of a config object; secrets become '****' unless ``mask_secrets`` is off.
+
+    Secrets are ``Secret`` fields and, in mappings (``consumer_config``, ``additional_headers``),
+    the values of secret-named keys (``sasl.password``, ``Authorization``).
+    """
     if isinstance(obj, Secret):
-        if not mask_secrets:
-            return obj.value
-        return "****" if obj.value else ""
+        return mask(obj) if mask_secrets else obj.value
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {
             f.name: to_dict(getattr(obj, f.name), mask_secrets) for f in dataclasses.fields(obj)
@@ -461,7 +441,8 @@ def to_dict(obj: Any, mask_secrets: bool = True) -> Any:
     if isinstance(obj, tuple | list):
         return [to_dict(v, mask_secrets) for v in obj]
     if isinstance(obj, Mapping):
-        return {k: to_dict(v, mask_secrets) for k, v in obj.items()}
+        plain = {k: to_dict(v, mask_secrets) for k, v in obj.items()}
+        return masked_settings(plain) if mask_secrets else plain
     return obj
 
 
@@ -481,6 +462,8 @@ def secret_values(config: IngestorConfig) -> list[str]:
         elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
             for f in dataclasses.fields(obj):
                 walk(getattr(obj, f.name))
+        elif isinstance(obj, Mapping):
+            found.extend(str(v) for k, v in obj.items() if is_secret_key(str(k)) and v != "")
 
     walk(config)
     return found
@@ -490,12 +473,12 @@ def iter_leaf_fields(
     cls: type[Any] = IngestorConfig, prefix: str = ""
 ) -> typing.Iterator[tuple[str, Any, Any]]:
     """Yield (dotted key, type annotation, default) for every scalar/list config key."""
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         dotted = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(tp) and tp is not Secret:
-            yield from iter_leaf_fields(tp, dotted + ".")  # type: ignore[arg-type]
+        if is_section(tp):
+            yield from iter_leaf_fields(tp, dotted + ".")
             continue
         if f.default is not dataclasses.MISSING:
             default = f.default

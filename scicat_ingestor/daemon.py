@@ -37,22 +37,22 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .config import IngestorConfig
-from .deadletter import DeadLetter, DeadLetters
-from .logcontext import log_context
-from .offsets import OffsetTracker, TopicPartition
-from .ops import metrics
-from .outcome import Outcome, Permanent, Transient, outcome_label
-from .pipeline import Job
-from .retry import backoff_delay, file_retry_delays
-from .samples import SampleJob
-from .source import Record, Source, SourceError
-from .state import ServiceState
-from .triage import Poison, RunStart, Skip, WritingFinished, triage
+from scicat_ingestor.config import IngestorConfig
+from scicat_ingestor.deadletter import DeadLetter, DeadLetters
+from scicat_ingestor.exitcodes import EXIT_FAILURE, EXIT_OK
+from scicat_ingestor.logcontext import log_context
+from scicat_ingestor.offsets import OffsetTracker, TopicPartition
+from scicat_ingestor.ops import metrics
+from scicat_ingestor.outcome import Outcome, Permanent, Transient, outcome_label
+from scicat_ingestor.pipeline import Job
+from scicat_ingestor.retry import backoff_delay, file_retry_delays
+from scicat_ingestor.samples import SampleJob
+from scicat_ingestor.source import Record, Source, SourceError
+from scicat_ingestor.state import ServiceState
+from scicat_ingestor.triage import Poison, RunStart, Skip, WritingFinished, triage
 
 logger = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILURE = 0, 1
 _POLL_TIMEOUT = 0.1  # seconds; also the latency of handling finished work while not paused
 _SINK_ERROR_LOG_INTERVAL = 60.0  # seconds between ERROR lines while letters cannot be stored
 

@@ -29,9 +29,9 @@ from typing import Any, Protocol
 import confluent_kafka
 from confluent_kafka import KafkaError, KafkaException
 
-from .config import DeadLetterOptions, KafkaOptions
-from .ops.metrics import DEAD_LETTER_FAILURES, DEAD_LETTERS
-from .source import Record, client_settings
+from scicat_ingestor.config import DeadLetterOptions, KafkaOptions
+from scicat_ingestor.ops.metrics import DEAD_LETTER_FAILURES, DEAD_LETTERS
+from scicat_ingestor.source import Record, client_settings
 
 logger = logging.getLogger(__name__)
 

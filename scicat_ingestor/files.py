@@ -13,13 +13,11 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from .config import FileHandlingOptions
-from .ops.metrics import BYTES_HASHED
+from scicat_ingestor.config import HASH_ALGORITHMS, FileHandlingOptions
+from scicat_ingestor.ops.metrics import BYTES_HASHED
 
 MIB = 1024 * 1024
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.000Z"
-# Variable-length digests (shake_*) need a length argument, so they cannot be a ``chkAlg``.
-HASH_ALGORITHMS = frozenset(a for a in hashlib.algorithms_guaranteed if not a.startswith("shake"))
 
 
 @dataclass(frozen=True)

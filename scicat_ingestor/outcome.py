@@ -56,10 +56,12 @@ class Transient:
       then dead-lettered.
     - ``"scicat"``: SciCat is unreachable or answered 5xx/429; retried without limit (backpressure),
       never dead-lettered.
+    - ``"scicat-auth"``: SciCat refuses our credentials (expired or revoked token, wrong
+      password); handled like ``"scicat"`` until they work again, never dead-lettered.
     """
 
     reason: str
-    cause: Literal["file", "scicat", "scicat-auth"] = "scicat"
+    cause: Literal["file", "scicat", "scicat-auth"]
 
 
 Outcome = Created | Existed | DryRun | Skipped | Permanent | Transient

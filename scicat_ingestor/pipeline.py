@@ -22,11 +22,10 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from .config import ConfigError, IngestorConfig
-from .files import (
-    HASH_ALGORITHMS,
+from scicat_ingestor.config import IngestorConfig
+from scicat_ingestor.files import (
     FileEntry,
     PathRefused,
     checksum,
@@ -38,10 +37,10 @@ from .files import (
     write_hash_file,
     write_message_file,
 )
-from .logcontext import current_context, log_context, update_context
-from .nexus import FileNotReady, NotNexus, open_nexus
-from .ops.metrics import INGEST_SECONDS, THUMBNAILS
-from .outcome import (
+from scicat_ingestor.logcontext import current_context, log_context, update_context
+from scicat_ingestor.nexus import FileNotReady, NotNexus, open_nexus
+from scicat_ingestor.ops.metrics import INGEST_SECONDS, THUMBNAILS
+from scicat_ingestor.outcome import (
     Created,
     DryRun,
     Existed,
@@ -51,20 +50,32 @@ from .outcome import (
     is_failure,
     outcome_label,
 )
-from .schema.loader import SchemaSet
-from .schema.model import MetadataSchema, SampleAttachment
-from .schema.payload import build_dataset
-from .schema.variables import Builtins, evaluate_variables
-from .scicat import (
+from scicat_ingestor.schema.loader import SchemaSet
+from scicat_ingestor.schema.model import MetadataSchema, SampleAttachment
+from scicat_ingestor.schema.payload import DatasetDraft, build_dataset
+from scicat_ingestor.schema.variables import Builtins, VariableResults, evaluate_variables
+from scicat_ingestor.scicat import (
+    SciCatAuthRefused,
     SciCatClient,
     SciCatConflict,
     SciCatError,
     SciCatRejected,
     SciCatUnavailable,
 )
-from .thumbnail import ThumbnailError, thumbnail_of_file
+from scicat_ingestor.thumbnail import ThumbnailError, thumbnail_of_file
 
 logger = logging.getLogger("scicat_ingestor.pipeline")
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class Draft:
+    """What one ingestion would send: the selected schema, its variables and the dataset."""
+
+    schema: MetadataSchema
+    variables: VariableResults
+    dataset: DatasetDraft
 
 
 @dataclass(frozen=True)
@@ -132,18 +143,17 @@ class Pipeline:
         client: SciCatClient,
     ) -> None:
         """``schemas``: a fixed set, or a function giving the current one (a live reload)."""
-        fh = config.ingestion.file_handling
-        if fh.compute_file_hash and fh.file_hash_algorithm not in HASH_ALGORITHMS:
-            raise ConfigError(
-                f"ingestion.file_handling.file_hash_algorithm: unsupported "
-                f"{fh.file_hash_algorithm!r}; use one of {', '.join(sorted(HASH_ALGORITHMS))}"
-            )
         self._config = config
-        self._fh = fh
+        self._fh = config.ingestion.file_handling
         self._dry_run = config.ingestion.dry_run
         self._schemas = schemas if callable(schemas) else lambda: schemas
         self._client = client
         self._serial = _OneAtATime()
+
+    @property
+    def client(self) -> SciCatClient:
+        """The SciCat client (for the commands' start-up credentials probe)."""
+        return self._client
 
     def ingest(self, job: Job) -> Outcome:
         """One attempt at ``job``; logs one line with the outcome and its duration."""
@@ -172,41 +182,70 @@ class Pipeline:
 
     # ----------------------------------------------------------------------------------------
 
+    def draft(
+        self, job: Job, fetch: Callable[[str], Any] | None = None
+    ) -> Draft | Permanent | Transient:
+        """What ``ingest(job)`` would send, computed the same way, writing and creating nothing.
+
+        ``fetch`` replaces the SciCat lookups of SC variables (``validate-schema`` without SciCat);
+        the pid seed is the one ``ingest`` uses, so the previewed pid is the one it would send.
+        """
+        return self._guard(lambda: self._plan(job, self._locate(job), fetch))
+
+    # ----------------------------------------------------------------------------------------
+
     def _attempt(self, job: Job) -> Outcome:
-        """Run the steps, turning every expected failure into an outcome."""
+        return self._guard(lambda: self._run(job))
+
+    @staticmethod
+    def _guard(step: Callable[[], _T]) -> _T | Permanent | Transient:
+        """Run ``step``, turning every expected failure into an outcome."""
         try:
-            return self._run(job)
+            return step()
         except (PathRefused, NotNexus, SciCatRejected, _Refused) as err:
             return Permanent(str(err))
         except FileNotReady as err:
             return Transient(str(err), cause="file")
+        except SciCatAuthRefused as err:
+            return Transient(str(err), cause="scicat-auth")
         except SciCatUnavailable as err:
             return Transient(str(err), cause="scicat")
 
-    def _run(self, job: Job) -> Outcome:
+    def _locate(self, job: Job) -> Path:
+        """The real path of the job's file, refused outside the data roots or if not a file."""
         real = resolve_in_roots(job.file_path, self._fh.data_roots)
         require_regular_file(real)
+        return real
+
+    def _plan(self, job: Job, real: Path, fetch: Callable[[str], Any] | None) -> Draft:
+        """Select the schema, evaluate its variables on the file, build the dataset payload."""
         nexus = Path(os.path.normpath(job.file_path))
-        if self._fh.message_to_file and job.message is not None and not self._dry_run:
-            self._write_message(nexus, job.message)
         schema = self._schema_for(nexus)
         logger.debug("Metadata schema selected: %s (id %s)", schema.name, schema.id)
-        fetch = _Fetcher(self._client)
+        fetcher = _Fetcher(self._client)
         builtins = Builtins(
             data_file_path=nexus.as_posix(),
             ingestor_files_directory=self._fh.ingestor_files_directory,
         )
         with open_nexus(real, self._fh.max_read_bytes) as reader:
-            results = evaluate_variables(schema, reader, builtins, fetch)
-        if fetch.unavailable is not None:
-            raise fetch.unavailable
+            results = evaluate_variables(schema, reader, builtins, fetch or fetcher)
+        if fetcher.unavailable is not None:
+            raise fetcher.unavailable
         try:
             seed = _pid_seed(job, real)
         except OSError as err:  # deleted or replaced after it was read
             raise FileNotReady(
                 nexus, f"file not found after reading it: {err.strerror or err}"
             ) from err
-        draft = build_dataset(schema, results, self._config.dataset, seed)
+        return Draft(schema, results, build_dataset(schema, results, self._config.dataset, seed))
+
+    def _run(self, job: Job) -> Outcome:
+        real = self._locate(job)
+        nexus = Path(os.path.normpath(job.file_path))
+        if self._fh.message_to_file and job.message is not None and not self._dry_run:
+            self._write_message(nexus, job.message)
+        planned = self._plan(job, real, None)
+        schema, results, draft = planned.schema, planned.variables, planned.dataset
         if draft.missing_mandatory:
             causes = [f"variable {f.name}: {f.error}" for f in results.failures]
             causes += [f"field {f.machine_name}: {f.error}" for f in draft.failures]

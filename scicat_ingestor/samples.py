@@ -20,13 +20,21 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from .config import IngestorConfig
-from .files import PathRefused, require_regular_file, resolve_in_roots
-from .logcontext import log_context
-from .nexus import FileNotReady, NexusError, open_nexus
-from .outcome import Created, DryRun, Existed, Outcome, Permanent, Transient, outcome_label
-from .pipeline import Job
-from .scicat import SciCatClient, SciCatConflict, SciCatRejected, SciCatUnavailable
+from scicat_ingestor.config import IngestorConfig
+from scicat_ingestor.files import PathRefused, require_regular_file, resolve_in_roots
+from scicat_ingestor.logcontext import log_context
+from scicat_ingestor.nexus import FileNotReady, NexusError, open_nexus
+from scicat_ingestor.outcome import (
+    Created,
+    DryRun,
+    Existed,
+    Outcome,
+    Permanent,
+    Transient,
+    outcome_label,
+)
+from scicat_ingestor.pipeline import Job
+from scicat_ingestor.scicat import SciCatClient, SciCatConflict, SciCatRejected, SciCatUnavailable
 
 logger = logging.getLogger("scicat_ingestor.samples")
 

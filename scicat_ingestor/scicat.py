@@ -11,25 +11,36 @@ Retries live on the urllib3 adapter (exponential backoff with jitter on connecti
 retried where a repeat is harmless: GETs, the login, and a dataset POST that carries its own pid (a
 repeat answers 409, which the pipeline reads as "exists"). Other POSTs (an origdatablock, a dataset
 whose pid SciCat assigns) are retried only when the request surely was not processed: the connection
-failed, or SciCat answered 429/502/503/504.
+failed, or SciCat answered 429/502/503/504. One exception: a request sent on a keep-alive
+connection the server closed while it was idle (the real backend closes them after 5 s) fails
+before any answer, so it is repeated once at once on a fresh connection, POSTs included.
+
+Credentials (``scicat_auth``): a 401 or 403 renews the login or re-reads ``scicat.token_file``
+once and repeats the request; a refusal that survives is probed (``GET auth/whoami``) to tell an
+auth outage (``SciCatAuthRefused``, retried like an unreachable SciCat) from a permission problem
+of this record (``SciCatForbidden``, naming the account, the request and the fix).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from .config import ConfigError, SciCatOptions
-from .ops.metrics import SCICAT_REQUEST_SECONDS
+from scicat_ingestor.config import ConfigError, SciCatOptions
+from scicat_ingestor.ops.metrics import SCICAT_LOGINS, SCICAT_REQUEST_SECONDS
+from scicat_ingestor.redact import Redactor
+from scicat_ingestor.scicat_auth import Account, CredentialsState, Login, ProbeCache, TokenSource
 
 logger = logging.getLogger("scicat_ingestor.scicat")
 
@@ -38,9 +49,26 @@ _UNAVAILABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # Answers that prove the request was not carried out, so even a non-idempotent POST may repeat.
 _NOT_PROCESSED_STATUSES = frozenset({429, 502, 503, 504})
 _ENDPOINT_NAMES = ("datasets", "proposals", "origdatablocks", "instruments", "samples")
+# Answers that may mean "these credentials are dead" (the real backend: 403 for expired tokens).
+_AUTH_REFUSALS = frozenset({401, 403})
+# Where the probe asks "who am I?" (the second for backends without auth/whoami).
+_PROBE_PATHS = ("auth/whoami", "users/my/self")
 
 # How a request may be retried (see the module docstring); one session per policy and thread.
 Policy = Literal["idempotent", "unsafe", "none"]
+
+
+@dataclass(frozen=True)
+class _Request:
+    """One logical request: what to send and how it may be retried (``label``: for metrics)."""
+
+    method: str
+    url: str
+    endpoint: str  # the URL relative to the host, without the query (named in errors)
+    label: str
+    policy: Policy
+    params: Mapping[str, str] | None = None
+    body: Mapping[str, Any] | None = None
 
 
 class SciCatError(Exception):
@@ -65,6 +93,26 @@ class SciCatRejected(SciCatError):  # noqa: N818 - name agreed with the other mo
 
 class SciCatConflict(SciCatRejected):
     """409: the object (a dataset with this pid) already exists."""
+
+
+class SciCatForbidden(SciCatRejected):
+    """401/403 although SciCat accepts our credentials: this account may not do this to this
+    record. ``str()`` names the account, the request and the likely fix."""
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class SciCatAuthRefused(SciCatUnavailable):
+    """SciCat refuses our credentials (expired or revoked token, wrong password): an auth outage.
+    Like an unreachable SciCat it says nothing about the file; it is retried until they work."""
+
+    def __init__(self, method: str, endpoint: str, status: int | None, causes: Sequence[str]):
+        super().__init__(method, endpoint, status, "; ".join(causes))
+        self.causes = tuple(causes)
+
+    def __str__(self) -> str:
+        return f"SciCat refuses our credentials ({self.message})"
 
 
 def _error_text(response: requests.Response, redact: Callable[[str], str]) -> str:
@@ -110,10 +158,11 @@ class SciCatClient:
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._sessions_lock = threading.Lock()
-        self._token_lock = threading.Lock()
-        self._token = options.token.value
-        self._can_login = not options.token and bool(options.username)
         self._password = options.password.value
+        self._tokens = TokenSource(options, self._login)
+        self._probes = ProbeCache()
+        self._warned_read_access = False
+        self.credentials = CredentialsState(self._recheck_credentials, self._credentials_hint())
 
     # ----------------------------------------------------------------------------------------
     # Public API
@@ -204,6 +253,31 @@ class SciCatClient:
             return False
         return True
 
+    def check_credentials(self) -> bool:
+        """The start-up probe: False, after one ERROR line, when SciCat is reachable and refuses
+        our credentials; True when it accepts them or cannot be asked now (logged either way)."""
+        try:
+            token = self._tokens.current()
+            account = self._probe(token)
+            if account is None and self._tokens.renew(token):
+                token = self._tokens.current()
+                account = self._probe(token)
+        except SciCatAuthRefused as err:
+            self.credentials.refused(str(err))
+            return False
+        except SciCatUnavailable as err:
+            logger.warning("SciCat credentials not checked at start: %s", err)
+            return True
+        if account is None:
+            verdict = self._probes.get(token)
+            cause = verdict[1] if verdict else "refused"
+            self.credentials.refused(str(SciCatAuthRefused("GET", "auth/whoami", None, [cause])))
+            return False
+        kind = self._tokens.kind
+        logger.info("SciCat accepts our credentials: account '%s' (%s)", account.name, kind)
+        self.credentials.accepted(account.name)
+        return True
+
     def close(self) -> None:
         """Close every thread's sessions (their pooled connections)."""
         with self._sessions_lock:
@@ -271,36 +345,167 @@ class SciCatClient:
         body: Mapping[str, Any] | None = None,
         auth: bool = True,
     ) -> Any:
-        """One logical request (transport retries included), renewing a login once on 401."""
-        token = self._current_token() if auth else ""
-        response = self._send(method, url, label, policy, token=token, params=params, body=body)
-        if response.status_code == 401 and auth and self._can_login:
-            token = self._renew_token(token)
-            response = self._send(method, url, label, policy, token=token, params=params, body=body)
+        """One logical request (transport retries included); a 401/403 is handled once by
+        ``_after_refusal`` (renew, repeat, probe)."""
+        request = _Request(method, url, self._endpoint_of(url), label, policy, params, body)
+        if not auth:
+            return self._decode(method, url, self._send(request, ""), "")
+        token = self._current_token()
+        response = self._send(request, token)
+        if response.status_code in _AUTH_REFUSALS:
+            token, response = self._after_refusal(request, token, response)
+        elif response.status_code < 400:
+            self.credentials.accepted()
         return self._decode(method, url, response, token)
 
-    def _send(
-        self,
-        method: str,
-        url: str,
-        label: str,
-        policy: Policy,
-        *,
-        token: str,
-        params: Mapping[str, str] | None = None,
-        body: Mapping[str, Any] | None = None,
-    ) -> requests.Response:
+    def _after_refusal(
+        self, request: _Request, token: str, response: requests.Response
+    ) -> tuple[str, requests.Response]:
+        """Renew the credentials once and repeat; a refusal that survives is probed: the token
+        refused too → ``SciCatAuthRefused``; accepted → ``SciCatForbidden`` (this record).
+
+        A token the probe accepted moments ago is probed first instead (renewing it would only
+        add a login per permission problem) and renewed only if that probe refuses it.
+        """
+        renewed = False
+        if not self._probes.accepted_recently(token):
+            renewed = True
+            token, response = self._renew_and_repeat(request, token, response)
+            if response.status_code not in _AUTH_REFUSALS:
+                return token, response
+        account = self._probe(token)
+        if account is None and not renewed:
+            token, response = self._renew_and_repeat(request, token, response)
+            if response.status_code not in _AUTH_REFUSALS:
+                return token, response
+            account = self._probe(token)
+        if account is None:
+            verdict = self._probes.get(token)
+            refusal = f"HTTP {response.status_code} on {request.method} {request.endpoint}"
+            raise self._refused(request, response, refusal, verdict[1] if verdict else "")
+        raise self._forbidden(request, response, account, token)
+
+    def _renew_and_repeat(
+        self, request: _Request, token: str, response: requests.Response
+    ) -> tuple[str, requests.Response]:
+        """A new token (login, token file) and the request repeated with it, if there is one."""
+        try:
+            renewed = self._tokens.renew(token)
+        except SciCatAuthRefused as err:
+            refusal = f"HTTP {response.status_code} on {request.method} {request.endpoint}"
+            raise self._refused(request, response, refusal, *err.causes) from None
+        if not renewed:
+            return token, response
+        token = self._current_token()
+        response = self._send(request, token)
+        if 200 <= response.status_code < 400:
+            self.credentials.accepted()
+        return token, response
+
+    def _refused(
+        self, request: _Request, response: requests.Response | None, *causes: str
+    ) -> SciCatAuthRefused:
+        """An auth outage: the error to raise, after updating ``credentials`` (log, metric)."""
+        status = response.status_code if response is not None else None
+        endpoint = request.endpoint
+        err = SciCatAuthRefused(request.method, endpoint, status, [c for c in causes if c])
+        self.credentials.refused(str(err))
+        return err
+
+    def _forbidden(
+        self, request: _Request, response: requests.Response, account: Account, token: str
+    ) -> SciCatForbidden:
+        """A refusal although our credentials work: name the account, the request and the fix."""
+        endpoint = request.endpoint
+        answer = _error_text(response, self._redactor(token))
+        reason = _permission_reason(request, endpoint, account.name)
+        reads_dataset = request.label in ("datasets/{pid}", "datasets/{pid}/origdatablocks")
+        if reads_dataset and not self._warned_read_access:
+            self._warned_read_access = True
+            logger.warning(
+                "SciCat account '%s' cannot read datasets of other groups: a redelivered file "
+                "is not recognised by its pid; add the account to ADMIN_GROUPS",
+                account.name,
+            )
+        status = response.status_code
+        message = f"{reason} (SciCat {request.method} {endpoint} → {status}: {answer})"
+        return SciCatForbidden(request.method, endpoint, status, message)
+
+    def _probe(self, token: str) -> Account | None:
+        """Who SciCat says this token belongs to (None: refused). A refusal is reused for a few
+        seconds (no probe storm in an outage); an acceptance is not: the token may have died
+        since, and taking that for a permission problem would dead-letter the file."""
+        cached = self._probes.get(token)
+        if cached is not None and cached[0] is None:
+            return None
+        for path in _PROBE_PATHS:
+            url = self._base + path
+            response = self._send(_Request("GET", url, path, "auth/whoami", "idempotent"), token)
+            if response.status_code == 404 and path != _PROBE_PATHS[-1]:
+                continue
+            if response.status_code in _AUTH_REFUSALS:
+                refused = f"{self._tokens.kind}: GET {path} → {response.status_code}"
+                self._probes.put(token, None, refused)
+                return None
+            answer = self._decode("GET", url, response, token)
+            name = answer.get("username") if isinstance(answer, dict) else None
+            account = Account(str(name or self._options.username or "?"))
+            self._probes.put(token, account)
+            self.credentials.accepted(account.name)
+            return account
+        raise AssertionError("unreachable: the last probe path always returns")  # pragma: no cover
+
+    def _recheck_credentials(self) -> None:
+        """During an auth outage (health checker's thread): renew, probe, update the verdict."""
+        try:
+            token = self._tokens.current()
+            if self._probe(token) is None and self._tokens.renew(token):
+                self._probe(self._tokens.current())
+        except SciCatUnavailable as err:
+            logger.debug("SciCat credentials recheck: %s", err)
+
+    def _credentials_hint(self) -> str:
+        """What an operator can do about an auth outage, for the ERROR line."""
+        if self._options.token_file:
+            return f"write a valid token to {self._options.token_file} (re-read, no restart)"
+        if self._tokens.can_login:
+            return "check the account and scicat.password (logins are retried)"
+        return "set a valid scicat.token and restart, or use scicat.token_file to rotate it live"
+
+    def _send(self, request: _Request, token: str) -> requests.Response:
+        """Send once; a connection the server closed before answering is retried once at once."""
         headers = dict(self._options.additional_headers)
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        endpoint = request.endpoint
+        try:
+            return self._send_once(request, headers)
+        except requests.ConnectionError as err:
+            if not _closed_before_answer(err):
+                raise SciCatUnavailable(
+                    request.method, endpoint, None, _transport_error_text(err)
+                ) from err
+            logger.debug(
+                "SciCat closed an idle connection: repeating %s %s", request.method, endpoint
+            )
+        try:
+            return self._send_once(request, headers)
+        except requests.RequestException as err:
+            raise SciCatUnavailable(
+                request.method, endpoint, None, _transport_error_text(err)
+            ) from err
+
+    def _send_once(self, request: _Request, headers: Mapping[str, str]) -> requests.Response:
+        """One request through this thread's session; ConnectionErrors are left to ``_send``."""
+        method, url = request.method, request.url
         started = time.perf_counter()
         status = "error"
         try:
-            response = self._session(policy).request(
+            response = self._session(request.policy).request(
                 method,
                 url,
-                params=params,
-                json=body,
+                params=request.params,
+                json=request.body,
                 headers=headers,
                 timeout=self._timeout,
                 verify=self._options.verify,
@@ -309,25 +514,21 @@ class SciCatClient:
             return response
         except requests.exceptions.InvalidURL as err:
             raise SciCatRejected(method, self._endpoint_of(url), None, str(err)) from err
+        except requests.ConnectionError:
+            raise
         except requests.RequestException as err:
             raise SciCatUnavailable(
                 method, self._endpoint_of(url), None, _transport_error_text(err)
             ) from err
         finally:
-            SCICAT_REQUEST_SECONDS.labels(label, status).observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            SCICAT_REQUEST_SECONDS.labels(request.label, status).observe(elapsed)
 
     def _decode(self, method: str, url: str, response: requests.Response, token: str) -> Any:
         """JSON body of a 2xx answer; a typed error otherwise (``token``: the one sent)."""
         code = response.status_code
         endpoint = self._endpoint_of(url)
-
-        def redact(text: str) -> str:
-            """SciCat or a proxy may quote our request: keep our secrets out of the error."""
-            for secret in (token, self._token, self._options.token.value, self._password):
-                if secret:
-                    text = text.replace(secret, "****")
-            return text
-
+        redact = self._redactor(token)
         if 200 <= code < 300:
             if not response.content:
                 return None
@@ -342,6 +543,10 @@ class SciCatClient:
         if code in _UNAVAILABLE_STATUSES or code >= 500:
             raise SciCatUnavailable(method, endpoint, code, message)
         raise SciCatRejected(method, endpoint, code, message)
+
+    def _redactor(self, token: str) -> Callable[[str], str]:
+        """SciCat or a proxy may quote our request: keep our secrets out of the error."""
+        return Redactor((token, self._options.token.value, self._password)).redact
 
     def _object(self, value: Any, method: str, url: str) -> dict[str, Any]:
         if not isinstance(value, dict):
@@ -403,29 +608,100 @@ class SciCatClient:
     # ----------------------------------------------------------------------------------------
 
     def _current_token(self) -> str:
-        if self._token or not self._can_login:
-            return self._token
-        return self._renew_token("")
+        """The token to send; a refused login becomes an auth outage."""
+        try:
+            return self._tokens.current()
+        except SciCatAuthRefused as err:
+            self.credentials.refused(str(err))
+            raise
 
-    def _renew_token(self, rejected: str) -> str:
-        """Log in, unless another thread already replaced the ``rejected`` token meanwhile."""
-        with self._token_lock:
-            if self._token and self._token != rejected:
-                return self._token
-            self._token = self._login()
-            return self._token
-
-    def _login(self) -> str:
+    def _login(self) -> Login:
         """Functional-account login (``POST auth/login``); never logs the password or token."""
         url = self._base + "auth/login"
         credentials = {"username": self._options.username, "password": self._password}
-        response = self._send("POST", url, "auth/login", "idempotent", token="", body=credentials)
-        answer = self._decode("POST", url, response, "")
+        try:
+            response = self._send(
+                _Request("POST", url, "auth/login", "auth/login", "idempotent", body=credentials),
+                "",
+            )
+            if response.status_code in _AUTH_REFUSALS:
+                SCICAT_LOGINS.labels("refused").inc()
+                cause = f"login as '{self._options.username}' failed: {response.status_code}"
+                raise SciCatAuthRefused("POST", "auth/login", response.status_code, [cause])
+            answer = self._decode("POST", url, response, "")
+        except SciCatAuthRefused:
+            raise
+        except SciCatError:
+            SCICAT_LOGINS.labels("error").inc()
+            raise
         token = answer.get("access_token") if isinstance(answer, dict) else None
         if not isinstance(token, str) or not token:
+            SCICAT_LOGINS.labels("error").inc()
             raise SciCatUnavailable("POST", "auth/login", None, "login answer has no access_token")
-        logger.info("Logged in to SciCat as %s", self._options.username)
-        return token
+        SCICAT_LOGINS.labels("ok").inc()
+        return Login(token, _lifetime(answer))
+
+
+def _lifetime(answer: Mapping[str, Any]) -> float | None:
+    """The token's lifetime in seconds from a login answer (``expires_in``, else ``ttl``)."""
+    for key in ("expires_in", "ttl"):
+        value = answer.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            return float(value)
+    return None
+
+
+def _closed_before_answer(err: BaseException) -> bool:
+    """Whether the server closed the connection before answering (``RemoteDisconnected`` or a
+    reset on a reused keep-alive connection): the request was not processed, so it may repeat."""
+    todo: list[BaseException] = [err]
+    seen: set[int] = set()
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, http.client.RemoteDisconnected | ConnectionResetError):
+            return True
+        linked = [*current.args, getattr(current, "reason", None)]
+        linked += [current.__cause__, current.__context__]
+        todo.extend(e for e in linked if isinstance(e, BaseException))
+    return False
+
+
+def _permission_reason(request: _Request, endpoint: str, account: str) -> str:
+    """What this account may not do, and what would allow it (SciCat's group settings)."""
+    method, label, body = request.method, request.label, request.body or {}
+    parts = endpoint.split("/")
+    subject = unquote(parts[1]) if len(parts) > 1 else ""
+    who = f"account '{account}'"
+    if label == "datasets/{pid}":
+        return (
+            f"{who} may not read dataset {subject}: add it to ADMIN_GROUPS or to the "
+            "dataset's accessGroups"
+        )
+    if label == "datasets/{pid}/origdatablocks":
+        return (
+            f"{who} may not read the origdatablocks of dataset {subject}: add it to "
+            "ADMIN_GROUPS or to the dataset's accessGroups"
+        )
+    if method == "POST" and label == "datasets":
+        group = body.get("ownerGroup") or "?"
+        return (
+            f"{who} may not create datasets of ownerGroup '{group}': add it to "
+            "CREATE_DATASET_PRIVILEGED_GROUPS (or to that group)"
+        )
+    if method == "POST" and label == "origdatablocks":
+        return (
+            f"{who} may not add origdatablocks to dataset {body.get('datasetId') or '?'}: add "
+            "it to CREATE_DATASET_PRIVILEGED_GROUPS or to the dataset's accessGroups"
+        )
+    if label == "proposals":
+        return (
+            f"{who} may not read proposal {subject}: add it to ADMIN_GROUPS or to the "
+            "proposal's accessGroups"
+        )
+    return f"{who} may not {method} {endpoint}: check the account's groups in SciCat"
 
 
 def _is_absolute(url: str) -> bool:

@@ -22,6 +22,7 @@ from confluent_kafka import KafkaError, KafkaException
 from scicat_ingestor.config import KafkaOptions
 from scicat_ingestor.offsets import TopicPartition
 from scicat_ingestor.ops import metrics
+from scicat_ingestor.redact import masked_settings
 from scicat_ingestor.state import ServiceState
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,6 @@ logger = logging.getLogger(__name__)
 # Consumer settings the daemon depends on; a config asking otherwise is overridden with a warning.
 FORCED_SETTINGS: dict[str, Any] = {"enable.auto.commit": False, "enable.auto.offset.store": False}
 _DEFAULT_STATISTICS_INTERVAL_MS = 5000
-_SECRET_MARKERS = ("password", "secret", "token", "private.key", "credentials")
 _ERROR_LOG_INTERVAL = 30.0
 _STARTUP_METADATA_TIMEOUT = 10.0
 _COMMIT_ERROR_IGNORED = {KafkaError._NO_OFFSET}
@@ -130,14 +130,6 @@ def consumer_settings(options: KafkaOptions) -> dict[str, Any]:
     return {key: value for key, value in settings.items() if value != ""}
 
 
-def masked(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy safe to log: values of password/secret-like keys replaced by '****'."""
-    return {
-        key: "****" if any(marker in key for marker in _SECRET_MARKERS) and value else value
-        for key, value in settings.items()
-    }
-
-
 def _truthy(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in {"true", "1", "yes", "on"}
@@ -155,7 +147,7 @@ class KafkaSource:
         self._last_error_log: dict[int, float] = {}
         settings = consumer_settings(options)
         self._cooperative = "cooperative" in str(settings.get("partition.assignment.strategy", ""))
-        logger.info("connecting to Kafka with %s", masked(settings))
+        logger.info("connecting to Kafka with %s", masked_settings(settings))
         settings["error_cb"] = self._on_error
         settings["stats_cb"] = self._on_stats
         try:

@@ -23,15 +23,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import h5py
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-
-from .config import IngestorConfig
-from .schema.loader import assemble, fallback_path, load_schema_file, load_schemas
-from .schema.model import MetadataSchema, SchemaError
 
 MAX_GROUPS_VISITED = 500
 MAX_DEFAULT_HOPS = 8
@@ -523,51 +519,3 @@ def thumbnail_of_file(path: Path | str, max_points: int, hint: str = "") -> Thum
         raise ThumbnailError("unreadable", f"cannot read: {err}") from err
     finally:
         h5.close()
-
-
-def preview_command(
-    config: IngestorConfig,
-    paths: Sequence[str],
-    nexus_file: str | None,
-    out_png: str,
-    out: TextIO,
-) -> int:
-    """``validate-schema --thumbnail``: write the picture the daemon would attach; 0 or 1.
-
-    The schema selected for ``nexus_file`` among ``paths`` may name the plot (``thumbnail:``).
-    """
-    if not nexus_file:
-        out.write("Thumbnail: --thumbnail needs --nexus-file\n")
-        return 1
-    hint = _schema_hint(config, paths, nexus_file)
-    try:
-        thumb = thumbnail_of_file(nexus_file, config.ingestion.thumbnail.max_points, hint)
-    except ThumbnailError as err:
-        out.write(f"Thumbnail: none ({err.reason}): {nexus_file}: {err}\n")
-        return 1
-    Path(out_png).write_bytes(thumb.png)
-    out.write(
-        f"Thumbnail: {out_png} ({len(thumb.png)} bytes, {thumb.values_read} values read "
-        f"from disk): {thumb.caption}\n"
-    )
-    return 0
-
-
-def _schema_hint(config: IngestorConfig, paths: Sequence[str], nexus_file: str) -> str:
-    """The ``thumbnail:`` path of the schema the daemon would select ('' if none or invalid)."""
-    try:
-        loaded: list[tuple[MetadataSchema, list[str]]] = [
-            (schema, [])
-            for target in paths or [config.ingestion.schemas_directory]
-            for schema in (
-                load_schemas(target).schemas
-                if Path(target).is_dir()
-                else [load_schema_file(target)[0]]
-            )
-        ]
-        spec = config.ingestion.fallback_schema_file_path
-        fallback = load_schema_file(fallback_path(spec))[0] if spec else None
-        chosen = assemble(loaded, fallback).select(Path(nexus_file).as_posix())
-    except SchemaError:  # validate-schema has reported it already
-        return ""
-    return chosen.thumbnail if chosen is not None else ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -341,3 +342,23 @@ def test_the_drain_after_a_stop_is_bounded(tree: Path, scicat_standin: SciCatSta
         assert time.monotonic() - started < 3
     assert end == RunEnd(interrupted=True, abandoned=1)
     assert done == []  # the second file was queued, never started
+
+
+@pytest.mark.integration
+def test_refused_credentials_exit_1_before_any_file_is_touched(
+    tree: Path,
+    scicat_standin: SciCatStandIn,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = _config(tree, scicat_standin)
+    scicat_standin.set_token("rotated")  # ours is revoked
+    assert ingest_command(config, [str(tree / "data")], workers=2) == 1
+    [error] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert error.getMessage().startswith(
+        "SciCat refuses our credentials (static token (scicat.token): GET auth/whoami → 403)"
+    )
+    assert capsys.readouterr().out == ""  # no file was tried
+    assert not list(tree.rglob("ingestor"))  # no side file written
+    routes = {key.rsplit(" ", 1)[0] for key in scicat_standin.stats()["requests"]}
+    assert routes == {"GET /auth/whoami"}

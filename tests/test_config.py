@@ -1,5 +1,6 @@
 """Config loading: the upstream sample loads unchanged; each kind of bad input is one clear line."""
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,22 @@ from scicat_ingestor.config import (
     build,
     config_warnings,
     dump_yaml,
+    iter_leaf_fields,
     load_config,
     secret_values,
+    to_dict,
+)
+from scicat_ingestor.fieldtypes import (
+    AtLeastOne,
+    Disallowed,
+    Mismatch,
+    Port,
+    Seconds,
+    accept,
+    base_type,
+    describe,
+    metavar,
+    parse_text,
 )
 
 
@@ -185,3 +200,42 @@ def test_overrides_are_validated_like_the_file() -> None:
 def test_build_directly_for_tests() -> None:
     config = build(IngestorConfig, {"ingestion": {"dry_run": True}}, "test")
     assert config.ingestion.dry_run is True
+
+
+def test_every_default_passes_its_own_checks() -> None:
+    """A new key whose default breaks its own rule fails here, not in production."""
+    plain = to_dict(IngestorConfig(), mask_secrets=False)
+    assert build(IngestorConfig, plain, "defaults") == IngestorConfig()
+
+
+def test_every_key_type_is_in_the_field_type_table() -> None:
+    """Adding a key is a one-line field: its type must be describable and typeable on the CLI."""
+    for dotted, tp, _default in iter_leaf_fields():
+        assert describe(tp), dotted
+        assert metavar(tp) or base_type(tp) is bool, dotted
+
+
+@pytest.mark.parametrize(
+    ("tp", "text", "expected"),
+    [
+        (Seconds, "2.5", 2.5),
+        (AtLeastOne, "4", 4),
+        (Port | str, "12201", 12201),
+        (Port | str, "", ""),
+        (Seconds | None, "3", 3.0),
+        (tuple[Seconds, ...], "1", 1.0),
+        (Mapping[str, str | int], "a=1", ("a", 1)),
+    ],
+)
+def test_flag_text_is_parsed_by_the_field_type(tp: object, text: str, expected: object) -> None:
+    assert parse_text(tp, text) == expected
+
+
+def test_checks_run_on_list_items_and_union_arms() -> None:
+    with pytest.raises(Disallowed, match=r"seconds >= 0"):
+        accept(tuple[Seconds, ...], [1, -1])
+    with pytest.raises(Disallowed, match=r"0-65535"):
+        accept(Port | str, 70000)
+    assert accept(Port | str, "not-a-port") == "not-a-port"  # checked only when graylog is on
+    with pytest.raises(Mismatch):
+        accept(AtLeastOne, True)  # a YAML boolean is not a count

@@ -120,7 +120,8 @@ def test_a_second_signal_exits_at_once_and_the_work_is_redelivered(kit: ProcessK
     writer.announce(files)
     overrides = {"ingestion.drain_grace_period": 60, "scicat.timeout": 60}
     daemon = kit.daemon(topic, group, overrides=overrides)
-    wait_until(lambda: kit.standin.stats()["connections"] > 0, "a request to SciCat")
+    # two connections: the start-up credentials probe's and the first file's
+    wait_until(lambda: kit.standin.stats()["connections"] > 1, "a file's request to SciCat")
 
     daemon.terminate()
     daemon.wait_for_log("stopping, draining up to 60 s", timeout=10)

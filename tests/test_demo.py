@@ -14,10 +14,10 @@ import pytest
 import yaml
 
 from scicat_ingestor.config import load_config
-from scicat_ingestor.testing.demo import DEFAULT_CONFIG, REPO_ROOT, runtime_config
+from scicat_ingestor.demo import DEFAULT_CONFIG, REPO_ROOT, runtime_config
 from scicat_ingestor.testing.scicat_standin import DEFAULT_TOKEN
 
-DEMO = [sys.executable, "-m", "scicat_ingestor.testing.demo"]
+DEMO = [sys.executable, "-m", "scicat_ingestor.demo"]
 # Secrets the daemon gets from the environment; none may reach its log, even at DEBUG.
 SECRET_ENV = {"KAFKA_SASL_PASSWORD": "sasl-Secret-42", "SCICAT_PASSWORD": "pw-Secret-77"}
 

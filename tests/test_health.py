@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -16,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from scicat_ingestor.config import HealthCheckOptions, SciCatOptions, Secret
 from scicat_ingestor.ops.health import HealthServer, HealthServerError, check_data_roots
 from scicat_ingestor.ops.metrics import FILES
-from scicat_ingestor.scicat import SciCatClient
+from scicat_ingestor.scicat import SciCatClient, SciCatError
 from scicat_ingestor.state import SchemaStatus, ServiceState
 from scicat_ingestor.testing.scicat_standin import SciCatStandIn
 
@@ -343,3 +344,31 @@ def test_ready_shows_the_schema_set_and_a_failed_reload_does_not_make_it_unready
         "last_error": "a.imsc.yml: id: bad",
         "last_error_at": "1970-01-01T00:00:01+00:00",
     }
+
+
+@pytest.mark.integration
+def test_ready_names_refused_credentials_and_recovers(
+    serve: Callable[..., HealthServer], scicat_standin: SciCatStandIn
+) -> None:
+    """An auth outage: /ready 503 with a check saying SciCat refuses our credentials (no secret);
+    the checker's recheck brings it back once they work again, with no file being retried."""
+    options = SciCatOptions(host=scicat_standin.url, username="ingestor", password=Secret("pwd"))
+    client = SciCatClient(options)
+    server = serve(client.healthy, credentials=client.credentials, check_interval=0.1)
+    assert client.check_credentials()
+    wait_status(server, "/ready", 200)
+    scicat_standin.reject_credentials(1.0)
+    scicat_standin.expire_tokens()
+    with pytest.raises(SciCatError):
+        client.get_json("proposals/443503")
+    body = get(server, "/ready").json()
+    assert get(server, "/ready").status_code == 503
+    assert body["checks"]["scicat_credentials"] == {
+        "ok": False,
+        "detail": "SciCat refuses our credentials (HTTP 403 on GET proposals/443503; "
+        "login as 'ingestor' failed: 401)",
+    }
+    assert "pwd" not in json.dumps(body)
+    body = wait_status(server, "/ready", 200)
+    assert body["checks"]["scicat_credentials"]["ok"] is True
+    client.close()

@@ -459,7 +459,10 @@ def test_source_folder_not_containing_the_files_is_permanent(
 def test_unsupported_hash_algorithm_is_a_config_error(
     make_pipeline: MakePipeline,
 ) -> None:
-    with pytest.raises(ConfigError, match="file_hash_algorithm: unsupported 'crc32'"):
+    """Rejected when the config is loaded (the config model's check), before any pipeline."""
+    with pytest.raises(
+        ConfigError, match=r"'ingestion\.file_handling\.file_hash_algorithm' must be one of blake2b"
+    ):
         make_pipeline(file_handling={"file_hash_algorithm": "crc32"})
 
 

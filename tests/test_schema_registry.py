@@ -18,7 +18,7 @@ from scicat_ingestor.ops.metrics import REGISTRY
 from scicat_ingestor.schema.loader import load_all
 from scicat_ingestor.schema.model import SchemaError
 from scicat_ingestor.schema.registry import SchemaRegistry, fingerprint
-from scicat_ingestor.schema.report import validate_schema_command
+from scicat_ingestor.commands.validate import validate_schema
 from scicat_ingestor.state import ServiceState
 
 CODA = "/ess/data/coda/2024/run-1-small-coda.hdf"
@@ -197,6 +197,6 @@ def test_validate_schema_reports_the_errors_a_reload_would(schemas: Path) -> Non
     assert len(errors) == 2
     config = build(IngestorConfig, {"ingestion": {"schemas_directory": str(schemas)}}, "test")
     out = io.StringIO()
-    assert validate_schema_command(config, [], None, None, out) == 1
+    assert validate_schema(config, [], None, out) == 1
     failures = [line.strip() for line in out.getvalue().splitlines() if "FAIL" in line]
     assert failures == [f"FAIL  {error}" for error in errors]

@@ -1,4 +1,4 @@
-"""``validate_schema_command``: exit codes and what instrument scientists get to read."""
+"""``validate-schema``: exit codes and what instrument scientists get to read."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from scicat_ingestor.commands.validate import NOT_FETCHED, validate_schema
 from scicat_ingestor.config import DatasetOptions, IngestionOptions, IngestorConfig
-from scicat_ingestor.schema.report import NOT_FETCHED, validate_schema_command
 
 DATA = Path(__file__).parent / "data"
 SCHEMAS = DATA / "schemas"
@@ -30,7 +30,7 @@ def run(
     fetch: Any = None,
 ) -> tuple[int, str]:
     out = io.StringIO()
-    code = validate_schema_command(cfg, paths or [], nexus, fetch, out)
+    code = validate_schema(cfg, paths or [], nexus, out, fetch=fetch)
     return code, out.getvalue()
 
 
@@ -128,7 +128,7 @@ def test_no_matching_schema_without_fallback_fails(tmp_path: Path) -> None:
     shutil.copy(SCHEMAS / "small-ymir.imsc.yml", tmp_path / "ymir.imsc.yml")
     code, out = run(config(tmp_path), nexus=str(DATA / "small-coda.hdf"))
     assert code == 1
-    assert "no schema selector matches this path and no fallback is configured" in out
+    assert "no metadata schema matches this file and no fallback schema is configured" in out
 
 
 def test_fallback_is_selected_when_nothing_matches(tmp_path: Path) -> None:

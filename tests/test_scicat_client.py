@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
+import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,13 +17,16 @@ import pytest
 from scicat_ingestor.config import ConfigError, SciCatOptions, Secret, build
 from scicat_ingestor.ops.metrics import REGISTRY
 from scicat_ingestor.scicat import (
+    SciCatAuthRefused,
     SciCatClient,
     SciCatConflict,
     SciCatError,
+    SciCatForbidden,
     SciCatRejected,
     SciCatUnavailable,
 )
-from scicat_ingestor.testing.scicat_standin import SciCatStandIn
+from scicat_ingestor.scicat_auth import renew_after
+from scicat_ingestor.testing.scicat_standin import Account, SciCatStandIn
 
 pytestmark = pytest.mark.integration
 
@@ -193,45 +200,233 @@ def test_connection_refused_is_unavailable(scicat_standin: SciCatStandIn) -> Non
         scicat_standin.resume()
 
 
-def test_static_token_401_is_rejected(scicat_standin: SciCatStandIn) -> None:
-    client = _client(scicat_standin, token="wrong")
-    with pytest.raises(SciCatRejected, match="→ 401"):
-        client.get_dataset("20.500.12269/x")
-
-
-def test_login_and_renewal_after_401(
+def test_refused_static_token_is_an_auth_outage(
     scicat_standin: SciCatStandIn, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG)
-    client = _client(scicat_standin, token="", username="ingestor", password="pwd")
-    assert client.get_dataset("20.500.12269/x") is None
-    assert _requests(scicat_standin, "POST /auth/login 201") == 1
-    scicat_standin.expire_tokens()
+    """The real backend answers a dead token with 403; the probe says it is the credentials."""
+    client = _client(scicat_standin, token="wrong")
+    assert client.get_dataset("20.500.12269/x") is None  # 404 either way (the table's row)
+    with pytest.raises(SciCatAuthRefused) as info:
+        client.get_json("proposals/443503")
+    assert str(info.value) == (
+        "SciCat refuses our credentials (HTTP 403 on GET proposals/443503; "
+        "static token (scicat.token): GET auth/whoami → 403)"
+    )
+    assert isinstance(info.value, SciCatUnavailable)  # retried, never a verdict on the file
+    assert client.credentials.status() == (False, str(info.value))
+    assert _auth_ok() == 0
+    [error] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert "wrong" not in error.getMessage()
 
+
+def _auth_ok() -> float | None:
+    return REGISTRY.get_sample_value("scicat_ingestor_scicat_auth_ok")
+
+
+def _in_threads(work: Callable[[], None], count: int) -> list[BaseException]:
+    """Run ``work`` in ``count`` threads at once; the exceptions they raised."""
     errors: list[BaseException] = []
 
-    def work() -> None:
+    def guarded() -> None:
         try:
-            assert client.get_json("proposals/443503")["proposalId"] == "443503"
-        except BaseException as exc:  # pragma: no cover - reported below
+            work()
+        except BaseException as exc:  # pragma: no cover - reported by the caller
             errors.append(exc)
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
+    threads = [threading.Thread(target=guarded) for _ in range(count)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert errors == []
-    # one renewal shared by all threads, not one login per thread
+    return errors
+
+
+def _login_client(standin: SciCatStandIn, **options: Any) -> SciCatClient:
+    return _client(standin, token="", username="ingestor", password="pwd", **options)
+
+
+def test_token_is_renewed_before_it_expires_once_for_all_threads(
+    scicat_standin_factory: Callable[..., SciCatStandIn], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    standin = scicat_standin_factory(token_lifetime=1.0)
+    client = _login_client(standin)
+    done = time.monotonic() + 2.5
+
+    def work() -> None:
+        while time.monotonic() < done:
+            assert client.get_json("proposals/443503")["proposalId"] == "443503"
+            time.sleep(0.02)
+
+    assert _in_threads(work, 4) == []
+    # renewed at 0.8 s of each 1 s lifetime: logins at 0, 0.8, 1.6, 2.4 s; never a refusal
+    assert 3 <= _requests(standin, "POST /auth/login 201") <= 4
+    assert _requests(standin, "GET /proposals/{pid} 403") == 0
+    renewals = [r for r in caplog.records if "renewing before expiry" in r.getMessage()]
+    assert len(renewals) == _requests(standin, "POST /auth/login 201") - 1
+    assert "token valid 1 s, renewed after 0.8 s" in renewals[0].getMessage()
+    assert "pwd" not in caplog.text and "Bearer" not in caplog.text
+
+
+@pytest.mark.parametrize(("lifetime", "after"), [(3600, 2880), (60, 30), (3, 2.4), (100, 70)])
+def test_renewal_time(lifetime: float, after: float) -> None:
+    assert renew_after(lifetime) == pytest.approx(after)
+
+
+def test_renewal_after_403_one_login_for_all_threads(
+    scicat_standin: SciCatStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    client = _login_client(scicat_standin)
+    assert client.get_dataset("20.500.12269/x") is None
+    assert _requests(scicat_standin, "POST /auth/login 201") == 1
+    scicat_standin.expire_tokens()
+
+    def work() -> None:
+        assert client.get_json("proposals/443503")["proposalId"] == "443503"
+
+    assert _in_threads(work, 4) == []
+    # the expired token got 403 (not 401); one renewal shared by all threads
+    assert _requests(scicat_standin, "GET /proposals/{pid} 403") >= 1
     assert _requests(scicat_standin, "POST /auth/login 201") == 2
     assert "pwd" not in caplog.text
     assert "Bearer" not in caplog.text
 
 
-def test_wrong_password_is_rejected(scicat_standin: SciCatStandIn) -> None:
+def test_wrong_password_is_an_auth_outage_without_a_login_storm(
+    scicat_standin: SciCatStandIn,
+) -> None:
     client = _client(scicat_standin, token="", username="ingestor", password="nope")
-    with pytest.raises(SciCatRejected, match=r"SciCat POST auth/login → 401"):
-        client.get_dataset("20.500.12269/x")
+    for _ in range(5):
+        with pytest.raises(SciCatAuthRefused, match=r"\(login as 'ingestor' failed: 401\)"):
+            client.get_dataset("20.500.12269/x")
+    assert _requests(scicat_standin, "POST /auth/login 401") == 1  # repeated at most once a second
+    assert not client.check_credentials()
+
+
+def test_credentials_rejected_for_a_while_then_resume(scicat_standin: SciCatStandIn) -> None:
+    client = _login_client(scicat_standin)
+    assert client.get_json("proposals/443503")
+    scicat_standin.reject_credentials(1.0)
+    with pytest.raises(SciCatAuthRefused) as info:
+        client.get_json("proposals/443503")
+    assert str(info.value) == (
+        "SciCat refuses our credentials (HTTP 403 on GET proposals/443503; "
+        "login as 'ingestor' failed: 401)"
+    )
+    assert not client.credentials.ok
+    time.sleep(1.1)
+    client.credentials.recheck()  # what /ready's checker does during the outage
+    assert client.credentials.status() == (
+        True,
+        "SciCat accepts our credentials (account 'ingestor')",
+    )
+    assert _auth_ok() == 1
+    assert client.get_json("proposals/443503")
+
+
+def test_token_file_is_reread_when_refused_or_changed(
+    scicat_standin: SciCatStandIn, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(scicat_standin.token + "\n")
+    client = _client(scicat_standin, token="", token_file=str(token_file))
+    assert client.get_json("proposals/443503")
+    scicat_standin.set_token("rotated-1")  # revoked: refused until the file has the new one
+    with pytest.raises(SciCatAuthRefused, match=f"token from {token_file}: GET auth/whoami → 403"):
+        client.get_json("proposals/443503")
+    token_file.write_text("rotated-1")
+    assert client.get_json("proposals/443503")  # no restart
+    scicat_standin.set_token("rotated-2")
+    os.utime(token_file, ns=(1, 1))  # same size, other mtime: still noticed
+    token_file.write_text("rotated-2")
+    assert client.get_json("proposals/443503")
+    assert _requests(scicat_standin, "GET /proposals/{pid} 403") == 1
+
+
+def test_token_file_must_be_readable_at_start(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"scicat.token_file: cannot read .*missing"):
+        SciCatClient(
+            SciCatOptions(host="http://127.0.0.1:1/api/v3", token_file=str(tmp_path / "missing"))
+        )
+
+
+@pytest.fixture
+def reader_standin(scicat_standin_factory: Callable[..., SciCatStandIn]) -> SciCatStandIn:
+    """An account that may create datasets but not read other groups' (the table's case)."""
+    account = Account("pwd", groups=("ingestor",), admin=False, may_create=True)
+    return scicat_standin_factory(accounts={"ingestor": account})
+
+
+def test_permission_problem_names_account_request_and_fix(
+    reader_standin: SciCatStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = _login_client(reader_standin)
+    client.create_dataset(DATASET)
+    for _ in range(3):
+        with pytest.raises(SciCatForbidden) as info:
+            client.get_dataset(DATASET["pid"])
+    assert str(info.value) == (
+        "account 'ingestor' may not read dataset 20.500.12269/client-test-1: add it to "
+        "ADMIN_GROUPS or to the dataset's accessGroups "
+        "(SciCat GET datasets/20.500.12269%2Fclient-test-1 → 403: Unauthorized access)"
+    )
+    assert isinstance(info.value, SciCatRejected)  # a verdict on this record
+    assert client.credentials.ok
+    # one renewal, then the recent probe's acceptance skips it: no login per refusal, but a
+    # fresh probe each time (the token might have died since)
+    assert _requests(reader_standin, "POST /auth/login 201") == 2
+    assert _requests(reader_standin, "GET /auth/whoami 200") == 3
+    with pytest.raises(SciCatForbidden, match="may not read the origdatablocks of dataset"):
+        client.origdatablocks_of(DATASET["pid"])
+    warnings = [r for r in caplog.records if "cannot read datasets of other groups" in r.message]
+    assert len(warnings) == 1
+
+
+def test_account_without_create_permission(
+    scicat_standin_factory: Callable[..., SciCatStandIn],
+) -> None:
+    account = Account("pwd", groups=("x",), admin=False, may_create=False)
+    client = _login_client(scicat_standin_factory(accounts={"ingestor": account}))
+    with pytest.raises(SciCatForbidden) as info:
+        client.create_dataset(DATASET)
+    assert str(info.value).startswith(
+        "account 'ingestor' may not create datasets of ownerGroup 'ess_proposal_443503': add it "
+        "to CREATE_DATASET_PRIVILEGED_GROUPS (or to that group) (SciCat POST datasets → 403: "
+        "Unauthorized to create this dataset)"
+    )
+
+
+def test_start_up_probe(scicat_standin: SciCatStandIn, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    assert _client(scicat_standin).check_credentials()
+    assert "SciCat accepts our credentials: account 'ingestor' (static token" in caplog.text
+    assert not _client(scicat_standin, token="revoked").check_credentials()
+    unreachable = SciCatOptions(host="http://127.0.0.1:1/api/v3", max_retries=0, token=Secret("t"))
+    assert SciCatClient(unreachable).check_credentials()  # cannot tell: not a refusal
+
+
+def test_stale_keep_alive_connection_is_repeated_at_once(
+    scicat_standin_factory: Callable[..., SciCatStandIn],
+) -> None:
+    """The server closed the idle connection as the POST went out: repeated on a fresh one,
+    without a retry wait (urllib3 would not repeat an origdatablock POST)."""
+    standin = scicat_standin_factory(idle_timeout=0.2)
+    client = _client(standin, max_retries=0)
+    client.create_dataset(DATASET)
+    block = {
+        "datasetId": DATASET["pid"],
+        "size": 1,
+        "dataFileList": [{"path": "f", "size": 1, "time": "2024-01-01T00:00:00.000Z"}],
+    }
+    client.create_origdatablock(block)  # opens this thread's connection for unsafe POSTs
+    time.sleep(0.3)
+    started = time.monotonic()
+    assert client.create_origdatablock(block)["_id"]
+    assert time.monotonic() - started < 0.2
+    assert standin.stats()["idle_closed"] == 1
+    assert len(standin.origdatablocks) == 2
+    assert client.credentials.ok
 
 
 def test_healthy(scicat_standin: SciCatStandIn) -> None:

@@ -23,7 +23,8 @@ from scicat_ingestor.config import (
 )
 from scicat_ingestor.logcontext import log_context
 from scicat_ingestor.ops.health import HealthServer
-from scicat_ingestor.ops.logs import REDACTED, add_secret, reset_logging, setup_logging
+from scicat_ingestor.ops.logs import add_secret, reset_logging, setup_logging
+from scicat_ingestor.redact import REDACTED
 from scicat_ingestor.scicat import SciCatClient, SciCatError
 from scicat_ingestor.state import ServiceState
 from scicat_ingestor.testing.gelf_receiver import GelfReceiver
@@ -198,3 +199,23 @@ def test_printed_config_masks_secrets(tmp_path: Path, capsys: pytest.CaptureFixt
     # Secrets from the environment are masked the same way.
     env = {"SCICAT_TOKEN": TOKEN, "KAFKA_SASL_PASSWORD": SASL_PASSWORD}
     assert_clean(dump_yaml(load_config(None, environ=env)), "dump_yaml (environment)")
+
+
+def test_fix_secret_named_settings_are_masked_in_printed_config_and_logs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """show-config printed consumer_config passwords and header tokens in clear text."""
+    path = tmp_path / "cfg.yml"
+    data = {
+        "kafka": {"consumer_config": {"ssl.key.password": SASL_PASSWORD, "client.id": "ing"}},
+        "scicat": {"additional_headers": {"Authorization": f"Bearer {TOKEN}"}},
+    }
+    path.write_text(yaml.safe_dump(data))
+    assert main(["show-config", "-c", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert_clean(out, "show-config")
+    shown = yaml.safe_load(out)
+    assert shown["kafka"]["consumer_config"] == {"ssl.key.password": REDACTED, "client.id": "ing"}
+    assert shown["scicat"]["additional_headers"] == {"Authorization": REDACTED}
+    config = load_config(path, environ={})
+    assert {SASL_PASSWORD, f"Bearer {TOKEN}"} <= set(secret_values(config))

@@ -7,8 +7,10 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -16,6 +18,7 @@ import requests
 from scicat_ingestor.testing.scicat_standin import (
     DTO_ORIGDATABLOCK,
     DTO_RAW_DATASET,
+    Account,
     FilterError,
     SciCatStandIn,
     apply_filter,
@@ -297,21 +300,46 @@ def test_samples_are_validated_created_and_found(api: Api) -> None:
     assert refused.json()["message"] == ["property colour should not exist"]
 
 
-# ---- auth ------------------------------------------------------------------------------------
+# ---- auth: one test per row of tests/data/scicat-real-backend-behaviour.md ---------------------
+
+
+def _login(standin: SciCatStandIn, username: str = "ingestor", password: str = "pwd") -> Any:
+    body = {"username": username, "password": password}
+    return requests.post(standin.url + "/auth/login", json=body, timeout=5)
+
+
+def _expired_token(standin: SciCatStandIn) -> str:
+    token = str(_login(standin).json()["access_token"])
+    standin.expire_tokens()
+    return token
+
+
+# The three kinds of dead credentials the table's right-hand column is about.
+DEAD = ["none", "garbage", "expired"]
+
+
+def _dead_api(standin: SciCatStandIn, kind: str) -> Api:
+    api = Api(standin)
+    if kind == "none":
+        del api.session.headers["Authorization"]
+    else:
+        token = "garbage" if kind == "garbage" else _expired_token(standin)
+        api.session.headers["Authorization"] = f"Bearer {token}"
+    return api
 
 
 @integration
-def test_missing_token_is_403_and_bad_token_is_401(scicat_standin: SciCatStandIn) -> None:
-    url = scicat_standin.url + "/datasets"
-    assert requests.get(url, timeout=5).status_code == 403
-    bad = requests.get(url, headers={"Authorization": "Bearer nope"}, timeout=5)
-    assert bad.status_code == 401
-
-
-@integration
-def test_health_needs_no_token(scicat_standin: SciCatStandIn) -> None:
-    response = requests.get(scicat_standin.url + "/health", timeout=5)
-    assert response.json()["status"] == "ok"
+def test_login_with_the_right_password_is_201_with_expires_in(
+    scicat_standin_factory: Callable[..., SciCatStandIn],
+) -> None:
+    standin = scicat_standin_factory(token_lifetime=42)
+    response = _login(standin)
+    assert response.status_code == 201
+    login = response.json()
+    assert set(login) >= {"access_token", "id", "expires_in", "ttl", "created", "userId", "user"}
+    assert login["id"] == login["access_token"]
+    assert login["expires_in"] == 42
+    assert login["user"]["username"] == "ingestor"
 
 
 @integration
@@ -323,27 +351,214 @@ def test_health_needs_no_token(scicat_standin: SciCatStandIn) -> None:
         {"username": "ingestor"},
     ],
 )
-def test_bad_login_is_401(scicat_standin: SciCatStandIn, credentials: dict[str, str]) -> None:
+def test_login_with_a_wrong_password_is_401(
+    scicat_standin: SciCatStandIn, credentials: dict[str, str]
+) -> None:
     response = requests.post(scicat_standin.url + "/auth/login", json=credentials, timeout=5)
     assert response.status_code == 401
 
 
 @integration
-def test_login_token_works_until_expired(scicat_standin: SciCatStandIn) -> None:
-    response = requests.post(
-        scicat_standin.url + "/auth/login",
-        json={"username": "ingestor", "password": "pwd"},
-        timeout=5,
+@pytest.mark.parametrize("kind", DEAD)
+def test_get_proposal_without_valid_token_is_403(scicat_standin: SciCatStandIn, kind: str) -> None:
+    assert Api(scicat_standin).get("/proposals/443503").status_code == 200
+    missing = Api(scicat_standin).get("/proposals/nope")
+    assert (missing.status_code, missing.json()["message"]) == (404, "Proposal: nope not found")
+    response = _dead_api(scicat_standin, kind).get("/proposals/443503")
+    assert (response.status_code, response.json()["message"]) == (
+        403,
+        "Unauthorized to this proposal",
     )
-    assert response.status_code == 201
-    login = response.json()
-    assert login["id"] == login["access_token"]
-    assert login["user"]["username"] == "ingestor"
-    api = Api(scicat_standin, token=login["id"])
+
+
+@integration
+@pytest.mark.parametrize("kind", DEAD)
+@pytest.mark.parametrize("suffix", ["", "/origdatablocks"])
+def test_get_dataset_without_valid_token_is_403_only_when_it_exists(
+    api: Api, scicat_standin: SciCatStandIn, kind: str, suffix: str
+) -> None:
+    api.post("/datasets", _dataset())
+    pid = quote(_dataset()["pid"], safe="")
+    assert api.get(f"/datasets/{pid}{suffix}").status_code == 200
+    dead = _dead_api(scicat_standin, kind)
+    response = dead.get(f"/datasets/{pid}{suffix}")
+    assert (response.status_code, response.json()["message"]) == (403, "Unauthorized access")
+    unknown = quote("20.500.12269/unknown", safe="")
+    response = dead.get(f"/datasets/{unknown}{suffix}")
+    assert response.status_code == 404
+    assert response.json()["message"] == "dataset: 20.500.12269/unknown not found"
+
+
+@integration
+@pytest.mark.parametrize("kind", DEAD)
+def test_dataset_search_without_valid_token_is_silently_empty(
+    api: Api, scicat_standin: SciCatStandIn, kind: str
+) -> None:
+    api.post("/datasets", _dataset())
+    where = {"scientificMetadata.job_id.value": "job-1"}
+    assert len(api.find("/datasets", where).json()) == 1
+    response = _dead_api(scicat_standin, kind).find("/datasets", where)
+    assert (response.status_code, response.json()) == (200, [])
+
+
+@integration
+@pytest.mark.parametrize("kind", DEAD)
+def test_posts_without_valid_token_are_403_forbidden_resource(
+    api: Api, scicat_standin: SciCatStandIn, kind: str
+) -> None:
+    dead = _dead_api(scicat_standin, kind)
+    for path, body in (("/datasets", _dataset()), ("/origdatablocks", _block("x"))):
+        response = dead.post(path, body)
+        assert (response.status_code, response.json()["message"]) == (403, "Forbidden resource")
+    assert scicat_standin.datasets == {}
+
+
+@integration
+def test_health_needs_no_token(scicat_standin: SciCatStandIn) -> None:
+    response = requests.get(scicat_standin.url + "/health", timeout=5)
+    assert response.json()["status"] == "ok"
+    garbage = {"Authorization": "Bearer garbage"}
+    assert requests.get(scicat_standin.url + "/health", headers=garbage, timeout=5).ok
+
+
+@integration
+def test_login_tokens_expire_after_their_lifetime(
+    scicat_standin_factory: Callable[..., SciCatStandIn],
+) -> None:
+    standin = scicat_standin_factory(token_lifetime=0.3)
+    api = Api(standin, token=_login(standin).json()["access_token"])
     assert api.get("/proposals/443503").status_code == 200
-    scicat_standin.expire_tokens()
-    assert api.get("/proposals/443503").status_code == 401
-    assert Api(scicat_standin).get("/proposals/443503").status_code == 200  # static token stays
+    time.sleep(0.4)
+    assert api.get("/proposals/443503").status_code == 403
+    assert Api(standin).get("/proposals/443503").status_code == 200  # the static token stays
+
+
+@integration
+@pytest.mark.parametrize("path", ["/auth/whoami", "/users/my/self"])
+def test_whoami_names_the_account_or_is_refused(scicat_standin: SciCatStandIn, path: str) -> None:
+    api = Api(scicat_standin, token=_login(scicat_standin).json()["access_token"])
+    assert api.get(path).json()["username"] == "ingestor"
+    assert Api(scicat_standin).get(path).json()["username"] == "ingestor"  # the static token's
+    assert _dead_api(scicat_standin, "garbage").get(path).status_code == 403
+
+
+@integration
+def test_reject_credentials_for_a_while(scicat_standin: SciCatStandIn) -> None:
+    token = _login(scicat_standin).json()["access_token"]
+    scicat_standin.reject_credentials(0.5)
+    assert _login(scicat_standin).status_code == 401
+    assert Api(scicat_standin).get("/proposals/443503").status_code == 403
+    assert Api(scicat_standin, token=token).get("/proposals/443503").status_code == 403
+    time.sleep(0.6)
+    assert _login(scicat_standin).status_code == 201
+    assert Api(scicat_standin, token=token).get("/proposals/443503").status_code == 200
+
+
+@integration
+def test_change_password_and_rotate_the_static_token(scicat_standin: SciCatStandIn) -> None:
+    token = _login(scicat_standin).json()["access_token"]
+    scicat_standin.change_password("ingestor", "new")
+    assert _login(scicat_standin).status_code == 401
+    assert _login(scicat_standin, password="new").status_code == 201
+    assert Api(scicat_standin, token=token).get("/proposals/443503").status_code == 200
+    old = Api(scicat_standin)
+    scicat_standin.set_token("rotated")
+    assert old.get("/proposals/443503").status_code == 403
+    assert Api(scicat_standin, token="rotated").get("/proposals/443503").status_code == 200
+
+
+# ---- permissions -----------------------------------------------------------------------------
+
+
+@integration
+def test_account_that_may_create_but_not_read_other_groups(
+    scicat_standin_factory: Callable[..., SciCatStandIn],
+) -> None:
+    """The table's permission row: 201, then 403 by pid, [] by search, 409 on a repeat, 403 for
+    the origdatablocks."""
+    account = Account("pwd", groups=("ingestor",), admin=False, may_create=True)
+    standin = scicat_standin_factory(accounts={"ingestor": account})
+    api = Api(standin, token=_login(standin).json()["access_token"])
+    assert api.post("/datasets", _dataset()).status_code == 201
+    assert api.post("/origdatablocks", _block(_dataset()["pid"])).status_code == 201
+    pid = quote(_dataset()["pid"], safe="")
+    response = api.get(f"/datasets/{pid}")
+    assert (response.status_code, response.json()["message"]) == (403, "Unauthorized access")
+    assert api.find("/datasets", {"scientificMetadata.job_id.value": "job-1"}).json() == []
+    assert api.post("/datasets", _dataset()).status_code == 409
+    assert api.get(f"/datasets/{pid}/origdatablocks").status_code == 403
+    own = _dataset("20.500.12269/own", ownerGroup="ingestor")
+    assert api.post("/datasets", own).status_code == 201
+    assert api.get("/datasets/" + quote(own["pid"], safe="")).status_code == 200
+
+
+@integration
+def test_account_in_no_create_group_may_not_create(
+    scicat_standin_factory: Callable[..., SciCatStandIn],
+) -> None:
+    account = Account("pwd", groups=("someone",), admin=False, may_create=False)
+    standin = scicat_standin_factory(accounts={"ingestor": account})
+    api = Api(standin, token=_login(standin).json()["access_token"])
+    response = api.post("/datasets", _dataset())
+    assert response.status_code == 403
+    assert response.json()["message"] == "Unauthorized to create this dataset"
+
+
+# ---- other behaviour -------------------------------------------------------------------------
+
+
+@integration
+def test_duplicate_pid_is_409_naming_the_pid(api: Api) -> None:
+    assert api.post("/datasets", _dataset()).status_code == 201
+    response = api.post("/datasets", _dataset())
+    assert response.status_code == 409
+    assert response.json()["message"] == f"A dataset with pid {_dataset()['pid']} already exists!"
+
+
+@integration
+def test_dates_are_normalised_on_read_back_but_not_in_scientific_metadata(api: Api) -> None:
+    sent = "2024-11-01T10:00:55.671448+00:00"
+    metadata = {"start": {"value": sent, "type": "date", "unit": ""}}
+    body = _dataset(creationTime=sent, scientificMetadata=metadata)
+    api.post("/datasets", body)
+    stored = api.get("/datasets/" + quote(body["pid"], safe="")).json()
+    assert stored["creationTime"] == "2024-11-01T10:00:55.671Z"
+    assert stored["scientificMetadata"]["start"]["value"] == sent
+
+
+@integration
+def test_fields_added_on_read_back(api: Api) -> None:
+    api.post("/datasets", _dataset())
+    stored = api.get("/datasets/" + quote(_dataset()["pid"], safe="")).json()
+    assert stored["keywords"] == []
+    assert stored["proposalIds"] == ["443503"]
+    assert stored["instrumentIds"] == ["odin-id"]
+    assert stored["principalInvestigators"] == ["Pia Investigator"]
+    assert stored["sampleIds"] == []
+    assert stored["version"] == "3"
+    assert stored["createdBy"] == "ingestor"
+    for name in ("classification", "datasetlifecycle", "createdAt", "updatedAt"):
+        assert name in stored
+
+
+@integration
+def test_idle_keep_alive_connection_is_closed_before_any_answer(
+    scicat_standin_factory: Callable[..., SciCatStandIn],
+) -> None:
+    standin = scicat_standin_factory(idle_timeout=0.3)
+    api = Api(standin)
+    first = api.get("/proposals/443503")
+    assert first.headers["Keep-Alive"] == "timeout=0.3"
+    assert api.get("/proposals/443503").ok  # not idle: the same connection answers
+    time.sleep(0.5)
+    with pytest.raises(requests.ConnectionError, match="Remote end closed connection"):
+        api.get("/proposals/443503")
+    assert standin.stats()["idle_closed"] == 1
+    assert api.get("/proposals/443503").ok  # a fresh connection
+    control = requests.Session()
+    assert control.get(standin.control_url + "/stats", timeout=5).ok
+    time.sleep(0.5)
+    assert control.get(standin.control_url + "/stats", timeout=5).ok  # /_standin is not closed
 
 
 @integration
@@ -443,6 +658,10 @@ def test_control_over_http(scicat_standin: SciCatStandIn) -> None:
     assert api.get("/proposals/42").json()["title"] == "added over HTTP"
     assert post("delay", {"seconds": 0, "match": "x"}).ok
     assert post("expire_tokens").ok
+    assert post("change_password", {"username": "admin", "password": "new"}).ok
+    assert _login(scicat_standin, "admin", "new").status_code == 201
+    assert post("reject_credentials", {"seconds": 0}).ok
+    assert post("set_token", {"token": scicat_standin.token}).ok
     assert post("stop_answering", {"refuse": True}).status_code == 400  # could never resume
     assert post("nonsense").status_code == 404
     api.post("/datasets", _dataset())

@@ -17,20 +17,26 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import TextIO
 
-from ..config import IngestorConfig
-from ..ops.metrics import FILES
-from ..outcome import Outcome, Permanent, outcome_label
-from ..pipeline import Job
-from ..retry import file_retry_delays
-from .jobs import EXIT_INTERRUPTED, abandon_if_running, ctrl_c_stops, open_pipeline, run_jobs
-from .progress import SUMMARY_EVERY_SECONDS, RunState, display
-from .summary import Ending, FileResult, Tally, report_line, write_json, write_text
+from scicat_ingestor.commands.jobs import abandon_if_running, ctrl_c_stops, open_pipeline, run_jobs
+from scicat_ingestor.commands.progress import SUMMARY_EVERY_SECONDS, RunState, display
+from scicat_ingestor.commands.summary import (
+    Ending,
+    FileResult,
+    Tally,
+    report_line,
+    write_json,
+    write_text,
+)
+from scicat_ingestor.config import IngestorConfig
+from scicat_ingestor.exitcodes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK
+from scicat_ingestor.ops.metrics import FILES
+from scicat_ingestor.outcome import Outcome, Permanent, outcome_label
+from scicat_ingestor.pipeline import Job
+from scicat_ingestor.retry import file_retry_delays
 
 logger = logging.getLogger("scicat_ingestor.commands.ingest")
 
 NEXUS_SUFFIXES = (".hdf", ".h5", ".nxs")
-EXIT_OK = 0
-EXIT_FAILED = 1
 
 
 def discover(
@@ -117,6 +123,8 @@ def ingest_command(
         report_out = stack.enter_context(_report_file(report))
         shown = stack.enter_context(display(state, verbose, summary_every))
         pipeline = stack.enter_context(open_pipeline(config))
+        if not pipeline.client.check_credentials():
+            return EXIT_FAILURE  # SciCat refuses them: said in one line, no file touched
         counter = threading.Thread(
             target=_count, args=(paths, state, stop), name="ingest-count", daemon=True
         )
@@ -162,7 +170,7 @@ def ingest_command(
     abandon_if_running(end)
     if end.interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_FAILED if tally.failed else EXIT_OK
+    return EXIT_FAILURE if tally.failed else EXIT_OK
 
 
 def _print_summary(tally: Tally, ending: Ending, as_json: bool, out: TextIO) -> None:

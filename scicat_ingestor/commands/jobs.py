@@ -21,16 +21,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 
-from ..config import IngestorConfig
-from ..ops.metrics import RETRIES
-from ..outcome import Outcome, Transient
-from ..pipeline import Job, Pipeline
-from ..schema.loader import load_schemas
-from ..scicat import SciCatClient
+from scicat_ingestor.config import IngestorConfig
+from scicat_ingestor.exitcodes import EXIT_INTERRUPTED
+from scicat_ingestor.ops.metrics import RETRIES
+from scicat_ingestor.outcome import Outcome, Transient
+from scicat_ingestor.pipeline import Job, Pipeline
+from scicat_ingestor.schema.loader import load_schemas
+from scicat_ingestor.scicat import SciCatClient
 
 logger = logging.getLogger("scicat_ingestor.commands")
 
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a command stopped by Ctrl-C
 TICK_SECONDS = 0.2
 DRAIN_SECONDS = 60.0
 

@@ -15,16 +15,15 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
-from ..config import IngestorConfig
-from ..ops.metrics import FILES
-from ..outcome import Outcome, Skipped, outcome_label
-from ..pipeline import Job
-from ..retry import file_retry_delays
-from ..triage import RunStart, WritingFinished, triage
-from .jobs import EXIT_INTERRUPTED, abandon_if_running, ctrl_c_stops, open_pipeline, run_jobs
-from .summary import Ending, FileResult, Tally, write_text
-
-EXIT_OK, EXIT_FAILED = 0, 1
+from scicat_ingestor.commands.jobs import abandon_if_running, ctrl_c_stops, open_pipeline, run_jobs
+from scicat_ingestor.commands.summary import Ending, FileResult, Tally, write_text
+from scicat_ingestor.config import IngestorConfig
+from scicat_ingestor.exitcodes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK
+from scicat_ingestor.ops.metrics import FILES
+from scicat_ingestor.outcome import Outcome, Skipped, outcome_label
+from scicat_ingestor.pipeline import Job
+from scicat_ingestor.retry import file_retry_delays
+from scicat_ingestor.triage import RunStart, WritingFinished, triage
 
 
 def read_dead_letters(lines: Iterator[str], source: str) -> Iterator[tuple[str, Job | str]]:
@@ -77,7 +76,7 @@ def replay_command(config: IngestorConfig, source: str, out: TextIO | None = Non
             entries = list(read_dead_letters(lines, source))
     except OSError as exc:
         print(f"error: {source}: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_FAILURE
     tally = Tally()
     jobs: dict[str, tuple[str, Job]] = {}
     for where, entry in entries:
@@ -92,7 +91,7 @@ def replay_command(config: IngestorConfig, source: str, out: TextIO | None = Non
     write_text(tally, out, heading, Ending(interrupted, not_done))
     if interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_FAILED if tally.failed else EXIT_OK
+    return EXIT_FAILURE if tally.failed else EXIT_OK
 
 
 def _ingest_all(config: IngestorConfig, jobs: Sequence[tuple[str, Job]], tally: Tally) -> bool:

@@ -11,21 +11,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from ..config import ConfigError, IngestorConfig
-from ..daemon import EXIT_FAILURE, Daemon
-from ..deadletter import DeadLetterError, DeadLetters
-from ..ops.health import HealthServer, HealthServerError
-from ..pipeline import Pipeline
-from ..samples import SampleIngestor
-from ..schema.loader import SchemaError
-from ..schema.registry import SchemaRegistry, reload_on_sighup
-from ..scicat import SciCatClient
-from ..source import KafkaSource, SourceError
-from ..state import ServiceState
+from scicat_ingestor.config import ConfigError, IngestorConfig
+from scicat_ingestor.daemon import Daemon
+from scicat_ingestor.deadletter import DeadLetterError, DeadLetters
+from scicat_ingestor.exitcodes import EXIT_FAILURE, EXIT_USAGE
+from scicat_ingestor.ops.health import HealthServer, HealthServerError
+from scicat_ingestor.pipeline import Pipeline
+from scicat_ingestor.samples import SampleIngestor
+from scicat_ingestor.schema.loader import SchemaError
+from scicat_ingestor.schema.registry import SchemaRegistry, reload_on_sighup
+from scicat_ingestor.scicat import SciCatClient
+from scicat_ingestor.source import KafkaSource, SourceError
+from scicat_ingestor.state import ServiceState
 
 logger = logging.getLogger("scicat_ingestor.daemon")
-
-EXIT_CONFIG = 2
 
 
 @contextmanager
@@ -63,7 +62,7 @@ def run_daemon(config: IngestorConfig) -> int:
         )
     except SchemaError as exc:
         logger.error("%s", exc)
-        return EXIT_CONFIG
+        return EXIT_USAGE
     client = SciCatClient(config.scicat)
     health: HealthServer | None = None
     dead_letters: DeadLetters | None = None
@@ -75,12 +74,21 @@ def run_daemon(config: IngestorConfig) -> int:
         daemon = Daemon(config, pipeline, dead_letters, source, state, samples=samples)
         if config.health_check.enabled:
             data_roots = ingestion.file_handling.data_roots
-            health = HealthServer(config.health_check, state, client.healthy, data_roots).start()
+            health = HealthServer(
+                config.health_check,
+                state,
+                client.healthy,
+                data_roots,
+                credentials=client.credentials,
+            ).start()
+        # Start-up probe, beside the start (never delaying it or the signal handlers): one line
+        # if SciCat refuses the credentials; files then wait and /ready says why.
+        threading.Thread(target=client.check_credentials, name="scicat-probe", daemon=True).start()
         with _signal_handlers(daemon), reload_on_sighup(registry.start()):
             status = daemon.run()
     except (ConfigError, SourceError, DeadLetterError) as exc:
         logger.error("%s", exc)
-        return EXIT_CONFIG
+        return EXIT_USAGE
     except HealthServerError as exc:
         logger.error("%s", exc)
         return EXIT_FAILURE

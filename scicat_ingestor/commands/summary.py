@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from ..outcome import Outcome, Skipped, is_failure, outcome_label
+from scicat_ingestor.outcome import Outcome, Skipped, is_failure, outcome_label
 
 FAILURES_SHOWN = 20
 

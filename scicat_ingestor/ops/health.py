@@ -9,8 +9,8 @@ questions are separate:
   ``health_check.liveness_timeout`` seconds (or is draining to stop). Restarting helps only then.
 - ``/ready`` is **readiness**: 200 when the poll loop is alive, the service is not stopping, the
   broker is connected, SciCat answered its health endpoint recently (and ingestion requests are
-  not failing), dead letters can be stored and every data root is listable; no data roots
-  configured counts as ready.
+  not failing), SciCat accepts our credentials, dead letters can be stored and every data root
+  is listable; no data roots configured counts as ready.
 
 Both bodies keep upstream's keys ``kafka``, ``storage`` and ``scicat`` (booleans) so dashboards
 reading them keep working; only ``/ready``'s status code depends on them. The slow checks
@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -44,6 +44,18 @@ from scicat_ingestor.state import ServiceState, StateSnapshot
 logger = logging.getLogger("scicat_ingestor.ops.health")
 
 DEFAULT_CHECK_INTERVAL = 5.0
+
+
+class Credentials(Protocol):
+    """What /ready needs from the SciCat client's credential state (``CredentialsState``)."""
+
+    def status(self) -> tuple[bool, str]:
+        """(accepted, one line without secrets); cheap, no network."""
+        ...
+
+    def recheck(self) -> None:
+        """Ask SciCat again during an auth outage (called from the checking thread)."""
+        ...
 
 
 class HealthServerError(RuntimeError):
@@ -85,8 +97,10 @@ class SlowChecks:
         data_roots: Sequence[str],
         interval: float,
         clock: Callable[[], float] = time.monotonic,
+        credentials: Credentials | None = None,
     ) -> None:
         self._probe = scicat_probe
+        self._credentials = credentials
         self._roots = tuple(data_roots)
         self.interval = interval
         # A result older than this means the checking thread is stuck (hung mount or request).
@@ -108,6 +122,8 @@ class SlowChecks:
 
     def run_once(self) -> None:
         self._store("scicat", self._scicat())
+        if self._credentials is not None:
+            self._credentials.recheck()
         self._store("storage", check_data_roots(self._roots))
 
     def result(self, name: str, now: float) -> Check:
@@ -160,10 +176,12 @@ class HealthServer:
         *,
         check_interval: float = DEFAULT_CHECK_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
+        credentials: Credentials | None = None,
     ) -> None:
         self.options = options
         self.state = state
-        self.checks = SlowChecks(scicat_probe, data_roots, check_interval, clock)
+        self.credentials = credentials
+        self.checks = SlowChecks(scicat_probe, data_roots, check_interval, clock, credentials)
         self._clock = clock
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -252,6 +270,8 @@ class HealthServer:
             "storage": self.checks.result("storage", now),
             "dead_letters": _dead_letter_check(snap),
         }
+        if self.credentials is not None:
+            checks["scicat_credentials"] = Check(*self.credentials.status())
         ready = all(check.ok for check in checks.values())
         body = self._compat_keys(snap, now)
         body.update(

@@ -24,17 +24,16 @@ import logging
 import logging.handlers
 import socket
 import sys
-import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import graypy
 
 from scicat_ingestor.config import ConfigError, LoggingOptions
 from scicat_ingestor.logcontext import CONTEXT_FIELDS, ContextFilter
+from scicat_ingestor.redact import Redactor
 
 PACKAGE_LOGGER = "scicat_ingestor"
-REDACTED = "****"
 
 # Attributes every LogRecord has; anything else on a record is an ``extra=`` or context field.
 _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
@@ -48,61 +47,31 @@ _installed: list[logging.Handler] = []
 # ------------------------------------------------------------------------------------------------
 
 
-def _variants(secret: str) -> set[str]:
-    """The forms a secret can take in text: raw, repr/JSON-escaped, URL-encoded."""
-    forms = {
-        secret,
-        repr(secret)[1:-1],
-        json.dumps(secret)[1:-1],
-        urllib.parse.quote(secret, safe=""),
-        urllib.parse.quote_plus(secret, safe=""),
-    }
-    return {form for form in forms if form}
-
-
 class SecretRedactor(logging.Filter):
     """Replaces secrets with ``****`` on the record itself, so every later sink sees it redacted."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._forms: tuple[str, ...] = ()
+        self.secrets = Redactor()
         self._formatter = logging.Formatter()
 
-    def set_secrets(self, secrets: Iterable[str]) -> None:
-        forms: set[str] = set()
-        for secret in secrets:
-            if secret:
-                forms |= _variants(secret)
-        # Longest first, so a secret containing another is replaced whole.
-        self._forms = tuple(sorted(forms, key=len, reverse=True))
-
-    def add_secret(self, secret: str) -> None:
-        if secret:
-            self.set_secrets((*self._forms, secret))
-
-    def redact(self, text: str) -> str:
-        for form in self._forms:
-            if form in text:
-                text = text.replace(form, REDACTED)
-        return text
-
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self._forms or getattr(record, _REDACTED_MARK, False):
+        if not self.secrets or getattr(record, _REDACTED_MARK, False):
             return True
         try:
             message = record.getMessage()
         except (TypeError, ValueError) as exc:  # a bad %-format call must not leak or crash
             message = f"{record.msg!r} (log arguments could not be formatted: {exc})"
-        record.msg, record.args = self.redact(message), None
+        record.msg, record.args = self.secrets.redact(message), None
         if record.exc_info and not record.exc_text:
             record.exc_text = self._formatter.formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = self.redact(record.exc_text)
+            record.exc_text = self.secrets.redact(record.exc_text)
         if record.stack_info:
-            record.stack_info = self.redact(record.stack_info)
+            record.stack_info = self.secrets.redact(record.stack_info)
         for key, value in list(vars(record).items()):
             if key not in _STANDARD_ATTRS and isinstance(value, str):
-                setattr(record, key, self.redact(value))
+                setattr(record, key, self.secrets.redact(value))
         setattr(record, _REDACTED_MARK, True)
         return True
 
@@ -112,7 +81,7 @@ _REDACTOR = SecretRedactor()
 
 def add_secret(value: str) -> None:
     """Redact a secret learnt at run time (e.g. the token SciCat returns at login) from now on."""
-    _REDACTOR.add_secret(value)
+    _REDACTOR.secrets.add_secret(value)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -364,7 +333,7 @@ def setup_logging(options: LoggingOptions, secrets: Sequence[str]) -> None:
     """
     level = parse_level(options.logging_level)
     new_handlers = build_handlers(options)
-    _REDACTOR.set_secrets(secrets)
+    _REDACTOR.secrets.set_secrets(secrets)
     reset_logging()
     logger = logging.getLogger(PACKAGE_LOGGER)
     stdout_level = logging.DEBUG if options.verbose else level

@@ -33,7 +33,8 @@ SAMPLES = Counter(
 )
 RETRIES = Counter(
     "scicat_ingestor_retries",
-    "Ingestion attempts rescheduled after a transient failure, by cause (file, scicat).",
+    "Ingestion attempts rescheduled after a transient failure, by cause "
+    "(file, scicat, scicat-auth).",
     ["cause"],
     registry=REGISTRY,
 )
@@ -58,6 +59,17 @@ SCICAT_REQUEST_SECONDS = Histogram(
     "SciCat HTTP request time, by endpoint name and status code ('error' when no response).",
     ["endpoint", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+SCICAT_AUTH_OK = Gauge(
+    "scicat_ingestor_scicat_auth_ok",
+    "1 while SciCat accepts the ingestor's credentials, 0 during an auth outage.",
+    registry=REGISTRY,
+)
+SCICAT_LOGINS = Counter(
+    "scicat_ingestor_scicat_logins",
+    "Logins to SciCat (auth/login), by result (ok, refused, error).",
+    ["result"],
     registry=REGISTRY,
 )
 BYTES_HASHED = Counter(

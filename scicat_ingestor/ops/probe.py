@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from scicat_ingestor.cli import build_parser, collect_overrides, with_subcommand
+from scicat_ingestor.cli import collect_overrides, parse_command_line, with_subcommand
 from scicat_ingestor.config import ConfigError, HealthCheckOptions, load_config
 from scicat_ingestor.ops.health import local_url
 
@@ -62,7 +62,7 @@ def find_daemon(proc: Path = PROC) -> tuple[Path, list[str]]:
 def health_options(argv: Sequence[str], cwd: Path) -> HealthCheckOptions:
     """The health_check section the daemon with these arguments (started in ``cwd``) uses."""
     try:
-        args = build_parser().parse_args(list(argv))
+        args = parse_command_line(argv)
     except SystemExit:
         raise ProbeError(f"cannot parse the daemon's arguments: {' '.join(argv)}") from None
     config_file = cwd / args.config_file

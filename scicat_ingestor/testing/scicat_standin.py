@@ -9,6 +9,11 @@ Faults can be injected from Python or, for a stand-in in another process, over H
 ``/_standin/...`` (see :class:`SciCatStandIn`). Run it on its own with
 ``python -m scicat_ingestor.testing.scicat_standin [--port P] [--token T]``.
 
+Authentication and permissions answer like the real backend (scicat-backend-next 4.5.0, recorded
+in ``tests/data/scicat-real-backend-behaviour.md``): a missing, garbage or expired token gets 403
+(never 401), a search 200 ``[]``; accounts may create without reading other groups' datasets;
+idle keep-alive connections are closed after ``idle_timeout`` seconds.
+
 Latency matters because the benchmark measures through it: HTTP/1.1 keep-alive, ``TCP_NODELAY``,
 each response written with a single ``sendall``, no per-request logging, validators compiled once.
 """
@@ -28,10 +33,11 @@ import signal
 import socket
 import socketserver
 import threading
+import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -47,11 +53,12 @@ BASE_PATH = "/api/v3"
 CONTROL_PATH = "/_standin"
 OPENAPI_PATH = Path(__file__).with_name("data") / "openapi.json"
 DEFAULT_TOKEN = "standin-token"
-DEFAULT_ACCOUNTS: Mapping[str, str] = {"ingestor": "pwd", "admin": "pwd"}
+STATIC_TOKEN_USER = "ingestor"  # the account the static token belongs to
 PID_PREFIX = "20.500.12269"
 MAX_BODY_BYTES = 16 * 1024 * 1024  # the real backend's body-parser limit ("16mb")
 REQUEST_LOG_SIZE = 10_000
-TOKEN_TTL_SECONDS = 3600
+TOKEN_TTL_SECONDS = 3600  # the backend's default JWT_EXPIRES_IN
+IDLE_TIMEOUT_SECONDS = 5.0  # the backend's (Node's) keep-alive timeout
 
 # OpenAPI schema names the stand-in validates request bodies against.
 DTO_RAW_DATASET = "CreateRawDatasetObsoleteDto"
@@ -70,6 +77,28 @@ VALIDATED_DTOS = (
 )
 
 JSONDict = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Account:
+    """A functional account. ``admin``: in ADMIN_GROUPS (reads everything); ``may_create``: in
+    CREATE_DATASET_PRIVILEGED_GROUPS (creates datasets and origdatablocks of any group, but reads
+    only datasets of its own ``groups``, like the real backend)."""
+
+    password: str
+    groups: tuple[str, ...] = ()
+    admin: bool = True
+    may_create: bool = True
+
+    def may_read(self, document: Mapping[str, Any]) -> bool:
+        """Whether this account may read a dataset or proposal with these groups."""
+        if self.admin or document.get("isPublished") is True:
+            return True
+        groups = {document.get("ownerGroup"), *(document.get("accessGroups") or ())}
+        return not groups.isdisjoint(self.groups)
+
+
+DEFAULT_ACCOUNTS: Mapping[str, Account] = {"ingestor": Account("pwd"), "admin": Account("pwd")}
 
 
 def _seed_id(name: str) -> str:
@@ -510,6 +539,7 @@ class _Route:
     name: str
     handler: Handler
     public: bool = False
+    anonymous: Handler | None = None  # the answer without valid credentials (None: 403)
 
     def match(self, method: str, segments: list[str]) -> dict[str, str] | None:
         if method != self.method or len(segments) != len(self.segments):
@@ -532,12 +562,18 @@ class SciCatStandIn:
     """An in-memory SciCat v3 backend on 127.0.0.1, with fault injection. Thread-safe.
 
     Auth: every endpoint but ``/auth/login`` and ``/health`` needs ``Authorization: Bearer <t>``
-    with the static ``token`` or one issued by login. No header → 403, unknown token → 401.
+    with the static ``token`` or one issued by login (valid ``token_lifetime`` seconds). Without
+    a valid one the answers are the real backend's: 403 (``GET datasets/{pid}``: 404 when it does
+    not exist), ``GET datasets`` 200 ``[]``; a wrong login 401. Accounts (:class:`Account`) decide
+    what may be read and created. A request on a connection idle for more than ``idle_timeout``
+    seconds is not answered: the connection is closed (``RemoteDisconnected`` at the client).
 
     Faults (also over HTTP for a stand-in in another process, without auth: ``POST
     /_standin/fail {"count", "status", "path_prefix", "commit"}``, ``/_standin/stop_answering
     {"refuse", "seconds"}`` (``refuse`` needs ``seconds``), ``/_standin/resume``,
-    ``/_standin/delay {"seconds", "match"}``, ``/_standin/expire_tokens``, ``/_standin/proposals
+    ``/_standin/delay {"seconds", "match"}``, ``/_standin/expire_tokens``,
+    ``/_standin/reject_credentials {"seconds"}``, ``/_standin/change_password {"username",
+    "password"}``, ``/_standin/set_token {"token"}``, ``/_standin/proposals
     {proposal}``; ``GET /_standin/stats`` and ``/_standin/datasets``):
 
     * :meth:`fail_next` — the next N matching requests get a given status (default 503).
@@ -546,7 +582,10 @@ class SciCatStandIn:
       refused / reset). :meth:`resume` ends either; requests held during the outage are then
       dropped without an answer (the client sees its timeout, or a closed connection).
     * :meth:`delay` — requests whose URL or body contains a string are answered late.
-    * :meth:`expire_tokens` — login-issued tokens stop working (401), the static token stays.
+    * :meth:`expire_tokens` — login-issued tokens expire now (403), the static token stays.
+    * :meth:`reject_credentials` — for N seconds logins get 401 and every token counts as dead.
+    * :meth:`change_password`, :meth:`set_token` — rotate a password or the static token
+      (``""`` revokes it).
     """
 
     def __init__(
@@ -554,13 +593,22 @@ class SciCatStandIn:
         host: str = "127.0.0.1",
         port: int = 0,
         token: str = DEFAULT_TOKEN,
-        accounts: Mapping[str, str] | None = None,
+        accounts: Mapping[str, str | Account] | None = None,
         openapi_path: Path | None = None,
+        *,
+        token_lifetime: float = TOKEN_TTL_SECONDS,
+        idle_timeout: float | None = IDLE_TIMEOUT_SECONDS,
     ) -> None:
         self.host = host
         self.port = port
         self.token = token
-        self._accounts = dict(DEFAULT_ACCOUNTS if accounts is None else accounts)
+        self.token_lifetime = token_lifetime
+        self.idle_timeout = idle_timeout
+        given = DEFAULT_ACCOUNTS if accounts is None else accounts
+        self._accounts = {
+            name: a if isinstance(a, Account) else Account(a) for name, a in given.items()
+        }
+        self._reject_until = 0.0  # monotonic: until then every credential is refused
         self._validators = load_validators(openapi_path or OPENAPI_PATH)
         self._lock = threading.Lock()  # guards the store, counters, connections and fault rules
         self._no_connections = threading.Condition(self._lock)
@@ -573,7 +621,8 @@ class SciCatStandIn:
         self._resume_timer: threading.Timer | None = None
         self._connections: set[socket.socket] = set()
         self._accepted = 0
-        self._login_tokens: dict[str, str] = {}
+        self._login_tokens: dict[str, tuple[str, float]] = {}  # token → (user, expires at)
+        self._idle_closed = 0
         self._fail_rules: list[_FailRule] = []
         self._delays: dict[str, float] = {}
         self._counts: Counter[str] = Counter()
@@ -729,9 +778,26 @@ class SciCatStandIn:
                 self._delays.pop(match, None)
 
     def expire_tokens(self) -> None:
-        """Invalidate every login-issued token (the static token keeps working)."""
+        """Expire every login-issued token now (answered like any expired token: 403)."""
         with self._lock:
             self._login_tokens.clear()
+
+    def reject_credentials(self, seconds: float) -> None:
+        """For ``seconds``: every login gets 401 and every token (static, issued) counts as dead."""
+        with self._lock:
+            self._reject_until = time.monotonic() + seconds
+        logger.info("SciCat stand-in: rejecting all credentials for %g s", seconds)
+
+    def change_password(self, username: str, password: str) -> None:
+        """A new password for an account (its issued tokens stay valid until they expire)."""
+        with self._lock:
+            account = self._accounts.get(username, Account(password))
+            self._accounts[username] = replace(account, password=password)
+
+    def set_token(self, token: str) -> None:
+        """Replace the static token (``""`` revokes it): the old one is refused from now on."""
+        with self._lock:
+            self.token = token
 
     def add_proposal(self, proposal: Mapping[str, Any]) -> None:
         """Add (or replace) a proposal; backend-managed fields get defaults."""
@@ -792,6 +858,7 @@ class SciCatStandIn:
                 "origdatablocks": len(self._origdatablocks),
                 "samples": len(self._samples),
                 "connections": self._accepted,
+                "idle_closed": self._idle_closed,
                 "answering": self._answering,
             }
 
@@ -801,6 +868,10 @@ class SciCatStandIn:
         with self._lock:
             self._accepted += 1
             self._connections.add(conn)
+
+    def _closed_idle(self) -> None:
+        with self._lock:
+            self._idle_closed += 1
 
     def _connection_closed(self, conn: socket.socket) -> None:
         with self._no_connections:
@@ -840,22 +911,38 @@ class SciCatStandIn:
         return None, {}
 
     def _authorised(self, route: _Route, request: _Request) -> Reply:
-        if not route.public:
-            if request.authorization is None:
-                return Reply(403, _error(403, "Forbidden resource"))
-            scheme, _, token = request.authorization.partition(" ")
-            token = token.strip() if scheme.lower() == "bearer" else ""
-            with self._lock:
-                user = self._login_tokens.get(token)
-            if user is None and token and token == self.token:
-                user = "ingestor"
-            if user is None:
-                return Reply(401, {"statusCode": 401, "message": "Unauthorized"})
-            request.user = user
         try:
+            if route.public:
+                return route.handler(self, request)
+            user = self._user_of(request.authorization)
+            if user is None:  # missing, garbage or expired: the real backend's answers
+                return (route.anonymous or SciCatStandIn._forbidden_resource)(self, request)
+            request.user = user
             return route.handler(self, request)
         except FilterError as exc:
             return Reply(400, _error(400, str(exc)))
+
+    def _user_of(self, authorization: str | None) -> str | None:
+        """The account a bearer token belongs to; None when missing, unknown or expired."""
+        scheme, _, token = (authorization or "").partition(" ")
+        token = token.strip() if scheme.lower() == "bearer" else ""
+        if not token:
+            return None
+        now = time.monotonic()
+        with self._lock:
+            if now < self._reject_until:
+                return None
+            user, expires = self._login_tokens.get(token, ("", 0.0))
+            if user and now >= expires:
+                del self._login_tokens[token]
+                user = ""
+            if not user and token == self.token:
+                user = STATIC_TOKEN_USER
+        return user or None
+
+    def _account(self, user: str) -> Account:
+        """The permissions of a user (the static token's user is an admin unless configured)."""
+        return self._accounts.get(user) or Account("", admin=True)
 
     def _wait_for_delay(self, request: _Request) -> bool:
         with self._lock:
@@ -932,6 +1019,12 @@ class SciCatStandIn:
             self.delay(float(args["seconds"]), str(args["match"]))
         elif action == "expire_tokens":
             self.expire_tokens()
+        elif action == "reject_credentials":
+            self.reject_credentials(float(args["seconds"]))
+        elif action == "change_password":
+            self.change_password(str(args["username"]), str(args["password"]))
+        elif action == "set_token":
+            self.set_token(str(args["token"]))
         elif action == "proposals":
             self.add_proposal(args)
         else:
@@ -953,19 +1046,22 @@ class SciCatStandIn:
         if self._validators[DTO_CREDENTIALS].violations(body) or not isinstance(body, dict):
             return unauthorised
         username, password = body["username"], body["password"]
-        if self._accounts.get(username) != password:
-            return unauthorised
-        token = secrets.token_urlsafe(24)
         with self._lock:
-            self._login_tokens[token] = username
+            account = self._accounts.get(username)
+            if account is None or account.password != password:
+                return unauthorised
+            if time.monotonic() < self._reject_until:
+                return unauthorised
+            token = secrets.token_urlsafe(24)
+            self._login_tokens[token] = (username, time.monotonic() + self.token_lifetime)
         user_id = _seed_id(f"user/{username}")
         return Reply(
             201,
             {
                 "access_token": token,
                 "id": token,
-                "expires_in": TOKEN_TTL_SECONDS,
-                "ttl": TOKEN_TTL_SECONDS,
+                "expires_in": self.token_lifetime,
+                "ttl": self.token_lifetime,
                 "created": _now(),
                 "userId": user_id,
                 "user": {
@@ -978,6 +1074,39 @@ class SciCatStandIn:
                 },
             },
         )
+
+    def _whoami(self, request: _Request) -> Reply:
+        account = self._account(request.user)
+        return Reply(
+            200,
+            {
+                "id": _seed_id(f"user/{request.user}"),
+                "username": request.user,
+                "email": f"{request.user}@standin.example.org",
+                "currentGroups": list(account.groups),
+                "authStrategy": "local",
+            },
+        )
+
+    # Answers without valid credentials (missing, garbage or expired token), as the real backend.
+
+    def _forbidden_resource(self, request: _Request) -> Reply:
+        return Reply(403, _error(403, "Forbidden resource"))
+
+    def _silently_empty(self, request: _Request) -> Reply:
+        return Reply(200, [])
+
+    def _dataset_unauthorised(self, request: _Request) -> Reply:
+        """403 only when the dataset exists, else the plain 404."""
+        pid = request.params["pid"]
+        with self._lock:
+            exists = pid in self._datasets
+        if exists:
+            return Reply(403, _error(403, "Unauthorized access"))
+        return Reply(404, _error(404, f"dataset: {pid} not found"))
+
+    def _proposal_unauthorised(self, request: _Request) -> Reply:
+        return Reply(403, _error(403, "Unauthorized to this proposal"))
 
     def _health(self, request: _Request) -> Reply:
         up = {"database": {"status": "up"}}
@@ -997,13 +1126,16 @@ class SciCatStandIn:
         if violations:
             return Reply(400, _dataset_validation_error(violations))
         assert isinstance(body, dict)
+        account = self._account(request.user)
+        if not (account.admin or account.may_create or body.get("ownerGroup") in account.groups):
+            return Reply(403, _error(403, "Unauthorized to create this dataset"))
         dataset = _with_defaults(dto, body)
         now = _now()
         with self._lock:
             pid = dataset.get("pid") or f"{PID_PREFIX}/{uuid.uuid4()}"
             if pid in self._datasets:
-                message = "A dataset with this this unique key already exists!"
-                return Reply(409, _error(409, message))
+                return Reply(409, _error(409, f"A dataset with pid {pid} already exists!"))
+            _add_read_back_fields(dataset)
             dataset.update(
                 pid=pid,
                 createdBy=request.user,
@@ -1014,14 +1146,19 @@ class SciCatStandIn:
             self._datasets[pid] = dataset
             return Reply(201, dataset)
 
+    def _readable_datasets(self, request: _Request) -> list[JSONDict]:
+        """The datasets this request's account may read (lock held)."""
+        account = self._account(request.user)
+        return [d for d in self._datasets.values() if account.may_read(d)]
+
     def _list_datasets(self, request: _Request) -> Reply:
         with self._lock:
-            found = apply_filter(list(self._datasets.values()), request.filter())
+            found = apply_filter(self._readable_datasets(request), request.filter())
             return Reply(200, found)
 
     def _find_one_dataset(self, request: _Request) -> Reply:
         with self._lock:
-            found = apply_filter(list(self._datasets.values()), request.filter())
+            found = apply_filter(self._readable_datasets(request), request.filter())
             if not found:
                 return Reply(404, _error(404, "dataset not found"))
             return Reply(200, found[0])
@@ -1032,11 +1169,16 @@ class SciCatStandIn:
             dataset = self._datasets.get(pid)
             if dataset is None:
                 return Reply(404, _error(404, f"dataset: {pid} not found"))
+            if not self._account(request.user).may_read(dataset):
+                return Reply(403, _error(403, "Unauthorized access"))
             return Reply(200, dataset)
 
     def _dataset_origdatablocks(self, request: _Request) -> Reply:
         pid = request.params["pid"]
         with self._lock:
+            dataset = self._datasets.get(pid)
+            if dataset is not None and not self._account(request.user).may_read(dataset):
+                return Reply(403, _error(403, "Unauthorized access"))
             found = self._blocks_of.get(pid, [])
             return Reply(200, found)
 
@@ -1064,6 +1206,9 @@ class SciCatStandIn:
             if dataset is None:
                 message = f"Dataset: {block['datasetId']} not found for attaching an origdatablock"
                 return Reply(404, _error(404, message))
+            account = self._account(request.user)
+            if not (account.may_create or account.may_read(dataset)):
+                return Reply(403, _error(403, "Unauthorized to create this origdatablock"))
             # The backend takes the groups from the dataset, whatever the body said.
             block["ownerGroup"] = dataset.get("ownerGroup")
             block["accessGroups"] = dataset.get("accessGroups", [])
@@ -1141,6 +1286,10 @@ class SciCatStandIn:
             proposal = self._proposals.get(pid)
             if proposal is None:
                 return Reply(404, _error(404, f"Proposal: {pid} not found"))
+            account = self._account(request.user)
+            # Assumed (not in the recorded table): functional accounts that may create read them.
+            if not (account.may_create or account.may_read(proposal)):
+                return Reply(403, _error(403, "Unauthorized to this proposal"))
             return Reply(200, proposal)
 
     def _list_instruments(self, request: _Request) -> Reply:
@@ -1196,6 +1345,22 @@ def _with_defaults(dto: DtoValidator, body: Mapping[str, Any]) -> JSONDict:
     return document
 
 
+def _add_read_back_fields(dataset: JSONDict) -> None:
+    """Fields the real backend (v3 API on a v4 store) adds to every dataset it returns."""
+    for single, plural in (
+        ("principalInvestigator", "principalInvestigators"),
+        ("proposalId", "proposalIds"),
+        ("instrumentId", "instrumentIds"),
+        ("sampleId", "sampleIds"),
+    ):
+        value = dataset.get(single)
+        dataset.setdefault(plural, [value] if value else [])
+    dataset.setdefault("keywords", [])
+    dataset.setdefault("classification", "IN=medium,AV=low,CO=low")
+    dataset.setdefault("datasetlifecycle", {})
+    dataset["version"] = "3"
+
+
 def _dataset_validation_error(violations: list[Violation]) -> JSONDict:
     """POST /datasets validates in the controller, whose 400 body is ``{status, message}`` with
     ``message`` the JSON-encoded class-validator errors (not NestJS' usual ``statusCode`` body)."""
@@ -1211,23 +1376,44 @@ def _dataset_validation_error(violations: list[Violation]) -> JSONDict:
 _ROUTES: tuple[_Route, ...] = (
     _Route("POST", ("auth", "login"), "POST /auth/login", SciCatStandIn._login, public=True),
     _Route("GET", ("health",), "GET /health", SciCatStandIn._health, public=True),
+    _Route("GET", ("auth", "whoami"), "GET /auth/whoami", SciCatStandIn._whoami),
+    _Route("GET", ("users", "my", "self"), "GET /users/my/self", SciCatStandIn._whoami),
     _Route("POST", ("datasets",), "POST /datasets", SciCatStandIn._create_dataset),
-    _Route("GET", ("datasets",), "GET /datasets", SciCatStandIn._list_datasets),
+    _Route(
+        "GET",
+        ("datasets",),
+        "GET /datasets",
+        SciCatStandIn._list_datasets,
+        anonymous=SciCatStandIn._silently_empty,
+    ),
     _Route(
         "GET", ("datasets", "findOne"), "GET /datasets/findOne", SciCatStandIn._find_one_dataset
     ),
-    _Route("GET", ("datasets", "{pid}"), "GET /datasets/{pid}", SciCatStandIn._get_dataset),
+    _Route(
+        "GET",
+        ("datasets", "{pid}"),
+        "GET /datasets/{pid}",
+        SciCatStandIn._get_dataset,
+        anonymous=SciCatStandIn._dataset_unauthorised,
+    ),
     _Route(
         "GET",
         ("datasets", "{pid}", "origdatablocks"),
         "GET /datasets/{pid}/origdatablocks",
         SciCatStandIn._dataset_origdatablocks,
+        anonymous=SciCatStandIn._dataset_unauthorised,
     ),
     _Route(
         "POST", ("origdatablocks",), "POST /origdatablocks", SciCatStandIn._create_origdatablock
     ),
     _Route("GET", ("origdatablocks",), "GET /origdatablocks", SciCatStandIn._list_origdatablocks),
-    _Route("GET", ("proposals", "{pid}"), "GET /proposals/{pid}", SciCatStandIn._get_proposal),
+    _Route(
+        "GET",
+        ("proposals", "{pid}"),
+        "GET /proposals/{pid}",
+        SciCatStandIn._get_proposal,
+        anonymous=SciCatStandIn._proposal_unauthorised,
+    ),
     _Route("GET", ("instruments",), "GET /instruments", SciCatStandIn._list_instruments),
     _Route("GET", ("samples",), "GET /samples", SciCatStandIn._list_samples),
     _Route("POST", ("samples",), "POST /samples", SciCatStandIn._create_sample),
@@ -1286,6 +1472,7 @@ class _Server(ThreadingHTTPServer):
 
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    _last_answer: float | None = None  # monotonic time this connection last answered
 
     def log_message(self, format: str, *args: Any) -> None:
         """No per-request logging: it costs time the benchmark would measure."""
@@ -1317,12 +1504,22 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._send(refusal)
             return
         body = self.rfile.read(length) if length else b""
+        standin = cast(_Server, self.server).standin
+        idle = standin.idle_timeout
+        last = self._last_answer
+        control = self.path.startswith(CONTROL_PATH + "/")  # test plumbing, not the backend
+        if last is not None and idle is not None and not control and time.monotonic() - last > idle:
+            # The server closed this idle connection as the request came in: the client sees it
+            # closed before any answer (the race a real keep-alive timeout produces, made sure).
+            standin._closed_idle()
+            self.close_connection = True
+            return
         parts = urlsplit(self.path)
         request = _Request(
             self.command, parts.path, parts.query, body, self.headers.get("Authorization")
         )
         try:
-            reply = cast(_Server, self.server).standin._handle(request)
+            reply = standin._handle(request)
         except Exception:
             logger.exception("SciCat stand-in failed on %s %s", self.command, parts.path)
             reply = Reply(500, {"statusCode": 500, "message": "Internal server error"})
@@ -1340,9 +1537,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
             "Content-Type: application/json; charset=utf-8",
             f"Content-Length: {len(body)}",
         ]
+        idle = cast(_Server, self.server).standin.idle_timeout
         if self.close_connection:
             head.append("Connection: close")
+        elif idle is not None:
+            head.append(f"Keep-Alive: timeout={idle:g}")
         self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+        self._last_answer = time.monotonic()
 
 
 # --------------------------------------------------------------------------------------------
@@ -1358,6 +1559,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--port", type=int, default=0, help="TCP port (default: any free port)")
     parser.add_argument("--token", default=DEFAULT_TOKEN, help="static bearer token accepted")
+    parser.add_argument(
+        "--token-lifetime", type=float, default=TOKEN_TTL_SECONDS, help="login tokens' seconds"
+    )
+    parser.add_argument(
+        "--idle-timeout", type=float, default=IDLE_TIMEOUT_SECONDS, help="keep-alive seconds"
+    )
     options = parser.parse_args(argv)
     done = threading.Event()
 
@@ -1366,7 +1573,12 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    with SciCatStandIn(port=options.port, token=options.token) as standin:
+    with SciCatStandIn(
+        port=options.port,
+        token=options.token,
+        token_lifetime=options.token_lifetime,
+        idle_timeout=options.idle_timeout,
+    ) as standin:
         print(standin.url, flush=True)
         done.wait()
     return 0

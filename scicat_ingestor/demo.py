@@ -28,11 +28,12 @@ from typing import Any, TextIO
 import yaml
 
 from scicat_ingestor.config import ConfigError, load_config, read_config_file
+from scicat_ingestor.exitcodes import EXIT_FAILURE, EXIT_OK
 from scicat_ingestor.testing.broker import BrokerError, TansuBroker, free_port
 from scicat_ingestor.testing.filewriter import FakeFileWriter
 from scicat_ingestor.testing.scicat_standin import SciCatStandIn
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "config" / "demo.yml"
 PARTITIONS = 2
 LOG_TAIL_LINES = 25
@@ -259,7 +260,7 @@ def _signals() -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m scicat_ingestor.testing.demo",
+        prog="python -m scicat_ingestor.demo",
         description="Run broker, SciCat stand-in and daemon locally; ingest a few files; stop.",
     )
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="demo config template")
@@ -277,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.config.is_file():
         print(f"error: {args.config}: demo config not found (run from a checkout)", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
     demo = Demo(args.config, args.files, sys.stdout, args.workdir)
     failed = False
     with _signals():
@@ -302,11 +303,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         failed = True
     if failed:
         print(f"Files kept for inspection in {demo.workdir}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
     if not demo.keep_workdir:
         shutil.rmtree(demo.workdir, ignore_errors=True)
     demo.say("Done.")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -22,6 +22,12 @@ $(STAMP): setup.cfg setup.py pyproject.toml
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The broker-backed tests again on Apache Kafka (needs Java 17+ and Maven; the first run fetches
+# the broker jars into ~/.cache/scicat-ingestor, or $$SCICAT_INGESTOR_KAFKA_CACHE).
+.PHONY: test-kafka
+test-kafka: install
+	SCICAT_INGESTOR_TEST_BROKER=kafka $(PY) -m pytest -m broker $(PYTEST_ARGS)
+
 lint: install
 	$(VENV)/bin/ruff check scicat_ingestor tests bench
 	$(VENV)/bin/ruff format --check scicat_ingestor tests bench

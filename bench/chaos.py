@@ -5,7 +5,8 @@
    broker and the SciCat stand-in, while files are announced at a steady pace and faults are
    injected at random moments: the daemon is SIGKILLed 10 times and restarted at once, SciCat goes
    away (port closed) for 30 s once, and the broker is restarted once. The broker keeps its log in
-   S3 (Tansu's ``s3://`` storage on a local ``moto`` server), so messages and committed offsets
+   S3 (Tansu's ``s3://`` storage on a local ``moto`` server) or, with ``--broker kafka`` (default
+   ``$SCICAT_INGESTOR_TEST_BROKER``), in Apache Kafka's log dir, so messages and committed offsets
    survive its restart, as they would on a real cluster.
 
 At the end every announced file must have exactly one dataset with exactly one origdatablock, or a
@@ -42,8 +43,10 @@ import requests
 from confluent_kafka import KafkaError, Message, Producer
 
 from scicat_ingestor.testing.broker import TansuBroker, free_port, producer_test_config
+from scicat_ingestor.testing.brokers import BROKER_ENV, HarnessBroker
 from scicat_ingestor.testing.daemon_process import DaemonProcess, daemon_config, write_config
 from scicat_ingestor.testing.filewriter import SAMPLE_FILES, wrdn_message, write_nexus_copy
+from scicat_ingestor.testing.kafka_apache import KafkaBroker, kafka_version
 from scicat_ingestor.testing.scicat_standin import SciCatStandIn
 
 REPO = Path(__file__).resolve().parent.parent
@@ -246,13 +249,14 @@ class Chaos:
         return fault
 
     def broker_restart(
-        self, standin: SciCatStandIn, daemon: DaemonProcess, broker: TansuBroker
+        self, standin: SciCatStandIn, daemon: DaemonProcess, broker: HarnessBroker
     ) -> Fault:
         fault = Fault("broker restart", self.since_start())
         down = time.monotonic()
         broker.stop()
         broker.start(timeout=60)
-        fault.detail = f"down {time.monotonic() - down:.1f} s, S3 storage"
+        storage = "log dir" if isinstance(broker, KafkaBroker) else "S3 storage"
+        fault.detail = f"down {time.monotonic() - down:.1f} s, {storage}"
         fault.resume_seconds = self.wait_progress(standin, daemon, 180)
         return fault
 
@@ -286,8 +290,15 @@ class Chaos:
             files.append((path, write_nexus_copy(template, path)))
         return files
 
+    def new_broker(self, stack: contextlib.ExitStack) -> HarnessBroker:
+        """Tansu on a local S3, or Apache Kafka with its log dir in the work dir."""
+        if self.args.broker == "kafka":
+            return KafkaBroker(self.workdir / "kafka")
+        env = stack.enter_context(moto_s3(self.workdir / "moto.log"))
+        return TansuBroker(storage=f"s3://{BUCKET}/", env=env, log_file=self.workdir / "tansu.log")
+
     def start_daemon(
-        self, stack: contextlib.ExitStack, broker: TansuBroker, url: str, token: str
+        self, stack: contextlib.ExitStack, broker: HarnessBroker, url: str, token: str
     ) -> DaemonProcess:
         schemas = self.workdir / "schemas"
         schemas.mkdir()
@@ -314,7 +325,7 @@ class Chaos:
         return daemon
 
     def inject_faults(
-        self, standin: SciCatStandIn, daemon: DaemonProcess, broker: TansuBroker
+        self, standin: SciCatStandIn, daemon: DaemonProcess, broker: HarnessBroker
     ) -> None:
         for at, kind in self.schedule(self.args.duration):
             time.sleep(max(0.0, at - self.since_start()))
@@ -346,10 +357,7 @@ class Chaos:
         files = self.write_files()
         uuids = {uuid for _, uuid in files}
         with contextlib.ExitStack() as stack:
-            env = stack.enter_context(moto_s3(self.workdir / "moto.log"))
-            broker = TansuBroker(
-                storage=f"s3://{BUCKET}/", env=env, log_file=self.workdir / "tansu.log"
-            )
+            broker = self.new_broker(stack)
             broker.start()
             stack.callback(broker.stop)
             broker.create_topic("chaos", PARTITIONS)
@@ -454,11 +462,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="fault schedule seed")
     parser.add_argument("--no-fuzz", action="store_true", help="skip the fuzz phase")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--broker",
+        choices=["tansu", "kafka"],
+        default=os.environ.get(BROKER_ENV, "tansu"),
+        help=f"the broker (default: ${BROKER_ENV} or tansu)",
+    )
     args = parser.parse_args(argv)
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(2**32)
     started = datetime.now(UTC)
+    broker = f"Apache Kafka {kafka_version()}" if args.broker == "kafka" else "Tansu"
     say(f"chaos run, seed {args.seed}; {os.cpu_count()} cores, Python {platform.python_version()}")
+    say(f"broker: {broker}")
     fuzz_ok, fuzz_seconds, fuzz_summary = True, 0.0, "skipped"
     if not args.no_fuzz:
         say("fuzzing with the 'chaos' hypothesis profile ...")
@@ -481,6 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         json.dumps(
             {
                 "seed": args.seed,
+                "broker": broker,
                 "started": started.isoformat(),
                 "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
                 "fuzz": {

@@ -200,6 +200,9 @@ class KafkaOptions:
     consumer_config: Mapping[str, str | int | float | bool] = field(default_factory=dict)
     # (new) seconds between offset commits.
     commit_interval: PositiveSeconds = 1.0
+    # (new) librdkafka group.instance.id (static membership): unique per daemon, stable across
+    # restarts, e.g. the host name; empty = dynamic membership.
+    group_instance_id: str = ""
 
 
 @dataclass(frozen=True)

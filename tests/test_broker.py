@@ -21,6 +21,7 @@ from scicat_ingestor.testing.broker import (
     read_messages,
     tansu_binary,
 )
+from scicat_ingestor.testing.brokers import HarnessBroker
 from scicat_ingestor.testing.plugin import ConsumerConfigFactory, TopicFactory
 
 
@@ -42,7 +43,9 @@ def test_consumer_test_config_uses_short_group_timings() -> None:
 
 
 @pytest.mark.integration
-def test_create_topic_with_partitions(kafka_broker: TansuBroker, make_topic: TopicFactory) -> None:
+def test_create_topic_with_partitions(
+    kafka_broker: HarnessBroker, make_topic: TopicFactory
+) -> None:
     topic = make_topic(partitions=3)
     metadata = AdminClient({"bootstrap.servers": kafka_broker.bootstrap}).list_topics(timeout=10)
     assert sorted(metadata.topics[topic].partitions) == [0, 1, 2]
@@ -50,7 +53,7 @@ def test_create_topic_with_partitions(kafka_broker: TansuBroker, make_topic: Top
 
 @pytest.mark.integration
 def test_create_existing_topic_is_a_clear_error(
-    kafka_broker: TansuBroker, kafka_topic: str
+    kafka_broker: HarnessBroker, kafka_topic: str
 ) -> None:
     with pytest.raises(BrokerError, match=re.escape(f"cannot create topic '{kafka_topic}'")):
         kafka_broker.create_topic(kafka_topic)
@@ -58,7 +61,7 @@ def test_create_existing_topic_is_a_clear_error(
 
 @pytest.mark.integration
 def test_four_partition_round_trip(
-    kafka_broker: TansuBroker,
+    kafka_broker: HarnessBroker,
     make_topic: TopicFactory,
     kafka_consumer_config: ConsumerConfigFactory,
 ) -> None:
@@ -75,7 +78,7 @@ def test_four_partition_round_trip(
     }
 
 
-def _round_trip(broker: TansuBroker, topic: str, value: bytes) -> bytes | None:
+def _round_trip(broker: HarnessBroker, topic: str, value: bytes) -> bytes | None:
     broker.create_topic(topic)
     producer = Producer(producer_test_config(broker.bootstrap))
     producer.produce(topic, value)
@@ -109,8 +112,10 @@ def test_stop_and_kill_then_restart_on_same_port(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-def test_start_on_a_busy_port_is_refused(kafka_broker: TansuBroker, tmp_path: Path) -> None:
-    squatter = TansuBroker(port=kafka_broker.port, log_file=tmp_path / "tansu.log")
+def test_start_on_a_busy_port_is_refused(kafka_broker: HarnessBroker, tmp_path: Path) -> None:
+    squatter = TansuBroker(
+        port=int(kafka_broker.bootstrap.rsplit(":", 1)[1]), log_file=tmp_path / "tansu.log"
+    )
     with pytest.raises(BrokerError, match=re.escape(f"{kafka_broker.bootstrap} is already in use")):
         squatter.start()
     assert kafka_broker.running

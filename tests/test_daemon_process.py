@@ -18,7 +18,7 @@ from test_daemon import Kit, announce_round_robin, make_kit, new_group, wait_unt
 
 from scicat_ingestor.testing.daemon_process import DaemonProcess, write_config
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.broker]  # kit uses kafka_broker
 
 
 class ProcessKit(Kit):

@@ -21,7 +21,8 @@ from scicat_ingestor.deadletter import (
     KafkaSink,
 )
 from scicat_ingestor.source import Record
-from scicat_ingestor.testing.broker import TansuBroker, consumer_test_config, read_messages
+from scicat_ingestor.testing.broker import consumer_test_config, read_messages
+from scicat_ingestor.testing.brokers import HarnessBroker
 from scicat_ingestor.testing.plugin import TopicFactory
 
 RECORD = Record("wrdn-topic", 2, 41, b"\x00\x01payload", b"key")
@@ -126,7 +127,7 @@ def _options(bootstrap: str) -> KafkaOptions:
 
 @pytest.mark.integration
 def test_kafka_sink_keeps_value_and_key_and_puts_the_reason_in_headers(
-    kafka_broker: TansuBroker, make_topic: TopicFactory
+    kafka_broker: HarnessBroker, make_topic: TopicFactory
 ) -> None:
     topic = make_topic()
     sinks = DeadLetters([KafkaSink(_options(kafka_broker.bootstrap), topic)])

@@ -183,6 +183,11 @@ def test_unit_exec_start_parses_with_the_real_cli(unit: configparser.ConfigParse
     assert args.config_file.startswith("/etc/")
 
 
+def test_unit_uses_static_membership_named_after_the_host(unit: configparser.ConfigParser) -> None:
+    _, *argv = unit["Service"]["ExecStart"].split()
+    assert collect_overrides(build_parser().parse_args(argv))["kafka.group_instance_id"] == "%H"
+
+
 # --- the annotated sample configuration ---------------------------------------------------------
 
 

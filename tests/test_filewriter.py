@@ -12,7 +12,8 @@ import pytest
 from streaming_data_types import deserialise_wrdn
 
 from scicat_ingestor.testing import filewriter
-from scicat_ingestor.testing.broker import TansuBroker, read_messages
+from scicat_ingestor.testing.broker import read_messages
+from scicat_ingestor.testing.brokers import HarnessBroker
 from scicat_ingestor.testing.filewriter import (
     UUID_PATH,
     FakeFileWriter,
@@ -105,7 +106,7 @@ def test_wrdn_message_round_trips_every_field() -> None:
 
 @pytest.mark.integration
 def test_write_names_keep_template_stem_and_continue_numbering(
-    kafka_broker: TansuBroker, file_writer: FileWriterFactory, kafka_topic: str, tmp_path: Path
+    kafka_broker: HarnessBroker, file_writer: FileWriterFactory, kafka_topic: str, tmp_path: Path
 ) -> None:
     writer = file_writer(kafka_topic)
     names = [written.path.name for written in writer.write(2) + writer.write(1, prefix="x")]
@@ -168,7 +169,7 @@ def test_announce_to_partitions_and_raw_messages(
 
 @pytest.mark.integration
 def test_cli_writes_and_announces(
-    kafka_broker: TansuBroker,
+    kafka_broker: HarnessBroker,
     kafka_topic: str,
     kafka_consumer_config: ConsumerConfigFactory,
     tmp_path: Path,

@@ -38,7 +38,8 @@ from scicat_ingestor.pipeline import Job, Pipeline
 from scicat_ingestor.schema.loader import SchemaError, load_schema_file, load_schemas
 from scicat_ingestor.scicat import SciCatClient, SciCatRejected
 from scicat_ingestor.source import Record
-from scicat_ingestor.testing.broker import TansuBroker, free_port
+from scicat_ingestor.testing.broker import free_port
+from scicat_ingestor.testing.brokers import HarnessBroker
 from scicat_ingestor.testing.daemon_process import DaemonProcess, daemon_config, write_config
 from scicat_ingestor.testing.filewriter import SAMPLE_FILES, wrdn_message, write_nexus_copy
 from scicat_ingestor.testing.scicat_standin import SciCatStandIn
@@ -429,7 +430,7 @@ def _listening_addresses(port: int) -> set[str]:
 @pytest.mark.integration
 def test_daemon_security_defaults(
     tmp_path: Path,
-    kafka_broker: TansuBroker,
+    kafka_broker: HarnessBroker,
     make_topic: Callable[..., str],
     scicat_standin_factory: Callable[..., SciCatStandIn],
     monkeypatch: pytest.MonkeyPatch,

@@ -54,6 +54,19 @@ def test_consumer_config_is_merged_last_but_cannot_turn_auto_commit_on(
     assert "enable.auto.commit" in warning.getMessage()
 
 
+def test_group_instance_id_turns_static_membership_on_and_empty_leaves_it_off() -> None:
+    static = consumer_settings(build(KafkaOptions, {**SASL, "group_instance_id": "host-a"}, "t"))
+    assert static["group.instance.id"] == "host-a"
+    assert "group.instance.id" not in consumer_settings(build(KafkaOptions, SASL, "t"))
+
+
+def test_reconnect_backoff_is_1_s_unless_consumer_config_says_otherwise() -> None:
+    # librdkafka's 100 ms does not grow on refused or failed SASL/TLS handshakes: a tight loop.
+    assert consumer_settings(build(KafkaOptions, SASL, "t"))["reconnect.backoff.ms"] == 1000
+    asked = {**SASL, "consumer_config": {"reconnect.backoff.ms": 250}}
+    assert consumer_settings(build(KafkaOptions, asked, "t"))["reconnect.backoff.ms"] == 250
+
+
 def test_the_logged_consumer_settings_mask_the_password(caplog: pytest.LogCaptureFixture) -> None:
     options = build(KafkaOptions, {**SASL, "security_protocol": "SASL_PLAINTEXT"}, "test")
     with caplog.at_level(logging.INFO, logger="scicat_ingestor.source"):

@@ -44,7 +44,7 @@ from scicat_ingestor.outcome import (
 from scicat_ingestor.pipeline import Job, Pipeline
 from scicat_ingestor.schema.loader import load_schemas
 from scicat_ingestor.scicat import SciCatClient
-from scicat_ingestor.testing.broker import TansuBroker
+from scicat_ingestor.testing.brokers import HarnessBroker
 from scicat_ingestor.testing.daemon_process import DaemonProcess, daemon_config, write_config
 from scicat_ingestor.testing.filewriter import SAMPLE_FILES, wrdn_message, write_nexus_copy
 from scicat_ingestor.testing.scicat_standin import SciCatStandIn
@@ -572,7 +572,7 @@ DAEMON_REFUSED: dict[str, tuple[Callable[[Path], str], str]] = {
 def test_daemon_survives_the_zoo(
     tmp_path: Path,
     root: Path,
-    kafka_broker: TansuBroker,
+    kafka_broker: HarnessBroker,
     make_topic: Callable[..., str],
     scicat_standin: SciCatStandIn,
 ) -> None:

@@ -27,7 +27,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import IO
+from typing import IO, Self
 
 from confluent_kafka import Consumer, KafkaException, Message
 from confluent_kafka.admin import AdminClient
@@ -74,7 +74,9 @@ def consumer_test_config(bootstrap: str, group_id: str) -> dict[str, object]:
 
     Tansu completes a group join only after half the session timeout, so a short session
     timeout turns a 22 s join (librdkafka default 45 s) into about 1 s. The short reconnect
-    backoff lets clients find a restarted broker quickly.
+    backoff lets clients find a restarted broker quickly. Tansu workaround, kept on Apache Kafka
+    (``kafka_apache`` lowers ``group.min.session.timeout.ms`` to accept it): there it only makes
+    a dead member's partitions move sooner; tests of the default session timeout set their own.
     """
     return {
         "bootstrap.servers": bootstrap,
@@ -138,7 +140,120 @@ def _die_with_parent() -> None:
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-class TansuBroker:
+class BrokerProcess:
+    """A broker child process on 127.0.0.1 with its log file: what both launchers share.
+
+    Subclasses set ``bootstrap``, ``log_file`` and ``label`` (the name in messages) and implement
+    ``start``; ``stop`` terminates (SIGKILL after ``stop_timeout`` s), ``kill`` is a crash.
+    """
+
+    label = "broker"
+    stop_timeout = 10.0
+    bootstrap: str
+    log_file: Path
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self._admin: AdminClient | None = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self, timeout: float = 30.0) -> None:
+        raise NotImplementedError
+
+    @property
+    def running(self) -> bool:
+        """True while the broker process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def _spawn(self, command: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+        """Start ``command`` with its output appended to ``log_file`` (killed with its parent)."""
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_file.open("ab")
+        try:
+            self._process = subprocess.Popen(
+                list(command),
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                env=None if env is None else {**os.environ, **env},
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+            )
+        except OSError as exc:
+            self._release()
+            raise BrokerError(f"cannot run {command[0]}: {exc}") from None
+        logger.info("starting %s %s (pid %d)", self.label, self, self._process.pid)
+
+    def _check_alive(self) -> None:
+        if self._process is not None and self._process.poll() is not None:
+            raise self._error(f"exited with code {self._process.returncode}")
+
+    def _error(self, what: str) -> BrokerError:
+        return BrokerError(
+            f"{self.label} on {self.bootstrap} {what}; log {self.log_file}:\n{self.log_tail()}"
+        )
+
+    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+        """The last lines of the broker log (for error messages)."""
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except OSError as exc:
+            return f"(log unreadable: {exc})"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def admin(self) -> AdminClient:
+        """An AdminClient for this broker, shared until the next stop."""
+        if self._admin is None:
+            self._admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        return self._admin
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Terminate the broker, SIGKILL it after ``timeout`` s; safe to call twice."""
+        timeout = self.stop_timeout if timeout is None else timeout
+        self._admin = None  # close our own connection so it does not hold up the shutdown
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                logger.warning(
+                    "%s %s ignored SIGTERM for %.0f s, killing", self.label, self, timeout
+                )
+                process.kill()
+                process.wait()
+            logger.info("stopped %s %s (exit code %s)", self.label, self, process.returncode)
+        self._release()
+
+    def kill(self) -> None:
+        """SIGKILL the broker (a crash, for chaos tests); safe to call twice."""
+        self._admin = None
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+            logger.info("killed %s %s", self.label, self)
+        self._release()
+
+    def _release(self) -> None:
+        self._process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+class TansuBroker(BrokerProcess):
     """One Tansu broker process on 127.0.0.1; ``stop()`` then ``start()`` reuses the port.
 
     With ``storage="memory://tansu/"`` (the default) all data is lost on stop. For an S3
@@ -148,8 +263,11 @@ class TansuBroker:
     a restart.
 
     On Linux the broker is killed when the thread that started it ends (``PR_SET_PDEATHSIG``),
-    so start it from the main thread or another thread that outlives it.
+    so start it from the main thread or another thread that outlives it. ``stop`` with live
+    clients is slow (Tansu drains them for up to 5 s); closing clients first makes it immediate.
     """
+
+    label = "Tansu broker"
 
     def __init__(
         self,
@@ -167,29 +285,10 @@ class TansuBroker:
             weakref.finalize(self, shutil.rmtree, log_dir, ignore_errors=True)
             log_file = Path(log_dir) / "tansu.log"
         self.log_file = log_file
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-        self._admin: AdminClient | None = None
+        super().__init__()
 
     def __repr__(self) -> str:
         return f"TansuBroker(bootstrap={self.bootstrap!r}, storage={self.storage!r})"
-
-    def __enter__(self) -> TansuBroker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def running(self) -> bool:
-        """True while the broker process is alive."""
-        return self._process is not None and self._process.poll() is None
 
     def command(self) -> list[str]:
         """The command line that starts this broker."""
@@ -213,21 +312,7 @@ class TansuBroker:
         command = self.command()
         if self._port_open():
             raise BrokerError(f"cannot start Tansu broker: {self.bootstrap} is already in use")
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_file.open("ab")
-        try:
-            self._process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "NO_COLOR": "1", **self._env},  # plain text log
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
-            )
-        except OSError as exc:
-            self._release()
-            raise BrokerError(f"cannot run {command[0]}: {exc}") from None
-        logger.info("starting Tansu broker %s (pid %d)", self, self._process.pid)
+        self._spawn(command, env={"NO_COLOR": "1", **self._env})  # plain text log
         try:
             self._wait_ready(time.monotonic() + timeout)
         except BrokerError:
@@ -260,64 +345,6 @@ class TansuBroker:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
             return True
         return False
-
-    def _check_alive(self) -> None:
-        if self._process is not None and self._process.poll() is not None:
-            raise self._error(f"exited with code {self._process.returncode}")
-
-    def _error(self, what: str) -> BrokerError:
-        return BrokerError(
-            f"Tansu broker on {self.bootstrap} {what}; log {self.log_file}:\n{self.log_tail()}"
-        )
-
-    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
-        """The last lines of the broker log (for error messages)."""
-        try:
-            text = self.log_file.read_text(errors="replace")
-        except OSError as exc:
-            return f"(log unreadable: {exc})"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def admin(self) -> AdminClient:
-        """An AdminClient for this broker, shared until the next stop."""
-        if self._admin is None:
-            self._admin = AdminClient({"bootstrap.servers": self.bootstrap})
-        return self._admin
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Terminate the broker, SIGKILL it after ``timeout`` s; safe to call twice.
-
-        Tansu drains connected clients for up to 5 s, so stopping with live clients is slow;
-        closing clients first makes it immediate.
-        """
-        self._admin = None  # close our own connection so it does not hold up the drain
-        process = self._process
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                logger.warning("Tansu broker %s ignored SIGTERM for %.0f s, killing", self, timeout)
-                process.kill()
-                process.wait()
-            logger.info("stopped Tansu broker %s (exit code %s)", self, process.returncode)
-        self._release()
-
-    def kill(self) -> None:
-        """SIGKILL the broker (a crash, for chaos tests); safe to call twice."""
-        self._admin = None
-        process = self._process
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait()
-            logger.info("killed Tansu broker %s", self)
-        self._release()
-
-    def _release(self) -> None:
-        self._process = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
     def create_topic(self, name: str, partitions: int = 1, timeout: float = 10.0) -> None:
         """Create a topic and wait until the broker's metadata lists all its partitions.

@@ -258,13 +258,17 @@ class KafkaSource:
         return self._listener
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        # Assign here and set each partition's pause state to ours: a new partition starts
+        # unpaused, while librdkafka keeps an old one's pause across an eager unassign/assign
+        # (librdkafka #1849), so a resume() made while nothing was assigned would not reach it.
+        if self._cooperative:
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
         if self._paused:
-            # A new assignment starts unpaused: assign it here so it is paused before any fetch.
-            if self._cooperative:
-                consumer.incremental_assign(partitions)
-            else:
-                consumer.assign(partitions)
             consumer.pause(partitions)
+        else:
+            consumer.resume(partitions)
         self._listening().on_assign([TopicPartition(p.topic, p.partition) for p in partitions])
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:

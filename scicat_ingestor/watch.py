@@ -224,9 +224,12 @@ class WatchSource:
             self._in_flight_paths.discard(path or "")
         if path is None or label == "dry_run":
             return
-        self._db.finish(
-            record.offset, "dead_lettered" if label == "dead_lettered" else "ingested", label
-        )
+        try:
+            self._db.finish(
+                record.offset, "dead_lettered" if label == "dead_lettered" else "ingested", label
+            )
+        except WatchStateError as exc:  # stop (exit 1): unrecorded, the file is tried again
+            raise SourceError(str(exc)) from None
 
     def close(self) -> None:
         self._stop.set()

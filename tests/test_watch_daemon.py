@@ -8,19 +8,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+from test_daemon import wait_until
 
+from scicat_ingestor.testing.broker import free_port
 from scicat_ingestor.testing.daemon_process import DaemonProcess, daemon_config, write_config
 from scicat_ingestor.testing.dirwriter import DirectoryWriter, DirFile
 from scicat_ingestor.testing.scicat_standin import SciCatStandIn
@@ -98,20 +99,6 @@ def kit(tmp_path: Path, scicat_standin: SciCatStandIn, data_dir: Path) -> Iterat
     yield made
     for process in made.processes:
         process.kill()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def blake2b(path: Path) -> str:

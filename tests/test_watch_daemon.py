@@ -298,3 +298,18 @@ def test_a_missing_watch_directory_is_a_config_error(kit: WatchKit) -> None:
     assert (
         f"watch.directories: {kit.tmp_path / 'nope'} is not a directory" in run.stderr + run.stdout
     )
+
+
+def test_a_scicat_outage_pauses_and_every_file_lands_once_after_it(kit: WatchKit) -> None:
+    daemon = kit.daemon()
+    kit.standin.stop_answering()
+    files = DirectoryWriter(kit.data).write(20)
+    daemon.wait_for_log(r"SciCat is failing", 60)
+    assert kit.standin.origdatablocks == []
+    kit.standin.resume()
+    kit.wait_blocks(20)
+    time.sleep(3)
+    kit.assert_each_file_once(files)
+    daemon.terminate()
+    assert daemon.wait(30) == 0
+    assert WatchState(kit.state_file).counts() == {"ingested": 20}

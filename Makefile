@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-dev
 BENCH_STAMP := $(VENV)/.installed-bench
 PYTEST_ARGS ?=
 
-.PHONY: install test lint format bench demo chaos clean
+.PHONY: install test lint format bench demo demo-watch chaos clean
 
 install: $(STAMP)
 
@@ -46,6 +46,9 @@ bench: $(BENCH_STAMP)
 
 demo: install
 	$(PY) -m scicat_ingestor.demo
+
+demo-watch: install
+	$(PY) -m scicat_ingestor.demo --trigger watch
 
 chaos: $(BENCH_STAMP)
 	$(PY) -m bench.chaos

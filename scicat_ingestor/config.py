@@ -180,6 +180,27 @@ class IngestionOptions:
     sample_ingestion: bool = False
     sample_name_path: str = "/entry/sample/name"
     sample_proposal_id_path: str = "/entry/experiment_identifier"
+    # (new) what announces finished files: Kafka ``wrdn`` messages, or watched directories.
+    trigger: Literal["kafka", "watch"] = "kafka"
+
+
+DEFAULT_WATCH_PATTERNS = ("*.nxs", "*.h5", "*.hdf", "*.hdf5", "*.nx5")
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    """(new) ``ingestion.trigger: watch``: directories whose finished files are ingested once."""
+
+    directories: tuple[str, ...] = ()
+    # Shell patterns matched against the file name (not the path).
+    patterns: tuple[str, ...] = DEFAULT_WATCH_PATTERNS
+    recursive: bool = True
+    # A file is finished when closed after writing and unchanged for this long (and openable).
+    settle_seconds: Seconds = 5.0
+    # Seconds between full rescans: the safety net for lost inotify events and network mounts.
+    rescan_interval: PositiveSeconds = 60.0
+    # SQLite database of the file versions seen, ingested and dead-lettered (required).
+    state_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -293,6 +314,7 @@ class IngestorConfig:
     logging: LoggingOptions = field(default_factory=LoggingOptions)
     scicat: SciCatOptions = field(default_factory=SciCatOptions)
     health_check: HealthCheckOptions = field(default_factory=HealthCheckOptions)
+    watch: WatchOptions = field(default_factory=WatchOptions)
 
 
 # Secrets that may come from the environment instead of the file (documented in the README).

@@ -327,6 +327,7 @@ class Daemon:
         del self._work[work.key]
         for record in work.messages:
             self._tracker.done(record.tp, record.offset)
+            self._source.finished(record, label)
 
     # -- dead letters ---------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ import yaml
 from scicat_ingestor.config import ConfigError, load_config, read_config_file
 from scicat_ingestor.exitcodes import EXIT_FAILURE, EXIT_OK
 from scicat_ingestor.testing.broker import BrokerError, TansuBroker, free_port
+from scicat_ingestor.testing.dirwriter import DirectoryWriter
 from scicat_ingestor.testing.filewriter import FakeFileWriter
 from scicat_ingestor.testing.scicat_standin import SciCatStandIn
 
@@ -50,9 +51,18 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def runtime_config(
-    template: Path, workdir: Path, bootstrap: str, scicat_url: str, health_port: int
+    template: Path,
+    workdir: Path,
+    bootstrap: str,
+    scicat_url: str,
+    health_port: int,
+    *,
+    watch: bool = False,
 ) -> Path:
-    """Write ``template`` with the demo's addresses and directories filled in; return its path."""
+    """Write ``template`` with the demo's addresses and directories filled in; return its path.
+
+    With ``watch`` the daemon watches the data directory instead of consuming Kafka.
+    """
     data = read_config_file(template)
     data.setdefault("kafka", {})["bootstrap_servers"] = bootstrap
     data.setdefault("scicat", {})["host"] = scicat_url
@@ -64,6 +74,14 @@ def runtime_config(
     data_dir = workdir / "data"
     data_dir.mkdir(exist_ok=True)  # a data root must exist, or /ready reports it unmounted
     ingestion.setdefault("file_handling", {})["data_directory"] = str(data_dir)
+    if watch:
+        ingestion["trigger"] = "watch"
+        data["watch"] = {
+            "directories": [str(data_dir)],
+            "settle_seconds": 1.0,
+            "rescan_interval": 10.0,
+            "state_file": str(workdir / "watch-state.sqlite"),
+        }
     dead_letter = ingestion.setdefault("dead_letter", {})
     if dead_letter.get("file"):
         dead_letter["file"] = str(workdir / Path(dead_letter["file"]).name)
@@ -95,8 +113,16 @@ def get(url: str) -> tuple[int, str]:
 class Demo:
     """The running pieces; ``close()`` stops whatever was started, in reverse order."""
 
-    def __init__(self, config: Path, files: int, out: TextIO, workdir: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        files: int,
+        out: TextIO,
+        workdir: Path | None = None,
+        trigger: str = "kafka",
+    ) -> None:
         self.template = config
+        self.watch = trigger == "watch"
         self.files = files
         self.out = out
         self.keep_workdir = workdir is not None
@@ -118,20 +144,26 @@ class Demo:
 
     def start(self) -> None:
         self.say(f"Demo work directory: {self.workdir}")
-        self.broker.start()
-        self._stack.callback(self.broker.stop)
+        bootstrap = "127.0.0.1:9"  # not contacted in watch mode
+        if not self.watch:
+            self.broker.start()
+            self._stack.callback(self.broker.stop)
+            bootstrap = self.broker.bootstrap
+            self.say(f"Kafka broker (Tansu):  {bootstrap}")
         self.standin.start()
         self._stack.callback(self.standin.stop)
-        self.say(f"Kafka broker (Tansu):  {self.broker.bootstrap}")
         self.say(f"SciCat stand-in:       {self.standin.url}")
         health_port = free_port()
         config = runtime_config(
-            self.template, self.workdir, self.broker.bootstrap, self.standin.url, health_port
+            self.template, self.workdir, bootstrap, self.standin.url, health_port, watch=self.watch
         )
         loaded = load_config(config, environ={})
         self.grace = loaded.ingestion.drain_grace_period
         self.topic = loaded.kafka.topics[0]
-        self.broker.create_topic(self.topic, PARTITIONS)
+        if self.watch:
+            self.say(f"Watched directory:     {self.workdir / 'data'}")
+        else:
+            self.broker.create_topic(self.topic, PARTITIONS)
         self.health_url = f"http://127.0.0.1:{health_port}"
         self._start_daemon(config)
         self._wait_ready()
@@ -173,12 +205,14 @@ class Demo:
             )
 
     def run(self, timeout: float = 120.0) -> None:
-        """Write and announce the files, then print datasets as they complete."""
-        self.say(f"\nWriting and announcing {self.files} NeXus file(s) on topic {self.topic!r} ...")
-        with FakeFileWriter(self.broker.bootstrap, self.topic, self.workdir / "data") as writer:
+        """Write (and in Kafka mode announce) the files, then print datasets as they complete."""
+        if self.watch:
+            self.say(f"\nWriting {self.files} NeXus file(s) into the watched directory ...")
+            writer = DirectoryWriter(self.workdir / "data", writers=1)
             for _ in range(self.files):
-                written = writer.write_and_announce(1)[0]
-                self.say(f"  announced {written.path.name}")
+                self.say(f"  wrote {writer.write(1, prefix='demo')[0].path.name}")
+        else:
+            self._write_and_announce()
         self.say("\nDatasets created in SciCat:")
         shown: set[str] = set()
         deadline = time.monotonic() + timeout
@@ -198,6 +232,13 @@ class Demo:
                 )
             time.sleep(0.1)
         self.show_endpoints()
+
+    def _write_and_announce(self) -> None:
+        self.say(f"\nWriting and announcing {self.files} NeXus file(s) on topic {self.topic!r} ...")
+        with FakeFileWriter(self.broker.bootstrap, self.topic, self.workdir / "data") as writer:
+            for _ in range(self.files):
+                written = writer.write_and_announce(1)[0]
+                self.say(f"  announced {written.path.name}")
 
     def files_by_dataset(self) -> dict[str, list[str]]:
         """Dataset pid → names of its data files, from the stand-in's origdatablocks."""
@@ -266,6 +307,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="demo config template")
     parser.add_argument("--files", type=int, default=6, help="files to write (default 6)")
     parser.add_argument(
+        "--trigger",
+        choices=("kafka", "watch"),
+        default="kafka",
+        help="kafka: a fake file-writer announces files; watch: files are only written into a "
+        "watched directory (no broker)",
+    )
+    parser.add_argument(
         "--keep-running", action="store_true", help="after the run, keep going until Ctrl-C"
     )
     parser.add_argument(
@@ -279,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.config.is_file():
         print(f"error: {args.config}: demo config not found (run from a checkout)", file=sys.stderr)
         return EXIT_FAILURE
-    demo = Demo(args.config, args.files, sys.stdout, args.workdir)
+    demo = Demo(args.config, args.files, sys.stdout, args.workdir, args.trigger)
     failed = False
     with _signals():
         try:

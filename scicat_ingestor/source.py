@@ -85,6 +85,9 @@ class Source(Protocol):
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]: ...
 
+    def finished(self, record: Record, label: str) -> None:
+        """``record``'s file ended as ``label`` (its dataset exists or its letter is stored)."""
+
     def close(self) -> None: ...
 
 
@@ -242,6 +245,9 @@ class KafkaSource:
             metrics.COMMITTED_OFFSET.labels(tp.topic, str(tp.partition)).set(offsets[tp])
         logger.debug("committed %s", {f"{tp.topic}[{tp.partition}]": o for tp, o in done.items()})
         return done
+
+    def finished(self, record: Record, label: str) -> None:
+        """Nothing to record per message: Kafka keeps progress as the committed offset."""
 
     def close(self) -> None:
         """Leave the group cleanly (the partitions move to other members at once)."""

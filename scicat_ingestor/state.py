@@ -40,6 +40,21 @@ def _iso(epoch: float | None) -> str | None:
 
 
 @dataclass(frozen=True)
+class WatchStatus:
+    """The directory watcher (``ingestion.trigger: watch``), as ``/ready`` shows it."""
+
+    directories: tuple[str, ...]
+    observer_alive: bool
+    waiting_to_settle: int
+    queued: int
+    handed_over: int
+    last_rescan_monotonic: float | None
+    rescan_interval: float
+    events: int
+    found_by_rescan: int
+
+
+@dataclass(frozen=True)
 class StateSnapshot:
     """One consistent view of the service state."""
 
@@ -54,6 +69,7 @@ class StateSnapshot:
     dead_letter_error: str = ""  # why letters cannot be stored now ("" while they can)
     stopping: bool = False
     schemas: SchemaStatus | None = None
+    watch: WatchStatus | None = None  # None: the Kafka trigger
 
 
 class ServiceState:
@@ -87,6 +103,9 @@ class ServiceState:
 
     def set_dead_letter_error(self, error: str) -> None:
         self._update(dead_letter_error=error)
+
+    def set_watch(self, status: WatchStatus) -> None:
+        self._update(watch=status)
 
     def set_stopping(self) -> None:
         self._update(stopping=True)

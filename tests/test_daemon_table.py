@@ -603,3 +603,28 @@ def test_a_sink_outage_is_one_error_line_however_often_letters_are_retried(
     assert errors[0].startswith("dead letters cannot be stored (")
     assert errors[0].endswith("test.dead_letter.sink: No space left on device")
     assert len(h.sink.stored) == 3
+
+
+def test_the_source_hears_each_file_end_only_once_its_letter_is_stored() -> None:
+    """``Source.finished`` (the watch trigger's record of a file version) follows delivery."""
+    row = Row(
+        "finished hook",
+        [(0, wrdn("a")), (0, wrdn("b"))],
+        {0: 2},
+        plans={"b": "refuse"},
+        sink_down=True,
+    )
+    h = harness(row)
+    h.thread.start()
+    try:
+        sink_failing(h)
+        h.wait(lambda: len(h.source.finished_records) == 1, "a finished")
+        assert [(r.offset, label) for r, label in h.source.finished_records] == [(0, "created")]
+        time.sleep(0.2)  # letter retries keep failing: b's end is not heard
+        assert len(h.source.finished_records) == 1
+        h.sink.down = False
+        h.wait(lambda: len(h.source.finished_records) == 2, "the letter stored")
+    finally:
+        h.stop()
+    labels = sorted((r.offset, label) for r, label in h.source.finished_records)
+    assert labels == [(0, "created"), (1, "dead_lettered")]

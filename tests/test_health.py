@@ -18,7 +18,7 @@ from scicat_ingestor.config import HealthCheckOptions, SciCatOptions, Secret
 from scicat_ingestor.ops.health import HealthServer, HealthServerError, check_data_roots
 from scicat_ingestor.ops.metrics import FILES
 from scicat_ingestor.scicat import SciCatClient, SciCatError
-from scicat_ingestor.state import SchemaStatus, ServiceState
+from scicat_ingestor.state import SchemaStatus, ServiceState, WatchStatus
 from scicat_ingestor.testing.scicat_standin import SciCatStandIn
 
 LOCAL = HealthCheckOptions(host="127.0.0.1", port=0, liveness_timeout=60.0)
@@ -210,6 +210,44 @@ def test_ready_503_while_dead_letters_cannot_be_stored_naming_the_sink(
     }
     state.set_dead_letter_error("")
     wait_status(server, "/ready", 200)
+
+
+def watcher(**changes: Any) -> WatchStatus:
+    values: dict[str, Any] = {
+        "directories": ("/data/a", "/data/b"),
+        "observer_alive": True,
+        "waiting_to_settle": 3,
+        "queued": 2,
+        "handed_over": 5,
+        "last_rescan_monotonic": time.monotonic() - 4,
+        "rescan_interval": 60.0,
+        "events": 120,
+        "found_by_rescan": 7,
+    }
+    values.update(changes)
+    return WatchStatus(**values)
+
+
+def test_ready_shows_the_watcher_instead_of_the_broker(
+    serve: Callable[..., HealthServer], state: ServiceState
+) -> None:
+    state.set_broker_connected(False)  # watch mode has no broker
+    state.set_watch(watcher())
+    server = serve(check_interval=0.1)
+    body = wait_status(server, "/ready", 200)
+    assert "broker" not in body["checks"]
+    assert body["checks"]["watcher"]["detail"].startswith("watching 2 director")
+    watch = body["watch"]
+    assert watch["directories"] == ["/data/a", "/data/b"]
+    assert (watch["waiting_to_settle"], watch["queued"], watch["handed_over"]) == (3, 2, 5)
+    assert (watch["events"], watch["found_by_rescan"]) == (120, 7)
+    assert 3 <= watch["last_rescan_seconds_ago"] < 30
+    state.set_watch(watcher(last_rescan_monotonic=time.monotonic() - 500))
+    body = wait_status(server, "/ready", 503)
+    assert body["checks"]["watcher"]["detail"].startswith("no rescan for 500 s")
+    state.set_watch(watcher(observer_alive=False))
+    body = wait_status(server, "/ready", 503)
+    assert body["checks"]["watcher"]["detail"] == "the inotify observer is not running"
 
 
 def test_no_data_roots_configured_is_ready() -> None:

@@ -21,8 +21,9 @@ from scicat_ingestor.samples import SampleIngestor
 from scicat_ingestor.schema.loader import SchemaError
 from scicat_ingestor.schema.registry import SchemaRegistry, reload_on_sighup
 from scicat_ingestor.scicat import SciCatClient
-from scicat_ingestor.source import KafkaSource, SourceError
+from scicat_ingestor.source import KafkaSource, Source, SourceError
 from scicat_ingestor.state import ServiceState
+from scicat_ingestor.watch import WatchSource
 
 logger = logging.getLogger("scicat_ingestor.daemon")
 
@@ -70,7 +71,11 @@ def run_daemon(config: IngestorConfig) -> int:
         pipeline = Pipeline(config, registry.current, client)  # each attempt: the current set
         samples = SampleIngestor(config, client) if ingestion.sample_ingestion else None
         dead_letters = DeadLetters.from_config(ingestion.dead_letter, config.kafka)
-        source = KafkaSource(config.kafka, state)
+        source: Source = (
+            WatchSource(config.watch, state)
+            if ingestion.trigger == "watch"
+            else KafkaSource(config.kafka, state)
+        )
         daemon = Daemon(config, pipeline, dead_letters, source, state, samples=samples)
         if config.health_check.enabled:
             data_roots = ingestion.file_handling.data_roots

@@ -10,7 +10,9 @@ questions are separate:
 - ``/ready`` is **readiness**: 200 when the poll loop is alive, the service is not stopping, the
   broker is connected, SciCat answered its health endpoint recently (and ingestion requests are
   not failing), SciCat accepts our credentials, dead letters can be stored and every data root
-  is listable; no data roots configured counts as ready.
+  is listable; no data roots configured counts as ready. With ``ingestion.trigger: watch`` the
+  watcher replaces the broker: inotify running and a rescan within two rescan intervals; the body
+  shows directories, queue and last rescan under ``watch``.
 
 Both bodies keep upstream's keys ``kafka``, ``storage`` and ``scicat`` (booleans) so dashboards
 reading them keep working; only ``/ready``'s status code depends on them. The slow checks
@@ -39,7 +41,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from scicat_ingestor.config import HealthCheckOptions
 from scicat_ingestor.ops.metrics import REGISTRY
-from scicat_ingestor.state import ServiceState, StateSnapshot
+from scicat_ingestor.state import ServiceState, StateSnapshot, WatchStatus
 
 logger = logging.getLogger("scicat_ingestor.ops.health")
 
@@ -265,7 +267,7 @@ class HealthServer:
         checks = {
             "poll_loop": self.poll_loop_check(snap, now),
             "service": Check(False, "stopping") if snap.stopping else Check(True, "running"),
-            "broker": _broker_check(snap),
+            "broker" if snap.watch is None else "watcher": _source_check(snap, now),
             "scicat": self._scicat_check(snap, now),
             "storage": self.checks.result("storage", now),
             "dead_letters": _dead_letter_check(snap),
@@ -283,6 +285,8 @@ class HealthServer:
         )
         if snap.schemas is not None:  # informative only: a failed reload keeps the old set
             body["schemas"] = snap.schemas.as_json()
+        if snap.watch is not None:
+            body["watch"] = _watch_body(snap.watch, now)
         return ready, body
 
     def _scicat_check(self, snap: StateSnapshot, now: float) -> Check:
@@ -320,6 +324,34 @@ def _dead_letter_check(snap: StateSnapshot) -> Check:
     if snap.dead_letter_error:
         return Check(False, f"dead letters cannot be stored: {snap.dead_letter_error}")
     return Check(True, "dead letters are stored")
+
+
+def _source_check(snap: StateSnapshot, now: float) -> Check:
+    return _broker_check(snap) if snap.watch is None else _watcher_check(snap.watch, now)
+
+
+def _watcher_check(watch: WatchStatus, now: float) -> Check:
+    if not watch.observer_alive:
+        return Check(False, "the inotify observer is not running")
+    if watch.last_rescan_monotonic is None:
+        return Check(True, "start-up scan running")
+    age = now - watch.last_rescan_monotonic
+    if age > 2 * watch.rescan_interval + 60:
+        return Check(False, f"no rescan for {age:.0f} s (every {watch.rescan_interval:g} s)")
+    return Check(True, f"watching {len(watch.directories)} director(y/ies), rescan {age:.0f} s ago")
+
+
+def _watch_body(watch: WatchStatus, now: float) -> dict[str, Any]:
+    last = watch.last_rescan_monotonic
+    return {
+        "directories": list(watch.directories),
+        "waiting_to_settle": watch.waiting_to_settle,
+        "queued": watch.queued,
+        "handed_over": watch.handed_over,
+        "last_rescan_seconds_ago": None if last is None else round(now - last, 1),
+        "events": watch.events,
+        "found_by_rescan": watch.found_by_rescan,
+    }
 
 
 def _broker_check(snap: StateSnapshot) -> Check:

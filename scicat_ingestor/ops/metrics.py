@@ -125,3 +125,21 @@ SCHEMAS_LOADED = Gauge(
     "Schema files in the set in use (the fallback not counted).",
     registry=REGISTRY,
 )
+WATCH_EVENTS = Counter(
+    "scicat_ingestor_watch_events",
+    "inotify events on matching files in watched directories, by type (created, modified, "
+    "closed, moved, deleted, ...).",
+    ["type"],
+    registry=REGISTRY,
+)
+WATCH_RESCANS = Counter(
+    "scicat_ingestor_watch_rescans",
+    "Full rescans of the watched directories (the start-up scan included).",
+    registry=REGISTRY,
+)
+WATCH_FOUND_BY_RESCAN = Counter(
+    "scicat_ingestor_watch_found_by_rescan",
+    "Finished files that a periodic rescan found and inotify never reported (lost events: "
+    "queue overflow, network file systems).",
+    registry=REGISTRY,
+)

@@ -42,6 +42,9 @@ class FakeSource:
         self._paused = False
         self.committed: dict[TopicPartition, int] = {}
         self.commits: list[dict[TopicPartition, int]] = []  # every non-empty commit, in order
+        self.finished_records: list[
+            tuple[Record, str]
+        ] = []  # (record, label) as the daemon ends it
         self.rebalancing = False  # True while a listener callback runs
         self.closed = False
 
@@ -120,6 +123,9 @@ class FakeSource:
             self.committed.update(done)
             self.commits.append(done)
         return done
+
+    def finished(self, record: Record, label: str) -> None:
+        self.finished_records.append((record, label))
 
     def close(self) -> None:
         self.closed = True

@@ -1,0 +1,303 @@
+"""The watch trigger without the daemon: the state database, the settle rule, restarts, rescans."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import h5py
+import pytest
+
+from scicat_ingestor.config import ConfigError, IngestorConfig, WatchOptions, build
+from scicat_ingestor.offsets import TopicPartition
+from scicat_ingestor.source import Record
+from scicat_ingestor.state import ServiceState
+from scicat_ingestor.testing.filewriter import SAMPLE_FILES, write_nexus_copy
+from scicat_ingestor.triage import WritingFinished, triage
+from scicat_ingestor.watch import WatchConfigError, WatchSource, _Events, job_id_of
+from scicat_ingestor.watch_state import FileVersion, WatchState, WatchStateError
+
+SETTLE = 0.3
+
+
+class Listener:
+    def __init__(self) -> None:
+        self.assigned: list[TopicPartition] = []
+
+    def on_assign(self, partitions: Sequence[TopicPartition]) -> None:
+        self.assigned.extend(partitions)
+
+    def on_revoke(self, partitions: Sequence[TopicPartition]) -> None:
+        raise AssertionError("a watch source never revokes")
+
+    def on_lost(self, partitions: Sequence[TopicPartition]) -> None:
+        raise AssertionError("a watch source never loses")
+
+
+def options(tmp_path: Path, **changes: object) -> WatchOptions:
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    values: dict[str, object] = {
+        "directories": (str(data),),
+        "settle_seconds": SETTLE,
+        "rescan_interval": 3600.0,
+        "state_file": str(tmp_path / "state" / "watch.sqlite"),
+    }
+    values.update(changes)
+    return WatchOptions(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def started() -> Iterator[list[WatchSource]]:
+    sources: list[WatchSource] = []
+    yield sources
+    for source in sources:
+        source.close()
+
+
+def start(opts: WatchOptions, sources: list[WatchSource]) -> WatchSource:
+    source = WatchSource(opts, ServiceState())
+    source.start(Listener())
+    sources.append(source)
+    return source
+
+
+def next_record(source: WatchSource, timeout: float = 10.0) -> Record:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = source.poll(0.1)
+        if record is not None:
+            return record
+    raise AssertionError(f"no record within {timeout} s")
+
+
+def no_record(source: WatchSource, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        record = source.poll(0.05)
+        assert record is None, f"unexpected {record}"
+
+
+def announced(record: Record) -> WritingFinished:
+    verdict = triage(record.value)
+    assert isinstance(verdict, WritingFinished)
+    return verdict
+
+
+def finished(source: WatchSource, record: Record, label: str) -> None:
+    source.finished(record, label)
+
+
+def nexus(path: Path) -> Path:
+    write_nexus_copy(SAMPLE_FILES[0], path)
+    return path
+
+
+# -- the state database ---------------------------------------------------------------------
+
+
+def test_state_records_versions_across_reopen(tmp_path: Path) -> None:
+    db_path = tmp_path / "s" / "w.sqlite"
+    first = FileVersion("/d/a.nxs", 10, 1)
+    second = FileVersion("/d/b.nxs", 20, 2)
+    db = WatchState(db_path)
+    seq_a, seq_b = db.seen(first), db.seen(second)
+    assert seq_a < seq_b
+    assert db.seen(first) == seq_a  # seen twice: the same row
+    db.finish(seq_a, "ingested", "created")
+    db.close()
+
+    db = WatchState(db_path)
+    assert db.state_of(first) == "ingested"
+    assert [row.version for row in db.unfinished()] == [second]
+    assert db.state_of(FileVersion("/d/a.nxs", 11, 1)) is None  # a rewrite is another version
+    db.gone(seq_b)
+    assert db.unfinished() == []
+    assert db.counts() == {"ingested": 1, "gone": 1}
+    assert db.known() == {first, second}
+    assert sqlite3.connect(db_path).execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    db.close()
+
+
+def test_watch_keys_are_checked_when_the_config_loads() -> None:
+    with pytest.raises(ConfigError, match=r"watch\.rescan_interval"):
+        build(IngestorConfig, {"watch": {"rescan_interval": 0}}, "test")
+    with pytest.raises(ConfigError, match=r"ingestion\.trigger"):
+        build(IngestorConfig, {"ingestion": {"trigger": "inotify"}}, "test")
+
+
+def test_state_file_that_cannot_be_opened_names_the_key(tmp_path: Path) -> None:
+    (tmp_path / "dir.sqlite").mkdir()
+    with pytest.raises(WatchStateError, match=r"watch.state_file .*dir.sqlite"):
+        WatchState(tmp_path / "dir.sqlite")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"directories": ()}, "watch.directories: empty"),
+        ({"state_file": ""}, "watch.state_file: required"),
+        ({"directories": ("/nonexistent/x",)}, "/nonexistent/x is not a directory"),
+        ({"patterns": ()}, "watch.patterns: empty"),
+    ],
+)
+def test_bad_watch_options_name_the_key(
+    tmp_path: Path, changes: dict[str, object], message: str
+) -> None:
+    with pytest.raises(WatchConfigError, match=message):
+        WatchSource(options(tmp_path, **changes), ServiceState())
+
+
+# -- the settle rule ------------------------------------------------------------------------
+
+
+def test_a_closed_file_is_announced_once_after_settling(
+    tmp_path: Path, started: list[WatchSource]
+) -> None:
+    source = start(options(tmp_path), started)
+    assert source.poll(0) is None
+    path = nexus(tmp_path / "data" / "run1.nxs")
+    closed_at = time.monotonic()
+    record = next_record(source)
+    assert time.monotonic() - closed_at >= SETTLE
+    message = announced(record)
+    assert message.file_name == str(path)
+    st = path.stat()
+    assert message.job_id == job_id_of(FileVersion(str(path), st.st_size, st.st_mtime_ns))
+    assert record.tp == TopicPartition("watch", 0)
+    no_record(source, 3 * SETTLE)
+    finished(source, record, "created")
+    assert source._db.state_of(FileVersion(str(path), st.st_size, st.st_mtime_ns)) == "ingested"
+
+
+def test_a_file_held_open_by_its_writer_waits_for_the_close(
+    tmp_path: Path, started: list[WatchSource]
+) -> None:
+    source = start(options(tmp_path), started)
+    path = tmp_path / "data" / "slow.h5"
+    opened = threading.Event()
+    closed = threading.Event()
+
+    def slow_writer() -> None:
+        with h5py.File(path, "w") as out:
+            out["x"] = [1, 2, 3]
+            out.flush()
+            opened.set()
+            time.sleep(6 * SETTLE)  # holds the HDF5 lock, writes nothing
+            out["y"] = [4]
+        closed.set()
+
+    writer = threading.Thread(target=slow_writer)
+    writer.start()
+    opened.wait(5)
+    no_record(source, 4 * SETTLE)
+    assert not closed.is_set()
+    record = next_record(source)
+    assert closed.is_set()
+    assert announced(record).file_name == str(path)
+    writer.join()
+
+
+def test_patterns_and_recursion(tmp_path: Path, started: list[WatchSource]) -> None:
+    source = start(options(tmp_path, recursive=False), started)
+    data = tmp_path / "data"
+    (data / "notes.txt").write_text("not a data file")
+    (data / "sub").mkdir()
+    nexus(data / "sub" / "deep.nxs")
+    top = nexus(data / "top.hdf")
+    assert announced(next_record(source)).file_name == str(top)
+    no_record(source, 3 * SETTLE)
+
+
+def test_recursive_watch_sees_new_subdirectories(
+    tmp_path: Path, started: list[WatchSource]
+) -> None:
+    source = start(options(tmp_path), started)
+    (tmp_path / "data" / "2026" / "run7").mkdir(parents=True)
+    time.sleep(0.2)  # the observer adds the new directory's watch
+    path = nexus(tmp_path / "data" / "2026" / "run7" / "f.nxs")
+    assert announced(next_record(source)).file_name == str(path)
+
+
+def test_a_file_moved_into_place_is_announced(tmp_path: Path, started: list[WatchSource]) -> None:
+    source = start(options(tmp_path), started)
+    staging = nexus(tmp_path / "staging.nxs")
+    target = tmp_path / "data" / "moved.nxs"
+    os.rename(staging, target)
+    assert announced(next_record(source)).file_name == str(target)
+
+
+# -- restarts and rescans -------------------------------------------------------------------
+
+
+def test_restart_neither_reingests_nor_misses(tmp_path: Path, started: list[WatchSource]) -> None:
+    opts = options(tmp_path)
+    data = tmp_path / "data"
+    source = start(opts, started)
+    done = nexus(data / "done.nxs")
+    handed = nexus(data / "handed.nxs")
+    records = {announced(r).file_name: r for r in (next_record(source), next_record(source))}
+    finished(source, records[str(done)], "created")  # 'handed' is still in flight at the stop
+    source.close()
+    started.remove(source)
+
+    while_down = nexus(data / "while_down.nxs")
+    source = start(opts, started)
+    again = [announced(next_record(source)).file_name for _ in range(2)]
+    assert again == [str(handed), str(while_down)]  # unfinished first, under its old number
+    no_record(source, 3 * SETTLE)
+
+
+def test_a_rewritten_file_is_a_new_version(tmp_path: Path, started: list[WatchSource]) -> None:
+    source = start(options(tmp_path), started)
+    path = nexus(tmp_path / "data" / "again.nxs")
+    first = next_record(source)
+    finished(source, first, "created")
+    time.sleep(0.01)
+    with h5py.File(path, "r+") as out:
+        out["entry/extra"] = [1.0]
+    second = next_record(source)
+    assert second.offset > first.offset
+    assert announced(second).job_id != announced(first).job_id  # so: a new dataset pid
+
+
+def test_second_version_waits_for_the_first_to_finish(
+    tmp_path: Path, started: list[WatchSource]
+) -> None:
+    """Two versions of one path in flight would meet as 'duplicates' of one job in the daemon."""
+    source = start(options(tmp_path), started)
+    path = nexus(tmp_path / "data" / "busy.nxs")
+    first = next_record(source)
+    with h5py.File(path, "r+") as out:
+        out["entry/extra"] = [1.0]
+    no_record(source, 4 * SETTLE)
+    finished(source, first, "created")
+    assert next_record(source).offset > first.offset
+
+
+def test_rescan_finds_what_inotify_missed(
+    tmp_path: Path, started: list[WatchSource], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_Events, "on_any_event", lambda self, event: None)  # every event lost
+    source = start(options(tmp_path, rescan_interval=0.5), started)
+    time.sleep(0.3)  # after the start-up scan
+    path = nexus(tmp_path / "data" / "missed.nxs")
+    assert announced(next_record(source)).file_name == str(path)
+    assert source.found_by_rescan == 1
+    status = source._state.snapshot().watch
+    assert status is not None and status.last_rescan_monotonic is not None
+
+
+def test_dry_run_records_nothing(tmp_path: Path, started: list[WatchSource]) -> None:
+    opts = options(tmp_path)
+    source = start(opts, started)
+    nexus(tmp_path / "data" / "dry.nxs")
+    finished(source, next_record(source), "dry_run")
+    source.close()
+    started.remove(source)
+    source = start(opts, started)
+    assert announced(next_record(source)).file_name.endswith("dry.nxs")

@@ -10,8 +10,10 @@ For facilities without the ESS file-writer. Two ways of noticing a file, one rul
   the service was down) and is counted.
 
 A file is **finished** when it was closed after its last write (inotify's ``IN_CLOSE_WRITE``, or
-moved into place; a file only a rescan saw counts as closed), its size and mtime did not change
-for ``watch.settle_seconds``, and h5py can open it (the writer's HDF5 lock is released). Then the
+moved into place; a file only a rescan saw, or one a rescan finds unchanged for the settle time
+after inotify's last event, counts as closed: an overflow can drop a close event), its size and
+mtime did not change for ``watch.settle_seconds``, and h5py can open it (the writer's HDF5 lock
+is released). Then the
 version is recorded as seen in the ``WatchState`` database and handed to the daemon as a
 synthetic ``wrdn`` record, so triage, dead letters and ``replay`` work unchanged. The version is
 recorded as ingested / dead-lettered when the daemon reports it ``finished``, i.e. after its
@@ -295,7 +297,11 @@ class WatchSource:
             if stat is None or FileVersion(path, *stat) in known:
                 continue
             with self._lock:
-                if path in self._candidates or path in self._in_flight_paths:
+                waiting = self._candidates.get(path)
+                if waiting is not None:
+                    self._presume_closed(waiting, stat, started)
+                    continue
+                if path in self._in_flight_paths:
                     continue
                 self._candidates[path] = _Candidate(path, origin, time.monotonic(), True, stat)
             added += 1
@@ -310,6 +316,17 @@ class WatchSource:
             added,
             self._last_rescan - started,
         )
+
+    def _presume_closed(self, candidate: _Candidate, stat: tuple[int, int], now: float) -> None:
+        """A file inotify saw change but never saw closed, unchanged for the settle time, counts as
+        closed like a file only a rescan saw: an overflow can drop the close event after the
+        create (the HDF5 open check still waits for a writer that holds the file)."""
+        if candidate.closed:
+            return
+        if candidate.stat != stat:  # changed since inotify's last word: look again next rescan
+            candidate.stat, candidate.changed_at = stat, now
+        elif now - candidate.changed_at >= self._options.settle_seconds:
+            candidate.closed = True
 
     def _walk(self) -> Iterator[str]:
         for directory in self._directories:

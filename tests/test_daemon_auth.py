@@ -24,7 +24,7 @@ from scicat_ingestor.ops.health import HealthServer
 from scicat_ingestor.testing.daemon_process import DaemonProcess, write_config
 from scicat_ingestor.testing.scicat_standin import Account, SciCatStandIn
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.broker]  # the kit uses kafka_broker
 
 LOGIN = {"scicat.token": "", "scicat.username": "ingestor", "scicat.password": "pwd"}
 

@@ -26,7 +26,7 @@ from scicat_ingestor.testing.broker import free_port
 from scicat_ingestor.testing.daemon_process import DaemonProcess, write_config
 from scicat_ingestor.testing.filewriter import SAMPLE_FILES, FakeFileWriter, WrittenFile
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.broker]  # the kit uses kafka_broker
 
 CODA_SCHEMA = "small-coda.imsc.yml"
 YMIR_SCHEMA = "small-ymir.imsc.yml"

@@ -292,6 +292,23 @@ def test_rescan_finds_what_inotify_missed(
     assert status is not None and status.last_rescan_monotonic is not None
 
 
+def test_a_file_whose_close_event_was_lost_is_announced_by_a_rescan(
+    tmp_path: Path, started: list[WatchSource], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An inotify overflow can drop a file's close event after its create event was seen: the
+    rescan must not leave it waiting for a close that never comes (seen in the overflow test)."""
+    seen = _Events.on_any_event
+    monkeypatch.setattr(
+        _Events,
+        "on_any_event",
+        lambda self, event: seen(self, event) if event.event_type == "created" else None,
+    )
+    source = start(options(tmp_path, rescan_interval=0.5), started)
+    time.sleep(0.3)  # after the start-up scan
+    path = nexus(tmp_path / "data" / "close-lost.nxs")
+    assert announced(next_record(source)).file_name == str(path)
+
+
 def test_dry_run_records_nothing(tmp_path: Path, started: list[WatchSource]) -> None:
     opts = options(tmp_path)
     source = start(opts, started)

@@ -120,7 +120,7 @@ def _header(plan: scenarios.Plan) -> report.Results:
         results.notes.append(warning)
     results.notes.append(
         "Every part is its own process: Tansu broker, SciCat stand-in "
-        "(python -m scicat_ingestor.testing.scicat_standin, so its CPU does not share the daemon's "
+        "(python -m scicat_ingestor.testing.scicat, so its CPU does not share the daemon's "
         "GIL) and the daemon (python -m scicat_ingestor run; hashing, stats, hash and message "
         "side files on; INFO logging to stdout and a file). The machine has "
         f"{results.machine['logical_cores']} cores for all of them: broker, stand-in and daemon "

@@ -47,7 +47,7 @@ from scicat_ingestor.testing.brokers import BROKER_ENV, HarnessBroker
 from scicat_ingestor.testing.daemon_process import DaemonProcess, daemon_config, write_config
 from scicat_ingestor.testing.filewriter import SAMPLE_FILES, wrdn_message, write_nexus_copy
 from scicat_ingestor.testing.kafka_apache import KafkaBroker, kafka_version
-from scicat_ingestor.testing.scicat_standin import SciCatStandIn
+from scicat_ingestor.testing.scicat import SciCatStandIn
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMAS = [REPO / "tests" / "data" / "schemas" / f"{p.stem}.imsc.yml" for p in SAMPLE_FILES]

@@ -1,7 +1,7 @@
 """The real parts a benchmark run needs: broker, SciCat stand-in process, daemon processes, files.
 
 Everything runs as separate processes, as in production, so that no two parts share a GIL: the
-Tansu broker (native), the SciCat stand-in (``python -m scicat_ingestor.testing.scicat_standin``)
+Tansu broker (native), the SciCat stand-in (``python -m scicat_ingestor.testing.scicat``)
 and each daemon (``python -m scicat_ingestor run -c CONFIG``). The bench process only publishes
 messages, samples the processes with psutil and reads the stand-in's counters.
 """
@@ -31,7 +31,7 @@ from confluent_kafka import Producer
 from scicat_ingestor.config import IngestionOptions
 from scicat_ingestor.testing.broker import TansuBroker, free_port
 from scicat_ingestor.testing.filewriter import SAMPLE_FILES, wrdn_message, write_nexus_copy
-from scicat_ingestor.testing.scicat_standin import DEFAULT_TOKEN
+from scicat_ingestor.testing.scicat import DEFAULT_TOKEN
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMAS_DIR = REPO / "tests" / "data" / "schemas"
@@ -195,7 +195,7 @@ def child_process(name_part: str) -> int:
 
 
 class StandInProcess:
-    """``python -m scicat_ingestor.testing.scicat_standin`` on a free port, with an empty store."""
+    """``python -m scicat_ingestor.testing.scicat`` on a free port, with an empty store."""
 
     def __init__(self, log_file: Path) -> None:
         self.port = free_port()
@@ -216,7 +216,7 @@ class StandInProcess:
         command = [
             sys.executable,
             "-m",
-            "scicat_ingestor.testing.scicat_standin",
+            "scicat_ingestor.testing.scicat",
             "--port",
             str(self.port),
             "--token",

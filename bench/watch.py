@@ -24,7 +24,7 @@ from typing import Any
 from scicat_ingestor.testing.broker import free_port
 from scicat_ingestor.testing.daemon_process import DaemonProcess, daemon_config, write_config
 from scicat_ingestor.testing.dirwriter import DirectoryWriter
-from scicat_ingestor.testing.scicat_standin import SciCatStandIn
+from scicat_ingestor.testing.scicat import SciCatStandIn
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = ROOT / "config" / "schemas"

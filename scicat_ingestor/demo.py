@@ -32,7 +32,7 @@ from scicat_ingestor.exitcodes import EXIT_FAILURE, EXIT_OK
 from scicat_ingestor.testing.broker import BrokerError, TansuBroker, free_port
 from scicat_ingestor.testing.dirwriter import DirectoryWriter
 from scicat_ingestor.testing.filewriter import FakeFileWriter
-from scicat_ingestor.testing.scicat_standin import SciCatStandIn
+from scicat_ingestor.testing.scicat import SciCatStandIn
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "config" / "demo.yml"

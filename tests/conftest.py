@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["scicat_ingestor.testing.plugin", "scicat_ingestor.testing.standin_plugin"]
+pytest_plugins = ["scicat_ingestor.testing.plugin", "scicat_ingestor.testing.scicat.fixtures"]
 
 DATA_DIR = Path(__file__).parent / "data"
 

@@ -20,7 +20,7 @@ from scicat_ingestor.cli import (
 )
 from scicat_ingestor.config import iter_leaf_fields
 from scicat_ingestor.ops.logs import reset_logging
-from scicat_ingestor.testing.scicat_standin import SciCatStandIn
+from scicat_ingestor.testing.scicat import SciCatStandIn
 
 
 def test_python_m_help_lists_subcommands() -> None:

@@ -24,7 +24,7 @@ from scicat_ingestor.config import IngestorConfig, build
 from scicat_ingestor.ops.metrics import REGISTRY
 from scicat_ingestor.outcome import Created, DryRun, Existed, Outcome, Permanent, Transient
 from scicat_ingestor.pipeline import Job
-from scicat_ingestor.testing.scicat_standin import SciCatStandIn
+from scicat_ingestor.testing.scicat import SciCatStandIn
 
 CODA_PID = "20.500.12269/f22acb1c-950b-11ef-a3ef-fa163e9aae0a"
 

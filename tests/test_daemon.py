@@ -43,7 +43,7 @@ from scicat_ingestor.testing.brokers import HarnessBroker
 from scicat_ingestor.testing.daemon_process import daemon_config
 from scicat_ingestor.testing.filewriter import FakeFileWriter, WrittenFile, wrdn_message
 from scicat_ingestor.testing.plugin import FileWriterFactory, TopicFactory
-from scicat_ingestor.testing.scicat_standin import SciCatStandIn
+from scicat_ingestor.testing.scicat import SciCatStandIn
 
 pytestmark = [pytest.mark.integration, pytest.mark.broker]  # kit uses kafka_broker
 

@@ -22,7 +22,7 @@ from test_daemon import Kit, RunningDaemon, make_kit, wait_until
 from scicat_ingestor.config import HealthCheckOptions
 from scicat_ingestor.ops.health import HealthServer
 from scicat_ingestor.testing.daemon_process import DaemonProcess, write_config
-from scicat_ingestor.testing.scicat_standin import Account, SciCatStandIn
+from scicat_ingestor.testing.scicat import Account, SciCatStandIn
 
 pytestmark = [pytest.mark.integration, pytest.mark.broker]  # the kit uses kafka_broker
 

@@ -15,7 +15,7 @@ import yaml
 
 from scicat_ingestor.config import load_config
 from scicat_ingestor.demo import DEFAULT_CONFIG, REPO_ROOT, runtime_config
-from scicat_ingestor.testing.scicat_standin import DEFAULT_TOKEN
+from scicat_ingestor.testing.scicat import DEFAULT_TOKEN
 
 DEMO = [sys.executable, "-m", "scicat_ingestor.demo"]
 # Secrets the daemon gets from the environment; none may reach its log, even at DEBUG.

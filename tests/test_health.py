@@ -19,7 +19,7 @@ from scicat_ingestor.ops.health import HealthServer, HealthServerError, check_da
 from scicat_ingestor.ops.metrics import FILES
 from scicat_ingestor.scicat import SciCatClient, SciCatError
 from scicat_ingestor.state import SchemaStatus, ServiceState, WatchStatus
-from scicat_ingestor.testing.scicat_standin import SciCatStandIn
+from scicat_ingestor.testing.scicat import SciCatStandIn
 
 LOCAL = HealthCheckOptions(host="127.0.0.1", port=0, liveness_timeout=60.0)
 

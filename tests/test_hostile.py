@@ -42,7 +42,7 @@ from scicat_ingestor.testing.broker import free_port
 from scicat_ingestor.testing.brokers import HarnessBroker
 from scicat_ingestor.testing.daemon_process import DaemonProcess, daemon_config, write_config
 from scicat_ingestor.testing.filewriter import SAMPLE_FILES, wrdn_message, write_nexus_copy
-from scicat_ingestor.testing.scicat_standin import SciCatStandIn
+from scicat_ingestor.testing.scicat import SciCatStandIn
 
 TOKEN = "tok-7f3a9c1e-very-secret"
 SASL_PASSWORD = "sasl-pw-0xdeadbeef"

@@ -21,7 +21,7 @@ from scicat_ingestor.outcome import Created, DryRun, Existed, Outcome, Permanent
 from scicat_ingestor.pipeline import Job, Pipeline
 from scicat_ingestor.schema.loader import load_schemas
 from scicat_ingestor.scicat import SciCatClient
-from scicat_ingestor.testing.scicat_standin import SciCatStandIn
+from scicat_ingestor.testing.scicat import SciCatStandIn
 
 PID = "20.500.12269/f22acb1c-950b-11ef-a3ef-fa163e9aae0a"  # from small-coda.hdf's job id
 

@@ -19,7 +19,7 @@ from scicat_ingestor.testing.filewriter import (
     wrdn_message,
     write_nexus_copy,
 )
-from scicat_ingestor.testing.scicat_standin import SciCatStandIn
+from scicat_ingestor.testing.scicat import SciCatStandIn
 
 RECORD = Record("wrdn-topic", 2, 41, b"\x00\x01payload", b"key")
 

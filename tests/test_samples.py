@@ -20,7 +20,7 @@ from scicat_ingestor.pipeline import Job, Pipeline
 from scicat_ingestor.samples import SampleInfo, SampleIngestor, SampleJob, sample_body, sample_id
 from scicat_ingestor.schema.loader import load_schemas
 from scicat_ingestor.scicat import SciCatClient
-from scicat_ingestor.testing.scicat_standin import SciCatStandIn
+from scicat_ingestor.testing.scicat import SciCatStandIn
 
 pytestmark = pytest.mark.integration
 

@@ -26,7 +26,7 @@ from scicat_ingestor.scicat import (
     SciCatUnavailable,
 )
 from scicat_ingestor.scicat_auth import renew_after
-from scicat_ingestor.testing.scicat_standin import Account, SciCatStandIn
+from scicat_ingestor.testing.scicat import Account, SciCatStandIn
 
 pytestmark = pytest.mark.integration
 

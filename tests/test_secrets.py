@@ -28,7 +28,7 @@ from scicat_ingestor.redact import REDACTED
 from scicat_ingestor.scicat import SciCatClient, SciCatError
 from scicat_ingestor.state import ServiceState
 from scicat_ingestor.testing.gelf_receiver import GelfReceiver
-from scicat_ingestor.testing.scicat_standin import SciCatStandIn
+from scicat_ingestor.testing.scicat import SciCatStandIn
 
 TOKEN = "tok-9f8e7d6c5b4a"
 SCICAT_PASSWORD = "p@ss w/rd'\"\\x"  # quotes, backslash, space and '/': escaped/encoded forms too

@@ -15,7 +15,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from scicat_ingestor.testing.scicat_standin import (
+from scicat_ingestor.testing.scicat import (
     DTO_ORIGDATABLOCK,
     DTO_RAW_DATASET,
     Account,
@@ -703,7 +703,7 @@ def test_requests_log_records_method_path_status(api: Api, scicat_standin: SciCa
 @integration
 def test_cli_serves_until_sigterm() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "scicat_ingestor.testing.scicat_standin", "--token", "cli-token"],
+        [sys.executable, "-m", "scicat_ingestor.testing.scicat", "--token", "cli-token"],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import requests
 
-from scicat_ingestor.testing.scicat_standin import SciCatStandIn
+from scicat_ingestor.testing.scicat import SciCatStandIn
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from scicat_ingestor.pipeline import Job, Pipeline
 from scicat_ingestor.schema.loader import load_schemas
 from scicat_ingestor.scicat import SciCatClient
 from scicat_ingestor.testing.nexus_plots import write_plot_file
-from scicat_ingestor.testing.scicat_standin import SciCatStandIn
+from scicat_ingestor.testing.scicat import SciCatStandIn
 
 PID = "20.500.12269/f22acb1c-950b-11ef-a3ef-fa163e9aae0a"  # small-coda.hdf's job id
 

@@ -16,7 +16,7 @@ from scicat_ingestor.outcome import Created
 from scicat_ingestor.pipeline import Job, Pipeline
 from scicat_ingestor.schema.loader import load_schemas
 from scicat_ingestor.scicat import SciCatClient
-from scicat_ingestor.testing.scicat_standin import SciCatStandIn
+from scicat_ingestor.testing.scicat import SciCatStandIn
 
 
 def _preview(config: IngestorConfig, nexus: Path, job_id: str) -> dict[str, object]:

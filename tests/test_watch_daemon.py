@@ -24,7 +24,7 @@ from test_daemon import wait_until
 from scicat_ingestor.testing.broker import free_port
 from scicat_ingestor.testing.daemon_process import DaemonProcess, daemon_config, write_config
 from scicat_ingestor.testing.dirwriter import DirectoryWriter, DirFile
-from scicat_ingestor.testing.scicat_standin import SciCatStandIn
+from scicat_ingestor.testing.scicat import SciCatStandIn
 from scicat_ingestor.watch_state import WatchState
 
 pytestmark = pytest.mark.integration

@@ -47,7 +47,7 @@ from scicat_ingestor.scicat import SciCatClient
 from scicat_ingestor.testing.brokers import HarnessBroker
 from scicat_ingestor.testing.daemon_process import DaemonProcess, daemon_config, write_config
 from scicat_ingestor.testing.filewriter import SAMPLE_FILES, wrdn_message, write_nexus_copy
-from scicat_ingestor.testing.scicat_standin import SciCatStandIn
+from scicat_ingestor.testing.scicat import SciCatStandIn
 
 TEMPLATE = next(p for p in SAMPLE_FILES if p.name == "small-coda.hdf")
 SCHEMA = Path(__file__).parent / "data" / "schemas" / "small-coda.imsc.yml"

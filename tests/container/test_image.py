@@ -26,7 +26,7 @@ import yaml
 from scicat_ingestor.testing.broker import TansuBroker, free_port
 from scicat_ingestor.testing.container import REPO_ROOT, Docker, engine_unavailable
 from scicat_ingestor.testing.filewriter import FakeFileWriter, wrdn_message
-from scicat_ingestor.testing.scicat_standin import SciCatStandIn
+from scicat_ingestor.testing.scicat import SciCatStandIn
 
 UNAVAILABLE = engine_unavailable()
 if UNAVAILABLE is not None:

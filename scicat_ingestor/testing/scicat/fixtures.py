@@ -1,4 +1,4 @@
-"""pytest fixtures for the SciCat stand-in (``pytest_plugins = [...standin_plugin]``).
+"""pytest fixtures for the SciCat stand-in (``pytest_plugins = [...scicat.fixtures]``).
 
 The OpenAPI validators are compiled once per process (``load_validators`` is cached), so a
 fresh stand-in per test starts in well under a millisecond after the first.
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from scicat_ingestor.testing.scicat_standin import SciCatStandIn
+from scicat_ingestor.testing.scicat import SciCatStandIn
 
 
 @pytest.fixture

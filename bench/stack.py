@@ -321,6 +321,7 @@ class DaemonSettings:
     # Tansu answers a fetch only after fetch.wait.max.ms even when data arrives meanwhile (Kafka
     # answers at once), so librdkafka's default 500 ms would add ~250 ms to every message.
     fetch_wait_max_ms: int = 500
+    profile: str = "production"  # see ``profile_overrides``
 
 
 def daemon_config(
@@ -390,6 +391,24 @@ def daemon_config(
         },
         "health_check": {"host": "127.0.0.1", "port": free_port(), "enabled": True},
     }
+
+
+PROFILES = ("production", "ess")
+
+
+def profile_overrides(config: dict[str, Any], profile: str) -> dict[str, Any]:
+    """Switch a ``daemon_config`` to a profile, in place: ``production`` is the config as built
+    (stats, blake2b, hash and message side files, exists-check by pid and by metadata); ``ess`` is
+    the ESS ingestor's integration set-up: stats and blake2b, no side files, exists-check by pid
+    only (5 SciCat calls per file instead of 6)."""
+    if profile == "ess":
+        ingestion = config["ingestion"]
+        ingestion["check_if_dataset_exists_by_metadata"] = False
+        ingestion["file_handling"]["save_file_hash"] = False
+        ingestion["file_handling"]["message_to_file"] = False
+    elif profile != "production":
+        raise BenchError(f"unknown profile {profile!r}; use one of {', '.join(PROFILES)}")
+    return config
 
 
 class DaemonProcess:
@@ -582,7 +601,7 @@ class Stack:
             data_dir=self.data_dir,
             settings=settings,
         )
-        return DaemonProcess(self.workspace, name, config)
+        return DaemonProcess(self.workspace, name, profile_overrides(config, settings.profile))
 
 
 @contextlib.contextmanager

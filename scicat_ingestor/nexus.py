@@ -11,6 +11,7 @@ import errno
 import fnmatch
 import functools
 import logging
+import math
 import re
 import struct
 from collections.abc import Iterator
@@ -100,6 +101,7 @@ class NexusReader:
         self.path = path
         self.max_read_bytes = max_read_bytes
         self._objects: dict[str, Any] = {}
+        self._ids: dict[str, h5py.h5d.DatasetID] = {}
         # Variable-length data lives uncompressed in the file's global heap, so in a file no larger
         # than the cap no value can exceed it: only bigger files need the (costlier) exact size.
         self._vlen_needs_check = _file_size(h5, path) > max_read_bytes
@@ -108,7 +110,7 @@ class NexusReader:
         return NexusValueError(self.path, detail)
 
     def _get(self, path: str) -> Any:
-        """``h5.get`` with a per-file cache: ``read`` then ``units`` of one path open it once."""
+        """``h5.get`` (high-level objects, for ``glob``) with a per-file cache."""
         try:
             return self._objects[path]
         except KeyError:
@@ -120,27 +122,53 @@ class NexusReader:
         self._objects[path] = obj
         return obj
 
-    def _dataset(self, path: str) -> h5py.Dataset:
-        obj = self._get(path)
-        if obj is None:
-            raise self._error(f"{path}: no such dataset")
-        if not isinstance(obj, h5py.Dataset):
+    def _dataset(self, path: str) -> h5py.h5d.DatasetID:
+        """The dataset's low-level id, opened once per file (``read`` then ``units`` share it).
+
+        Building h5py's high-level ``Dataset`` (and its ``File``) for every path cost more than
+        reading the value; the low-level id answers the same questions for a fraction of it.
+        """
+        try:
+            return self._ids[path]
+        except KeyError:
+            pass
+        try:
+            oid = h5py.h5o.open(self._h5.id, path.encode("utf-8"))
+        except KeyError:  # missing, a broken link, or a dataset used as a group on the way
+            raise self._error(f"{path}: no such dataset") from None
+        except (ValueError, TypeError, OSError) as exc:
+            raise self._error(f"{path}: cannot access: {_first_line(str(exc))}") from exc
+        if not isinstance(oid, h5py.h5d.DatasetID):
             raise self._error(f"{path}: is a group, not a dataset")
-        return obj
+        self._ids[path] = oid
+        return oid
 
     def read(self, path: str) -> Any:
         """The value at ``path`` as plain Python: one element → scalar, several → list."""
-        ds = self._dataset(path)
-        if ds.shape is None:
+        oid = self._dataset(path)
+        space = oid.get_space()
+        if space.get_simple_extent_type() == h5py.h5s.NULL:
             return None
-        nbytes = stored_nbytes(ds) if self._vlen_needs_check else ds.size * ds.dtype.itemsize
+        shape = space.shape
+        dtype = oid.dtype
+        fast = _simple_dtype(dtype) and all(shape)
+        if self._vlen_needs_check or not fast:
+            ds = h5py.Dataset(oid)
+            nbytes = stored_nbytes(ds) if self._vlen_needs_check else ds.size * dtype.itemsize
+        else:
+            ds = None
+            nbytes = math.prod(shape) * dtype.itemsize
         if nbytes > self.max_read_bytes:
             raise self._error(
                 f"{path}: dataset is {nbytes} bytes, more than max_read_bytes "
                 f"({self.max_read_bytes}); refusing to read it"
             )
         try:
-            raw = ds[()]
+            if fast:  # what ``Dataset.__getitem__(())`` does for these types, minus its checks
+                raw: Any = np.empty(shape, dtype=dtype)
+                oid.read(h5py.h5s.ALL, h5py.h5s.ALL, raw)
+            else:
+                raw = (ds or h5py.Dataset(oid))[()]
         except (OSError, ValueError, TypeError) as exc:
             raise self._error(f"{path}: read failed: {_first_line(str(exc))}") from exc
         try:
@@ -164,9 +192,10 @@ class NexusReader:
 
     def units(self, path: str) -> str | None:
         """The dataset's ``units`` attribute as text, or None when it has none."""
-        ds = self._dataset(path)
+        oid = self._dataset(path)
         try:
-            raw = ds.attrs.get("units")
+            # most datasets have no units: asking HDF5 is cheap, h5py's attribute manager is not
+            raw = h5py.Dataset(oid).attrs.get("units") if h5py.h5a.exists(oid, b"units") else None
         except (OSError, KeyError) as exc:
             raise self._error(f"{path}: cannot read 'units': {_first_line(str(exc))}") from exc
         if raw is None:
@@ -212,6 +241,18 @@ def plain(raw: Any) -> Any:
     if isinstance(raw, list | tuple):
         return [plain(item) for item in raw]
     return raw
+
+
+def _simple_dtype(dtype: np.dtype[Any]) -> bool:
+    """Numbers, fixed-size bytes and variable-length strings: read straight into an array.
+
+    Anything else (compound, enum, array, reference, vlen sequence) goes through h5py's
+    ``Dataset``, which knows their special cases.
+    """
+    if dtype.kind in "iufS":
+        return dtype.subdtype is None and dtype.fields is None
+    text = h5py.check_string_dtype(dtype)
+    return dtype.kind == "O" and text is not None and text.length is None
 
 
 def is_wildcard(text: str) -> bool:

@@ -301,3 +301,88 @@ def test_vlen_string_over_the_cap_is_refused(tmp_path: Path) -> None:
         pytest.raises(NexusError, match="more than max_read_bytes"),
     ):
         reader.read("/title")
+
+
+@pytest.fixture(scope="module")
+def dtype_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One dataset per kind of value the low-level read path takes or hands to h5py."""
+    path = tmp_path_factory.mktemp("nexus") / "zoo.h5"
+    with h5py.File(path, "w") as f:
+        f["i1"] = np.int8(-3)
+        f["u8"] = np.array([1, 2, 3], dtype="u8")
+        f["big_endian"] = np.array([258, 3], dtype=">i4")
+        f["f4"] = np.array([[1.5, 2.5], [3.5, 4.5]], dtype="f4")
+        f["fixed_strings"] = np.array([b"ab", b"c"], dtype="S2")
+        f["vlen_scalar"] = "Søren"
+        f["vlen_array"] = np.array(["x", "yz"], dtype=h5py.string_dtype())
+        f["ascii_vlen"] = np.array([b"a"], dtype=h5py.string_dtype("ascii"))
+        f["zero_size"] = np.zeros((0,), dtype="i4")
+        f["null_space"] = h5py.Empty("i4")
+        f["bools"] = np.array([True, False])
+        f["enum"] = np.array([0, 1], dtype=h5py.enum_dtype({"A": 0, "B": 1}, basetype="i1"))
+        f["compound"] = np.array([(1, 2.0)], dtype=[("a", "i4"), ("b", "f8")])
+        f["vlen_ints"] = np.array(
+            [np.array([1, 2]), np.array([3])], dtype=h5py.vlen_dtype(np.dtype("i4"))
+        )
+        f["complex"] = np.complex128(1 + 2j)
+        f.create_dataset("chunked", data=np.arange(10), chunks=(3,), compression="gzip")
+        f.create_dataset("with_units", data=2.0).attrs["units"] = "mm"
+        f.create_dataset("vlen_units", data=2.0).attrs.create(
+            "units", "µs", dtype=h5py.string_dtype()
+        )
+        f["group/inner"] = 1
+        f["soft"] = h5py.SoftLink("/i1")
+        f["dangling"] = h5py.SoftLink("/nowhere")
+    return path
+
+
+def _reference(h5: h5py.File, path: str) -> object:
+    """What the reader returned when it went through h5py's high-level ``Dataset``."""
+    from scicat_ingestor.nexus import plain
+
+    ds = h5[path]
+    return None if ds.shape is None else plain(ds[()])
+
+
+def test_low_level_reads_equal_high_level_ones(dtype_zoo: Path) -> None:
+    with h5py.File(dtype_zoo, "r") as h5:
+        names: list[str] = []
+        h5.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        names.append("soft")
+        expected = {n: _reference(h5, n) for n in names}
+        units = {n: h5[n].attrs.get("units") for n in names}
+    assert len(names) >= 20
+    with open_nexus(dtype_zoo) as reader:
+        for name in names:
+            got = reader.read("/" + name)
+            assert got == expected[name], name
+            assert type(got) is type(expected[name]), name
+            want_units = units[name]
+            assert reader.units("/" + name) == (None if want_units is None else str(want_units))
+
+
+def test_sample_files_read_the_same_at_low_level() -> None:
+    for sample in sorted(DATA.glob("*.hdf")):
+        with h5py.File(sample, "r") as h5:
+            names: list[str] = []
+            h5.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+            small = [n for n in names if h5[n].size < 10_000]
+            expected = {n: _reference(h5, n) for n in small}
+        assert small, sample
+        with open_nexus(sample) as reader:
+            for name in small:
+                assert reader.read("/" + name) == expected[name], (sample, name)
+
+
+@pytest.mark.parametrize(
+    ("path", "detail"),
+    [
+        ("/dangling", "no such dataset"),
+        ("/nowhere", "no such dataset"),
+        ("/i1/below_a_dataset", "no such dataset"),
+        ("/group", "is a group, not a dataset"),
+    ],
+)
+def test_low_level_path_errors(dtype_zoo: Path, path: str, detail: str) -> None:
+    with open_nexus(dtype_zoo) as reader, pytest.raises(NexusValueError, match=detail):
+        reader.read(path)

@@ -336,6 +336,12 @@ def dtype_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def _dataset_names(h5: h5py.File) -> list[str]:
+    names: list[str] = []
+    h5.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+    return names
+
+
 def _reference(h5: h5py.File, path: str) -> object:
     """What the reader returned when it went through h5py's high-level ``Dataset``."""
     from scicat_ingestor.nexus import plain
@@ -346,9 +352,7 @@ def _reference(h5: h5py.File, path: str) -> object:
 
 def test_low_level_reads_equal_high_level_ones(dtype_zoo: Path) -> None:
     with h5py.File(dtype_zoo, "r") as h5:
-        names: list[str] = []
-        h5.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
-        names.append("soft")
+        names = [*_dataset_names(h5), "soft"]
         expected = {n: _reference(h5, n) for n in names}
         units = {n: h5[n].attrs.get("units") for n in names}
     assert len(names) >= 20
@@ -364,9 +368,7 @@ def test_low_level_reads_equal_high_level_ones(dtype_zoo: Path) -> None:
 def test_sample_files_read_the_same_at_low_level() -> None:
     for sample in sorted(DATA.glob("*.hdf")):
         with h5py.File(sample, "r") as h5:
-            names: list[str] = []
-            h5.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
-            small = [n for n in names if h5[n].size < 10_000]
+            small = [n for n in _dataset_names(h5) if h5[n].size < 10_000]
             expected = {n: _reference(h5, n) for n in small}
         assert small, sample
         with open_nexus(sample) as reader:

@@ -45,6 +45,7 @@ from bench.stack import (
     running,
 )
 from scicat_ingestor.config import IngestionOptions, SciCatOptions, Secret
+from scicat_ingestor.lookups import LookupCache
 from scicat_ingestor.scicat import SciCatClient
 
 Log = Callable[[str], None]
@@ -355,10 +356,11 @@ def _http_items(templates: list[dict[str, Any]], count: int) -> list[_HttpItem]:
     return items
 
 
-def _http_file(client: SciCatClient, item: _HttpItem) -> None:
-    """The SciCat calls the pipeline makes for one new file, in its order."""
+def _http_file(client: SciCatClient, lookups: LookupCache, item: _HttpItem) -> None:
+    """The SciCat calls the pipeline makes for one new file, in its order (``SC`` lookups through
+    the same cache as the daemon's, so the calls per file match)."""
     for url in item.urls:
-        client.get_json(url)
+        lookups.get(url)
     if client.get_dataset(item.dataset["pid"]) is not None:
         raise BenchError(f"dataset {item.dataset['pid']} exists already")
     if client.find_datasets({"scientificMetadata.job_id.value": item.job_id}):
@@ -384,14 +386,16 @@ def http_run(stack: Stack, templates: list[dict[str, Any]], files: int, threads:
     standin = stack.standin("http")
     sampler = Sampler()
     sampler.watch("standin", standin.pid)
-    client = SciCatClient(SciCatOptions(host=standin.url, token=Secret(standin.token)))
+    options = SciCatOptions(host=standin.url, token=Secret(standin.token))
+    client = SciCatClient(options)
+    lookups = LookupCache(client.get_json, options.lookup_cache_seconds)
     try:
         with ThreadPoolExecutor(threads, thread_name_prefix="http") as pool:
-            list(pool.map(lambda item: _http_file(client, item), warm))
+            list(pool.map(lambda item: _http_file(client, lookups, item), warm))
             before = standin.stats()["requests"]
             cpu_before = sampler.cpu()
             started = time.perf_counter()
-            list(pool.map(lambda item: _http_file(client, item), items))
+            list(pool.map(lambda item: _http_file(client, lookups, item), items))
             seconds = time.perf_counter() - started
             cpu_after = sampler.cpu()
             after = standin.stats()["requests"]

@@ -282,6 +282,8 @@ class SciCatOptions:
     # (new) HTTP retries on connection errors, timeouts, 429 and 5xx.
     max_retries: Count = 3
     backoff_factor: Seconds = 0.5
+    # (new) seconds a schema's SC lookup answer (proposal, instrument) is reused; 0 = never.
+    lookup_cache_seconds: Seconds = 10.0
 
     @property
     def effective_timeout(self) -> float:

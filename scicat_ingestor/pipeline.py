@@ -38,6 +38,7 @@ from scicat_ingestor.files import (
     write_message_file,
 )
 from scicat_ingestor.logcontext import current_context, log_context, update_context
+from scicat_ingestor.lookups import LookupCache
 from scicat_ingestor.nexus import FileNotReady, NotNexus, open_nexus
 from scicat_ingestor.ops.metrics import INGEST_SECONDS, THUMBNAILS
 from scicat_ingestor.outcome import (
@@ -98,15 +99,15 @@ class _Fetcher:
     the attempt transient instead of ending as a "mandatory field missing" rejection.
     """
 
-    def __init__(self, client: SciCatClient) -> None:
-        self._client = client
+    def __init__(self, lookups: LookupCache) -> None:
+        self._lookups = lookups
         self.unavailable: SciCatUnavailable | None = None
 
     def __call__(self, url: str) -> Any:
         if self.unavailable is not None:  # fail fast: no second timeout in the same outage
             raise self.unavailable
         try:
-            return self._client.get_json(url)
+            return self._lookups.get(url)
         except SciCatUnavailable as err:
             self.unavailable = self.unavailable or err
             raise
@@ -148,6 +149,7 @@ class Pipeline:
         self._dry_run = config.ingestion.dry_run
         self._schemas = schemas if callable(schemas) else lambda: schemas
         self._client = client
+        self._lookups = LookupCache(client.get_json, config.scicat.lookup_cache_seconds)
         self._serial = _OneAtATime()
 
     @property
@@ -222,7 +224,7 @@ class Pipeline:
         nexus = Path(os.path.normpath(job.file_path))
         schema = self._schema_for(nexus)
         logger.debug("Metadata schema selected: %s (id %s)", schema.name, schema.id)
-        fetcher = _Fetcher(self._client)
+        fetcher = _Fetcher(self._lookups)
         builtins = Builtins(
             data_file_path=nexus.as_posix(),
             ingestor_files_directory=self._fh.ingestor_files_directory,

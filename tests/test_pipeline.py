@@ -515,3 +515,75 @@ def test_one_log_line_with_context_and_duration_metric(
         PID,
         "created",
     )
+
+
+# ---- SC lookup cache -----------------------------------------------------------------------
+
+
+def _lookups(standin: SciCatStandIn) -> int:
+    requests = standin.stats()["requests"]
+    return sum(n for key, n in requests.items() if key.startswith(("GET /proposals", "GET /instr")))
+
+
+def _normalised(dataset: dict[str, Any], uuid: str) -> str:
+    """The stored dataset without what differs between two copies: the uuid, the store's
+    timestamps and ``creationTime`` (the schema's ``<now>``)."""
+    differ = ("createdAt", "updatedAt", "creationTime")
+    text = json.dumps({k: v for k, v in dataset.items() if k not in differ}, sort_keys=True)
+    return text.replace(uuid, "<uuid>")
+
+
+@pytest.mark.integration
+def test_cached_lookups_give_the_same_payloads_as_uncached(
+    make_pipeline: MakePipeline, coda: Path, scicat_standin: SciCatStandIn
+) -> None:
+    from scicat_ingestor.testing.filewriter import write_nexus_copy
+
+    copies = [coda.with_name(f"small-coda-{i}.hdf") for i in range(4)]
+    uuids = [write_nexus_copy(coda, copy) for copy in copies]
+    uncached = make_pipeline(scicat={"lookup_cache_seconds": 0})
+    cached = make_pipeline(scicat={"lookup_cache_seconds": 60})
+    before = _lookups(scicat_standin)
+    assert isinstance(_ingest(uncached, copies[0], job_id="a"), Created)
+    assert isinstance(_ingest(uncached, copies[1], job_id="b"), Created)
+    per_file = (_lookups(scicat_standin) - before) // 2
+    assert per_file == 2  # the proposal and the instrument
+    before = _lookups(scicat_standin)
+    assert isinstance(_ingest(cached, copies[2], job_id="c"), Created)  # fills the cache
+    assert isinstance(_ingest(cached, copies[3], job_id="d"), Created)  # answered from it
+    assert _lookups(scicat_standin) - before == per_file
+    stored = scicat_standin.datasets
+    texts = [
+        _normalised(stored[f"20.500.12269/{u}"], u).replace(f'"{job}"', '"<job>"')
+        for u, job in zip(uuids, "abcd", strict=True)
+    ]
+    assert texts[1] == texts[0]
+    assert texts[2] == texts[0]
+    assert texts[3] == texts[0]
+
+
+@pytest.mark.integration
+def test_a_missing_proposal_is_not_cached(
+    make_pipeline: MakePipeline, coda: Path, scicat_standin: SciCatStandIn
+) -> None:
+    import h5py
+
+    with h5py.File(coda, "r+") as nexus:
+        del nexus["entry/experiment_identifier"]
+        nexus["entry/experiment_identifier"] = "990001"
+    pipeline = make_pipeline(scicat={"lookup_cache_seconds": 60})
+    first = _ingest(pipeline, coda, job_id="j")
+    assert isinstance(first, Permanent)  # the PI fields stay empty
+    assert "404" in first.reason
+    scicat_standin.add_proposal(
+        {
+            "proposalId": "990001",
+            "pi_firstname": "New",
+            "pi_lastname": "Person",
+            "pi_email": "new@example.org",
+            "title": "T",
+        }
+    )
+    assert isinstance(_ingest(pipeline, coda, job_id="j"), Created)
+    [dataset] = scicat_standin.datasets.values()
+    assert dataset["principalInvestigator"] == "New Person"

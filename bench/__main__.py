@@ -23,10 +23,12 @@ from bench.stack import BenchError, Stack, busy_elsewhere
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SCENARIOS = (
     "throughput",
+    "phases",
     "latency",
     "backlog",
     "workers",
     "scale_out",
+    "remote",
     "hashing",
     "backfill",
     "profile",
@@ -133,22 +135,55 @@ def _header(plan: scenarios.Plan) -> report.Results:
     return results
 
 
+def _throughput(
+    stack: Stack, plan: scenarios.Plan, results: report.Results
+) -> tuple[float, dict[str, float], list[scenarios.FlowRun]]:
+    """Throughput and HTTP-only limit for both profiles: production files/s, CPU-s per file by
+    profile, and the production runs (scale-out reuses them)."""
+    log(f"throughput and HTTP-only limit: {plan.runs} x {plan.files} files")
+    flow, limit, single = scenarios.throughput(stack, plan, log)
+    log(f"throughput and HTTP-only limit, ESS profile: {plan.runs} x {plan.files} files")
+    flow_ess, limit_ess, _ = scenarios.throughput(stack, plan, log, "ess")
+    results.scenarios += [flow, limit, flow_ess, limit_ess]
+    cpu = {"production": flow.rows[2].spread.median, "ess": flow_ess.rows[2].spread.median}
+    return flow.rows[0].spread.median, cpu, single
+
+
+def _phases_and_remote(
+    stack: Stack | None,
+    plan: scenarios.Plan,
+    selected: Sequence[str],
+    results: report.Results,
+    daemon_cpu: dict[str, float],
+) -> None:
+    """CPU per file by part (no stack needed) and the remote-SciCat scenario."""
+    if "phases" in selected:
+        from bench.phases import phases
+
+        log("CPU per file by part (one thread, in process)")
+        results.scenarios.append(phases(plan, log, daemon_cpu))
+    if "remote" in selected and stack is not None:
+        from bench.remote import remote
+
+        log("remote SciCat: +20 ms and +50 ms per request, 4-50 workers")
+        results.scenarios.append(remote(stack, plan, log))
+
+
 def run(plan: scenarios.Plan, selected: Sequence[str], workspace: Path) -> report.Results:
     started = time.monotonic()
     results = _header(plan)
-    needs_stack = set(selected) - {"hashing", "backfill"}
+    needs_stack = set(selected) - {"hashing", "backfill", "phases"}
     stack = None
     try:
         if needs_stack:
             log(f"writing {plan.pool_size} NeXus files and starting the broker ...")
             stack = Stack(workspace, plan.pool_size)
         max_rate = 0.0
+        daemon_cpu: dict[str, float] = {}
         single: list[scenarios.FlowRun] = []
         if "throughput" in selected and stack is not None:
-            log(f"throughput and HTTP-only limit: {plan.runs} x {plan.files} files")
-            flow, limit, single = scenarios.throughput(stack, plan, log)
-            results.scenarios += [flow, limit]
-            max_rate = flow.rows[0].spread.median
+            max_rate, daemon_cpu, single = _throughput(stack, plan, results)
+        _phases_and_remote(stack, plan, selected, results, daemon_cpu)
         if "latency" in selected and stack is not None:
             if not max_rate:
                 raise BenchError("the latency scenario needs the throughput scenario")

@@ -173,3 +173,69 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+LABELS = {
+    "nexus_schema": "NeXus reads + schema",
+    "http_client": "HTTP client (requests)",
+    "files": "files, checksums, side files",
+    "logging": "logging",
+    "pipeline_other": "rest of the pipeline (context, metrics)",
+    "total": "pipeline total, one thread",
+}
+
+
+def phases(
+    plan: Any, log: Callable[[str], None], daemon_cpu: dict[str, float] | None = None
+) -> Any:
+    """Scenario: this module's breakdown per profile, ``plan.runs`` runs each, in subprocesses.
+
+    ``daemon_cpu`` (profile → the throughput scenario's median daemon CPU-s per file) adds the
+    row "Kafka + daemon loop + threads": what the daemon spends beyond the one-thread total.
+    """
+    import subprocess
+
+    from bench.report import Row, ScenarioResult, Spread
+
+    files = 50 if plan.quick else 300
+    rows: list[Row] = []
+    raw: list[dict[str, Any]] = []
+    for profile in ("production", "ess"):
+        results = []
+        for _ in range(plan.runs):
+            done = subprocess.run(
+                [sys.executable, "-m", "bench.phases", "--files", str(files), "--profile", profile],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            results.append(json.loads(done.stdout.strip().splitlines()[-1])["ms_cpu_per_file"])
+        raw += [{"profile": profile, **r} for r in results]
+        name = f"CPU per file by part, {profile} profile ({files} files, in process)"
+        for part, label in LABELS.items():
+            rows.append(Row(name, label, "ms CPU", Spread.of([r[part] for r in results])))
+        if daemon_cpu and profile in daemon_cpu:
+            total = Spread.of([r["total"] for r in results]).median
+            rest = daemon_cpu[profile] * 1000 - total
+            rows.append(
+                Row(
+                    name,
+                    "Kafka + daemon loop + threads (daemon - total)",
+                    "ms CPU",
+                    Spread.of([rest]),
+                )
+            )
+        log(f"  {profile}: " + ", ".join(f"{k} {v:.2f}" for k, v in results[-1].items()))
+    return ScenarioResult(
+        "phases",
+        {"files": files},
+        rows=rows,
+        runs=raw,
+        notes=[
+            "Phases: python -m bench.phases — the real Pipeline, one thread, in process against "
+            "the stand-in (its own process); time.thread_time charged to the innermost running "
+            "part, so other processes' load does not count. The last row is the throughput "
+            "scenario's median daemon CPU per file minus this total: the Kafka poll loop, "
+            "librdkafka's threads, hand-over between threads and GIL contention."
+        ],
+    )

@@ -261,6 +261,13 @@ class StandInProcess:
         stats: dict[str, Any] = answer.json()
         return stats
 
+    def delay(self, seconds: float) -> None:
+        """Answer every request ``seconds`` late (a remote SciCat's round trip)."""
+        answer = self._http.post(
+            f"{self.control_url}/delay", json={"seconds": seconds, "match": ""}, timeout=10
+        )
+        answer.raise_for_status()
+
     def origdatablocks(self) -> list[dict[str, Any]]:
         """Every stored origdatablock (with the stand-in's ``createdAt``, millisecond UTC)."""
         answer = self._http.get(

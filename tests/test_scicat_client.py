@@ -517,3 +517,59 @@ def test_error_is_a_scicat_error_with_fields() -> None:
     err = SciCatUnavailable("GET", "datasets", None, "connection refused")
     assert isinstance(err, SciCatError)
     assert str(err) == "SciCat GET datasets → no answer: connection refused"
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    """An HTTP proxy stand-in: records the absolute request target, answers a JSON object."""
+
+    seen: list[str] = []
+
+    def do_GET(self) -> None:
+        self.seen.append(self.path)
+        payload = json.dumps({"via": "proxy"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def proxy(monkeypatch: pytest.MonkeyPatch) -> Any:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    _ProxyHandler.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ProxyHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.server_address[1]}")
+    yield _ProxyHandler.seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_proxy_from_the_environment_is_used(proxy: list[str]) -> None:
+    """Sessions do not read the environment per request; the client reads it once per host."""
+    client = SciCatClient(SciCatOptions(host="http://scicat.invalid/api/v3", max_retries=0))
+    assert client.get_json("proposals/1") == {"via": "proxy"}
+    assert client.get_json("proposals/2") == {"via": "proxy"}
+    assert proxy == [
+        "http://scicat.invalid/api/v3/proposals/1",
+        "http://scicat.invalid/api/v3/proposals/2",
+    ]
+    client.close()
+
+
+def test_no_proxy_from_the_environment_is_obeyed(
+    proxy: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NO_PROXY", "scicat.invalid")
+    client = SciCatClient(SciCatOptions(host="http://scicat.invalid/api/v3", max_retries=0))
+    with pytest.raises(SciCatUnavailable):
+        client.get_json("proposals/1")
+    assert proxy == []
+    client.close()

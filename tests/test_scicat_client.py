@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -480,14 +480,20 @@ class _EchoHandler(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def echo_server() -> Any:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoHandler)
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
+    """A loopback HTTP server with ``handler`` for one test: yields its port."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/api/v3"
+    yield server.server_address[1]
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def echo_server() -> Iterator[str]:
+    for port in _serving(_EchoHandler):
+        yield f"http://127.0.0.1:{port}/api/v3"
 
 
 def test_secrets_quoted_by_the_server_are_redacted(echo_server: str) -> None:
@@ -538,18 +544,14 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def proxy(monkeypatch: pytest.MonkeyPatch) -> Any:
+def proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)
     _ProxyHandler.seen = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _ProxyHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.server_address[1]}")
-    yield _ProxyHandler.seen
-    server.shutdown()
-    server.server_close()
+    for port in _serving(_ProxyHandler):
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+        yield _ProxyHandler.seen
 
 
 def test_proxy_from_the_environment_is_used(proxy: list[str]) -> None:

@@ -469,8 +469,11 @@ class _EchoHandler(BaseHTTPRequestHandler):
 
     def _echo(self, body: str = "") -> None:
         text = f"bad request; you sent {self.headers.get('Authorization')} {body} " + "x" * 490
-        payload = json.dumps({"statusCode": 400, "message": text}).encode()
-        self.send_response(400)
+        self._reply(400, {"statusCode": 400, "message": text})
+
+    def _reply(self, status: int, answer: dict[str, Any]) -> None:
+        payload = json.dumps(answer).encode()
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
@@ -525,22 +528,14 @@ def test_error_is_a_scicat_error_with_fields() -> None:
     assert str(err) == "SciCat GET datasets → no answer: connection refused"
 
 
-class _ProxyHandler(BaseHTTPRequestHandler):
+class _ProxyHandler(_EchoHandler):
     """An HTTP proxy stand-in: records the absolute request target, answers a JSON object."""
 
     seen: list[str] = []
 
     def do_GET(self) -> None:
         self.seen.append(self.path)
-        payload = json.dumps({"via": "proxy"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+        self._reply(200, {"via": "proxy"})
 
 
 @pytest.fixture

@@ -357,7 +357,8 @@ class SciCatClient:
         response = self._send(request, token)
         if response.status_code in _AUTH_REFUSALS:
             token, response = self._after_refusal(request, token, response)
-        elif response.status_code < 400:
+        elif response.status_code < 400 and request.method != "GET":
+            # a GET may be answered for anyone (public datasets): only a write proves the token
             self.credentials.accepted()
         return self._decode(method, url, response, token)
 

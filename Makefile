@@ -43,6 +43,8 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(PY) -m bench
+	$(PY) -m bench.thumbnails
+	$(PY) -m bench.watch
 
 demo: install
 	$(PY) -m scicat_ingestor.demo

@@ -120,7 +120,11 @@ def test_credentials_rejected_mid_run_pause_and_resume(
     kit.standin.expire_tokens()
     ends = time.monotonic() + 15.0
     writer.announce(files[20:])
-    wait_until(lambda: running.state.snapshot().paused, "intake paused")
+    # Paused alone is not enough: a burst can fill the bound before the first refusal is seen.
+    wait_until(
+        lambda: running.state.snapshot().paused and not running.client.credentials.ok,
+        "intake paused by the auth outage",
+    )
     answer = requests.get(ready.url + "/ready", timeout=5)
     assert answer.status_code == 503
     detail = answer.json()["checks"]["scicat_credentials"]["detail"]

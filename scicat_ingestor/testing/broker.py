@@ -140,6 +140,18 @@ def _die_with_parent() -> None:
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def stop_on_signals() -> threading.Event:
+    """An event that SIGINT/SIGTERM set: the launcher CLIs run until it is set."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    return stop
+
+
 class BrokerProcess:
     """A broker child process on 127.0.0.1 with its log file: what both launchers share.
 
@@ -217,6 +229,17 @@ class BrokerProcess:
         if self._admin is None:
             self._admin = AdminClient({"bootstrap.servers": self.bootstrap})
         return self._admin
+
+    def serve(self, stop: threading.Event) -> int:
+        """Run until ``stop`` is set (then stop the broker: 0) or the broker dies (1)."""
+        try:
+            while not stop.wait(0.5):
+                if not self.running:
+                    print(f"error: broker exited; log {self.log_file}", file=sys.stderr)
+                    return 1
+        finally:
+            self.stop()
+        return 0
 
     def stop(self, timeout: float | None = None) -> None:
         """Terminate the broker, SIGKILL it after ``timeout`` s; safe to call twice."""
@@ -402,13 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop = stop_on_signals()
     broker = TansuBroker(port=args.port, storage=args.storage, log_file=args.log_file)
     try:
         broker.start()
@@ -419,14 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(broker.bootstrap, flush=True)
-    try:
-        while not stop.wait(0.5):
-            if not broker.running:
-                print(f"error: broker exited; log {broker.log_file}", file=sys.stderr)
-                return 1
-    finally:
-        broker.stop()
-    return 0
+    return broker.serve(stop)
 
 
 if __name__ == "__main__":

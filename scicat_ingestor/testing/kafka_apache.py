@@ -25,12 +25,10 @@ import logging
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -38,13 +36,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from types import FrameType
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from scicat_ingestor.testing.broker import BrokerError, BrokerProcess, free_port
+from scicat_ingestor.testing.broker import BrokerError, BrokerProcess, free_port, stop_on_signals
 
 logger = logging.getLogger("scicat_ingestor.testing.kafka_apache")
 
@@ -432,13 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop = stop_on_signals()
     broker = KafkaBroker(args.workdir.resolve(), sasl_ssl=args.sasl_ssl)
     try:
         broker.start()
@@ -447,14 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
     print(json.dumps(broker.client_settings()), flush=True)
-    try:
-        while not stop.wait(0.5):
-            if not broker.running:
-                print(f"error: broker exited; log {broker.log_file}", file=sys.stderr)
-                return 1
-    finally:
-        broker.stop()
-    return 0
+    return broker.serve(stop)
 
 
 if __name__ == "__main__":

@@ -140,6 +140,21 @@ def _die_with_parent() -> None:
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def request_topic(
+    admin: AdminClient, name: str, partitions: int, timeout: float, where: str = ""
+) -> None:
+    """Ask the broker to create a topic (one replica); each launcher then waits its own way."""
+    futures = admin.create_topics(
+        [NewTopic(name, num_partitions=partitions, replication_factor=1)],
+        operation_timeout=timeout,
+        request_timeout=timeout,
+    )
+    try:
+        futures[name].result(timeout)
+    except KafkaException as exc:
+        raise BrokerError(f"cannot create topic {name!r}{where}: {exc}") from None
+
+
 def stop_on_signals() -> threading.Event:
     """An event that SIGINT/SIGTERM set: the launcher CLIs run until it is set."""
     stop = threading.Event()
@@ -375,15 +390,7 @@ class TansuBroker(BrokerProcess):
         Create every topic this way before any client names it: Tansu auto-creates unknown
         topics with 4 partitions, and partitions cannot be added later.
         """
-        futures = self.admin().create_topics(
-            [NewTopic(name, num_partitions=partitions, replication_factor=1)],
-            operation_timeout=timeout,
-            request_timeout=timeout,
-        )
-        try:
-            futures[name].result(timeout)
-        except KafkaException as exc:
-            raise BrokerError(f"cannot create topic {name!r} on {self.bootstrap}: {exc}") from None
+        request_topic(self.admin(), name, partitions, timeout, f" on {self.bootstrap}")
         deadline = time.monotonic() + timeout
         while True:
             # list_topics() without a topic name: naming it would auto-create it.

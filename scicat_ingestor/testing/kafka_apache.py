@@ -39,9 +39,14 @@ from pathlib import Path
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 
-from scicat_ingestor.testing.broker import BrokerError, BrokerProcess, free_port, stop_on_signals
+from scicat_ingestor.testing.broker import (
+    BrokerError,
+    BrokerProcess,
+    free_port,
+    request_topic,
+    stop_on_signals,
+)
 
 logger = logging.getLogger("scicat_ingestor.testing.kafka_apache")
 
@@ -379,15 +384,7 @@ class KafkaBroker(BrokerProcess):
 
 def create_topic(admin: AdminClient, name: str, partitions: int = 1, timeout: float = 30.0) -> None:
     """Create a topic and wait until the metadata lists all its partitions with a leader."""
-    futures = admin.create_topics(
-        [NewTopic(name, num_partitions=partitions, replication_factor=1)],
-        operation_timeout=timeout,
-        request_timeout=timeout,
-    )
-    try:
-        futures[name].result(timeout)
-    except KafkaException as exc:
-        raise BrokerError(f"cannot create topic {name!r}: {exc}") from None
+    request_topic(admin, name, partitions, timeout)
     deadline = time.monotonic() + timeout
     while True:
         topic = admin.list_topics(name, timeout=timeout).topics.get(name)

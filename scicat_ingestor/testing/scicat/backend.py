@@ -279,8 +279,6 @@ class SciCatStandIn:
         with self._no_connections:
             self._no_connections.wait_for(lambda: not self._connections, timeout=wait)
 
-    # ---- fault injection and inspection ----------------------------------------------------
-
     # ---- fault injection (scicat.faults) -------------------------------------------------
 
     fail_next = faults.fail_next

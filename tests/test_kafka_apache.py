@@ -145,3 +145,18 @@ def test_cli_prints_one_json_line_and_stops_on_sigterm(tmp_path: Path, sasl_ssl:
             process.kill()
     assert "shut down completely" in (tmp_path / "kafka" / "kafka.log").read_text()
     print(f"launcher ready after {ready_after:.1f} s")
+
+
+@pytest.mark.broker
+@pytest.mark.skipif(not ON_KAFKA, reason="starts Apache Kafka (SCICAT_INGESTOR_TEST_BROKER=kafka)")
+def test_a_cluster_id_starting_with_a_dash_formats(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CI once drew such an id (1 in 64) and kafka-storage read it as an option."""
+    monkeypatch.setattr(kafka_apache, "_cluster_id", lambda: "-uU78k5SQtKtvSj-rvdduA")
+    broker = kafka_apache.KafkaBroker(tmp_path / "kafka")
+    broker.start()
+    try:
+        assert AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=30).brokers
+    finally:
+        broker.stop()

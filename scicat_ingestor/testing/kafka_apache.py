@@ -275,9 +275,13 @@ class KafkaBroker(BrokerProcess):
         return _password_file(path)
 
     def _format(self, base: Sequence[str], properties: Path) -> None:
-        """``kafka-storage format``: a new cluster id and, for SASL_SSL, the SCRAM user."""
+        """``kafka-storage format``: a new cluster id and, for SASL_SSL, the SCRAM user.
+
+        The id goes in as ``--cluster-id=ID``: one id in 64 starts with ``-``, which
+        argparse would take for an option if it were a separate argument.
+        """
         command = [*base, "kafka.tools.StorageTool", "format", "--ignore-formatted",
-                   "-t", _cluster_id(), "-c", str(properties)]  # fmt: skip
+                   f"--cluster-id={_cluster_id()}", "-c", str(properties)]  # fmt: skip
         if self.sasl_ssl:
             user = f"{SCRAM_MECHANISM}=[name={SCRAM_USER},password={self.scram_password}]"
             command += ["--add-scram", user]

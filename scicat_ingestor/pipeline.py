@@ -39,7 +39,7 @@ from scicat_ingestor.files import (
 )
 from scicat_ingestor.logcontext import current_context, log_context, update_context
 from scicat_ingestor.lookups import LookupCache
-from scicat_ingestor.nexus import FileNotReady, NotNexus, open_nexus
+from scicat_ingestor.nexus import H5PY_TURNS, FileNotReady, NotNexus, open_nexus
 from scicat_ingestor.ops.metrics import INGEST_SECONDS, THUMBNAILS
 from scicat_ingestor.outcome import (
     Created,
@@ -107,7 +107,8 @@ class _Fetcher:
         if self.unavailable is not None:  # fail fast: no second timeout in the same outage
             raise self.unavailable
         try:
-            return self._lookups.get(url)
+            with H5PY_TURNS.paused():  # other workers read their files meanwhile
+                return self._lookups.get(url)
         except SciCatUnavailable as err:
             self.unavailable = self.unavailable or err
             raise

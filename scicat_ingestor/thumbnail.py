@@ -29,6 +29,8 @@ import h5py
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from scicat_ingestor.nexus import H5PY_TURNS
+
 MAX_GROUPS_VISITED = 500
 MAX_DEFAULT_HOPS = 8
 # Samples kept per axis before the chunk budget: enough for a 400 x 300 picture.
@@ -508,14 +510,16 @@ def make_thumbnail(h5: h5py.File, max_points: int, hint: str = "") -> Thumbnail:
 
 
 def thumbnail_of_file(path: Path | str, max_points: int, hint: str = "") -> Thumbnail:
-    """Open ``path`` read-only (again: the metadata pass closed it) and make its thumbnail."""
-    try:
-        h5 = h5py.File(path, "r")
-    except OSError as err:
-        raise ThumbnailError("unreadable", f"cannot open: {err}") from err
-    try:
-        return make_thumbnail(h5, max_points, hint)
-    except (KeyError, OSError, RuntimeError) as err:  # h5py's ways of saying "cannot read"
-        raise ThumbnailError("unreadable", f"cannot read: {err}") from err
-    finally:
-        h5.close()
+    """Open ``path`` read-only (again: the metadata pass closed it) and make its thumbnail,
+    in this thread's h5py turn (``nexus.H5PY_TURNS``)."""
+    with H5PY_TURNS.hold():
+        try:
+            h5 = h5py.File(path, "r")
+        except OSError as err:
+            raise ThumbnailError("unreadable", f"cannot open: {err}") from err
+        try:
+            return make_thumbnail(h5, max_points, hint)
+        except (KeyError, OSError, RuntimeError) as err:  # h5py's ways of saying "cannot read"
+            raise ThumbnailError("unreadable", f"cannot read: {err}") from err
+        finally:
+            h5.close()

@@ -505,13 +505,11 @@ class SciCatClient:
         started = time.perf_counter()
         status = "error"
         try:
-            response = self._session(request.policy).request(
-                method,
-                url,
-                params=request.params,
-                json=request.body,
-                headers=headers,
+            session = self._session(request.policy)
+            response = session.send(
+                _prepared(session, request, headers),
                 timeout=self._timeout,
+                allow_redirects=True,
                 **self._environment(url),
             )
             status = str(response.status_code)
@@ -664,6 +662,29 @@ class SciCatClient:
             raise SciCatUnavailable("POST", "auth/login", None, "login answer has no access_token")
         SCICAT_LOGINS.labels("ok").inc()
         return Login(token, _lifetime(answer))
+
+
+def _prepared(
+    session: requests.Session, request: _Request, headers: Mapping[str, str]
+) -> requests.PreparedRequest:
+    """``request`` prepared as ``Session.request`` would, without its per-call merging.
+
+    ``Session.request`` merges the session's settings (headers, params, auth, hooks, two fresh
+    cookie jars) into every request: ≈ 90 µs of the ≈ 470 µs CPU one request costs (bench,
+    loopback), though our sessions carry nothing but their default headers and, at most, cookies
+    a proxy set. Those two are passed on here; everything else ``Request.prepare`` does (URL
+    quoting, params, JSON body) is unchanged.
+    """
+    merged = requests.structures.CaseInsensitiveDict(session.headers)
+    merged.update(headers)
+    return requests.Request(
+        request.method,
+        request.url,
+        headers=merged,
+        params=request.params,
+        json=request.body,
+        cookies=session.cookies if len(session.cookies) else None,
+    ).prepare()
 
 
 def _lifetime(answer: Mapping[str, Any]) -> float | None:

@@ -570,3 +570,58 @@ def test_no_proxy_from_the_environment_is_obeyed(
         client.get_json("proposals/1")
     assert proxy == []
     client.close()
+
+
+class _StickyHandler(_EchoHandler):
+    """A load balancer pinning a client with a cookie; records what each request carried."""
+
+    seen: list[dict[str, str | None]] = []
+
+    def do_GET(self) -> None:
+        self._record("")
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self._record(self.rfile.read(length).decode())
+
+    def _record(self, body: str) -> None:
+        names = ("Cookie", "Authorization", "User-Agent", "Content-Type", "X-Facility")
+        seen: dict[str, str | None] = {name: self.headers.get(name) for name in names}
+        self.seen.append(seen | {"path": self.path, "body": body})
+        answer: Any = [] if "?filter=" in self.path else {"pid": "p"}
+        payload = json.dumps(answer).encode()
+        self.send_response(200)
+        if len(self.seen) == 1:
+            self.send_header("Set-Cookie", "lb=node-2; Path=/")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+def test_requests_carry_what_session_request_sent() -> None:
+    """Requests are prepared without ``Session.request``'s merging: headers, query, JSON body
+    and a proxy's cookie must still be what it sent."""
+    _StickyHandler.seen = []
+    for port in _serving(_StickyHandler):
+        options = SciCatOptions(
+            host=f"http://127.0.0.1:{port}/api/v3",
+            token=Secret("tok"),
+            additional_headers={"X-Facility": "ess"},
+        )
+        client = SciCatClient(options)
+        client.get_json("proposals/a b")
+        client.find_datasets({"pid": "x"})
+        client.create_dataset({"pid": "x", "size": 1})
+        client.close()
+    first, second, third = _StickyHandler.seen
+    assert first["Cookie"] is None
+    assert second["Cookie"] == third["Cookie"] == "lb=node-2"
+    for seen in (first, second, third):
+        assert seen["Authorization"] == "Bearer tok"
+        assert seen["X-Facility"] == "ess"
+        assert str(seen["User-Agent"]).startswith("python-requests/")
+    assert first["path"] == "/api/v3/proposals/a%20b"
+    assert str(second["path"]).startswith("/api/v3/datasets?filter=")
+    assert third["Content-Type"] == "application/json"
+    assert json.loads(str(third["body"])) == {"pid": "x", "size": 1}

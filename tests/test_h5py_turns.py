@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import h5py
@@ -28,44 +27,41 @@ def files(tmp_path: Path) -> tuple[Path, Path]:
     return _nexus(tmp_path / "a.nxs"), _nexus(tmp_path / "b.nxs")
 
 
-def _in_thread(action: Callable[[], None]) -> tuple[threading.Thread, threading.Event]:
-    done = threading.Event()
-
-    def run() -> None:
-        action()
-        done.set()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, done
-
-
 def _read_title(path: Path) -> None:
     with open_nexus(path) as reader:
         assert reader.read_text("entry/title") == "turns"
 
 
+def _reading(path: Path) -> threading.Event:
+    """Another worker reading ``path``: the event is set once it has read and closed it."""
+    done = threading.Event()
+
+    def run() -> None:
+        _read_title(path)
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    return done
+
+
 def test_a_second_thread_waits_until_the_first_closes_its_file(files: tuple[Path, Path]) -> None:
     first, second = files
     with open_nexus(first):
-        thread, done = _in_thread(lambda: _read_title(second))
+        done = _reading(second)
         assert not done.wait(BLOCKED)
     assert done.wait(WAIT)
-    thread.join(WAIT)
 
 
 def test_a_paused_turn_lets_another_thread_read(files: tuple[Path, Path]) -> None:
     first, second = files
     with open_nexus(first) as reader:
         with H5PY_TURNS.paused():
-            thread, done = _in_thread(lambda: _read_title(second))
-            assert done.wait(WAIT)
+            assert _reading(second).wait(WAIT)
         # the turn is ours again: the file is still open and readable, others wait
         assert reader.read_text("entry/title") == "turns"
-        _, later = _in_thread(lambda: _read_title(second))
+        later = _reading(second)
         assert not later.wait(BLOCKED)
     assert later.wait(WAIT)
-    thread.join(WAIT)
 
 
 def test_turns_are_reentrant_within_a_thread(files: tuple[Path, Path]) -> None:
@@ -73,7 +69,7 @@ def test_turns_are_reentrant_within_a_thread(files: tuple[Path, Path]) -> None:
     with open_nexus(first):
         with open_nexus(second) as inner:  # a second file in the same thread: no deadlock
             assert inner.read_text("entry/title") == "turns"
-        _, done = _in_thread(lambda: _read_title(second))
+        done = _reading(second)
         assert not done.wait(BLOCKED)  # closing the inner file kept the outer turn
         with H5PY_TURNS.paused():
             assert done.wait(WAIT)
@@ -84,8 +80,7 @@ def test_a_scicat_lookup_gives_the_turn_away(files: tuple[Path, Path]) -> None:
     first, second = files
 
     def slow_scicat(url: str) -> dict[str, str]:
-        _, done = _in_thread(lambda: _read_title(second))
-        assert done.wait(WAIT), "another worker could not read its file during the lookup"
+        assert _reading(second).wait(WAIT), "another worker could not read its file meanwhile"
         return {"url": url}
 
     fetch = _Fetcher(LookupCache(slow_scicat, 0))

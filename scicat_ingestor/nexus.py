@@ -131,22 +131,18 @@ def open_nexus(path: Path, max_read_bytes: int = DEFAULT_MAX_READ_BYTES) -> Iter
     The thread holds its h5py turn (``H5PY_TURNS``) while the file is open.
     """
     with H5PY_TURNS.hold():
-        yield from _open(path, max_read_bytes)
-
-
-def _open(path: Path, max_read_bytes: int) -> Iterator[NexusReader]:
-    try:
-        h5 = h5py.File(path, "r")
-    except OSError as exc:
-        raise classify_open_error(exc, path) from exc
-    try:
-        # HDF5 hands back the existing handle when this process already has the file open for
-        # writing (e.g. an in-process writer): that file is not finished yet.
-        if h5.mode != "r":
-            raise FileNotReady(path, "still open for writing in this process")
-        yield NexusReader(h5, Path(path), max_read_bytes)
-    finally:
-        h5.close()
+        try:
+            h5 = h5py.File(path, "r")
+        except OSError as exc:
+            raise classify_open_error(exc, path) from exc
+        try:
+            # HDF5 hands back the existing handle when this process already has the file open
+            # for writing (e.g. an in-process writer): that file is not finished yet.
+            if h5.mode != "r":
+                raise FileNotReady(path, "still open for writing in this process")
+            yield NexusReader(h5, Path(path), max_read_bytes)
+        finally:
+            h5.close()
 
 
 class NexusReader:

@@ -14,7 +14,6 @@ import logging
 import math
 import re
 import struct
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +21,8 @@ from typing import Any
 
 import h5py
 import numpy as np
+
+from scicat_ingestor.turns import TURNS
 
 logger = logging.getLogger(__name__)
 
@@ -75,62 +76,14 @@ def classify_open_error(exc: OSError, path: Path | str) -> NexusError:
     return NotNexus(path, f"cannot open as HDF5: {_first_line(text)}")
 
 
-class _Turns:
-    """Threads take turns with h5py: one file at a time per process, not one call at a time.
-
-    h5py already runs every HDF5 call under one process-wide lock, so concurrent reads never ran
-    in parallel; but with ten workers each reading a file call by call, the threads convoyed on
-    that lock and the GIL, and the context switches cost more than the reads (bench: 10 workers
-    at 66-75 files/s and 12.9-14.1 ms CPU per file without turns, 97-101 and 9.5-9.8 with).
-    Whole-file turns keep that lock uncontended and cost no parallelism. Re-entrant per thread;
-    ``paused()`` gives the turn away while a thread waits for something else (a SciCat lookup).
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._local = threading.local()
-
-    def _depth(self) -> int:
-        return getattr(self._local, "depth", 0)
-
-    @contextmanager
-    def hold(self) -> Iterator[None]:
-        depth = self._depth()
-        if depth == 0:
-            self._lock.acquire()
-        self._local.depth = depth + 1
-        try:
-            yield
-        finally:
-            self._local.depth = depth
-            if depth == 0:
-                self._lock.release()
-
-    @contextmanager
-    def paused(self) -> Iterator[None]:
-        depth = self._depth()
-        if depth == 0:
-            yield
-            return
-        self._local.depth = 0
-        self._lock.release()
-        try:
-            yield
-        finally:
-            self._lock.acquire()
-            self._local.depth = depth
-
-
-H5PY_TURNS = _Turns()
-
-
 @contextmanager
 def open_nexus(path: Path, max_read_bytes: int = DEFAULT_MAX_READ_BYTES) -> Iterator[NexusReader]:
     """Open ``path`` read-only once and yield a reader; the file is closed on every exit path.
 
-    The thread holds its h5py turn (``H5PY_TURNS``) while the file is open.
+    The thread holds its turn (``turns.TURNS``) while the file is open: h5py runs every call
+    under one process-wide lock, so workers reading file by file keep it uncontended.
     """
-    with H5PY_TURNS.hold():
+    with TURNS.hold():
         try:
             h5 = h5py.File(path, "r")
         except OSError as exc:

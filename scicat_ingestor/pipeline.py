@@ -39,7 +39,7 @@ from scicat_ingestor.files import (
 )
 from scicat_ingestor.logcontext import current_context, log_context, update_context
 from scicat_ingestor.lookups import LookupCache
-from scicat_ingestor.nexus import H5PY_TURNS, FileNotReady, NotNexus, open_nexus
+from scicat_ingestor.nexus import FileNotReady, NotNexus, open_nexus
 from scicat_ingestor.ops.metrics import INGEST_SECONDS, THUMBNAILS
 from scicat_ingestor.outcome import (
     Created,
@@ -64,6 +64,7 @@ from scicat_ingestor.scicat import (
     SciCatUnavailable,
 )
 from scicat_ingestor.thumbnail import ThumbnailError, thumbnail_of_file
+from scicat_ingestor.turns import TURNS
 
 logger = logging.getLogger("scicat_ingestor.pipeline")
 
@@ -107,8 +108,7 @@ class _Fetcher:
         if self.unavailable is not None:  # fail fast: no second timeout in the same outage
             raise self.unavailable
         try:
-            with H5PY_TURNS.paused():  # other workers read their files meanwhile
-                return self._lookups.get(url)
+            return self._lookups.get(url)
         except SciCatUnavailable as err:
             self.unavailable = self.unavailable or err
             raise
@@ -162,7 +162,9 @@ class Pipeline:
         """One attempt at ``job``; logs one line with the outcome and its duration."""
         started = time.perf_counter()
         with log_context(job_id=job.job_id, file=job.file_path):
-            with self._serial.hold(os.path.normpath(job.file_path)):
+            # the turn (see turns.py) is taken after the per-file hold, which may wait for
+            # another attempt on the same file, and given away whenever this attempt waits
+            with self._serial.hold(os.path.normpath(job.file_path)), TURNS.hold():
                 outcome = self._attempt(job)
             seconds = time.perf_counter() - started
             INGEST_SECONDS.observe(seconds)

@@ -35,13 +35,12 @@ from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from scicat_ingestor.config import ConfigError, SciCatOptions
 from scicat_ingestor.ops.metrics import SCICAT_LOGINS, SCICAT_REQUEST_SECONDS
 from scicat_ingestor.redact import Redactor
 from scicat_ingestor.scicat_auth import Account, CredentialsState, Login, ProbeCache, TokenSource
+from scicat_ingestor.scicat_transport import Adapter, PausingRetry
 
 logger = logging.getLogger("scicat_ingestor.scicat")
 
@@ -595,7 +594,7 @@ class SciCatClient:
         if session is None:
             session = requests.Session()
             session.trust_env = False  # the environment is read once, by ``_environment``
-            adapter = HTTPAdapter(max_retries=self._retry(policy))
+            adapter = Adapter(max_retries=self._retry(policy))
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             sessions[policy] = session
@@ -603,12 +602,12 @@ class SciCatClient:
                 self._sessions.append(session)
         return session
 
-    def _retry(self, policy: Policy) -> Retry:
+    def _retry(self, policy: Policy) -> PausingRetry:
         """The urllib3 retry policy; Retry-After is not obeyed so no worker sleeps for hours."""
         if policy == "none":
-            return Retry(total=0, redirect=False, raise_on_status=False)
+            return PausingRetry(total=0, redirect=False, raise_on_status=False)
         retries = self._options.max_retries
-        return Retry(
+        return PausingRetry(
             total=retries,
             connect=retries,
             read=retries if policy == "idempotent" else 0,

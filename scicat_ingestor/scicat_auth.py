@@ -17,13 +17,15 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from scicat_ingestor.config import ConfigError, SciCatOptions
 from scicat_ingestor.ops.logs import add_secret
 from scicat_ingestor.ops.metrics import SCICAT_AUTH_OK
+from scicat_ingestor.turns import TURNS
 
 logger = logging.getLogger("scicat_ingestor.scicat")
 
@@ -103,7 +105,7 @@ class TokenSource:
             return self._token
         still_valid = bool(self._token) and now < self._expires_at
         # While one thread renews, the others go on with the old token if it still works.
-        if not self._lock.acquire(blocking=not still_valid):
+        if not TURNS.take_lock(self._lock, blocking=not still_valid):
             return self._token
         try:
             if self._token and self._clock() < self._renew_at:
@@ -120,7 +122,7 @@ class TokenSource:
 
     def renew(self, rejected: str) -> bool:
         """After SciCat refused ``rejected``: True when a different token is there to try."""
-        with self._lock:
+        with self._locked():
             if self._token != rejected:
                 return True  # another thread renewed it meanwhile
             if self._file is not None:
@@ -132,6 +134,16 @@ class TokenSource:
             return True
 
     # ----------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The lock, taken without holding the turn while it is busy: its holder may be logging
+        in and need the turn back to finish (``turns.py``)."""
+        TURNS.take_lock(self._lock)
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     def _log_in(self, why: str) -> None:
         """One login (lock held); a failure is remembered so other threads do not repeat it."""
@@ -167,7 +179,7 @@ class TokenSource:
         except OSError:
             stamp = None
         if stamp != self._file_stamp:
-            with self._lock:
+            with self._locked():
                 if stamp != self._file_stamp or stamp is None:
                     self._read_file()
 

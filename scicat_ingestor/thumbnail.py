@@ -29,7 +29,7 @@ import h5py
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from scicat_ingestor.nexus import H5PY_TURNS
+from scicat_ingestor.turns import TURNS
 
 MAX_GROUPS_VISITED = 500
 MAX_DEFAULT_HOPS = 8
@@ -533,10 +533,10 @@ def make_thumbnail(h5: h5py.File, max_points: int, hint: str = "") -> Thumbnail:
 def thumbnail_of_file(path: Path | str, max_points: int, hint: str = "") -> Thumbnail:
     """Open ``path`` read-only (again: the metadata pass closed it) and make its thumbnail.
 
-    The file is read in this thread's h5py turn (``nexus.H5PY_TURNS``); the picture is drawn
-    after the turn, so other workers read their files meanwhile.
+    The file is read in this thread's turn (``turns.TURNS``) and closed before the picture is
+    drawn.
     """
-    with H5PY_TURNS.hold():
+    with TURNS.hold():
         try:
             h5 = h5py.File(path, "r")
         except OSError as err:

@@ -1,0 +1,262 @@
+"""Workers take turns running Python and give the turn away whenever they wait (``turns.py``).
+
+Each waiting test holds the turn in one thread and checks that another thread can take it while
+the first still waits: a wait that kept the turn would hold up every other worker (or deadlock).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import h5py
+import pytest
+
+from scicat_ingestor.config import SciCatOptions, Secret, build
+from scicat_ingestor.files import checksum
+from scicat_ingestor.nexus import open_nexus
+from scicat_ingestor.scicat import SciCatClient, SciCatUnavailable
+from scicat_ingestor.testing.scicat import Account, SciCatStandIn
+from scicat_ingestor.turns import TURNS
+
+WAIT = 5.0  # seconds a step that should happen may take
+BLOCKED = 0.3  # seconds a step that should not happen is given
+SLOW = 2.0  # seconds SciCat takes to answer when it is slow
+
+
+def _taken() -> threading.Event:
+    """Another worker taking the turn: the event is set once it has held it and let go."""
+    done = threading.Event()
+
+    def run() -> None:
+        with TURNS.hold():
+            done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    return done
+
+
+def _in_turn(step: Callable[[], Any]) -> tuple[threading.Event, dict[str, Any]]:
+    """``step`` run in a thread that holds the turn; the event is set when it has finished."""
+    finished = threading.Event()
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        with TURNS.hold():
+            try:
+                result["value"] = step()
+            except Exception as err:  # handed to the test, which asserts on it
+                result["error"] = err
+        finished.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    return finished, result
+
+
+def _until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for the condition"
+        time.sleep(0.01)
+
+
+def _client(standin: SciCatStandIn, **options: Any) -> SciCatClient:
+    data = {"host": standin.url, "token": standin.token, "timeout": 5, "backoff_factor": 0.01}
+    return SciCatClient(build(SciCatOptions, {**data, **options}, "test"))
+
+
+# ---- the turn itself and h5py ----------------------------------------------------------------
+
+
+def _nexus(path: Path) -> Path:
+    with h5py.File(path, "w") as h5:
+        h5["entry/title"] = "turns"
+    return path
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> tuple[Path, Path]:
+    return _nexus(tmp_path / "a.nxs"), _nexus(tmp_path / "b.nxs")
+
+
+def test_a_second_thread_waits_until_the_first_closes_its_file(files: tuple[Path, Path]) -> None:
+    first, _ = files
+    with open_nexus(first):
+        taken = _taken()
+        assert not taken.wait(BLOCKED)
+    assert taken.wait(WAIT)
+
+
+def test_a_paused_turn_lets_another_thread_run(files: tuple[Path, Path]) -> None:
+    first, _ = files
+    with open_nexus(first) as reader:
+        with TURNS.paused():
+            assert _taken().wait(WAIT)
+        # the turn is ours again: the file is still open and readable, others wait
+        assert reader.read_text("entry/title") == "turns"
+        later = _taken()
+        assert not later.wait(BLOCKED)
+    assert later.wait(WAIT)
+
+
+def test_turns_are_reentrant_within_a_thread(files: tuple[Path, Path]) -> None:
+    first, second = files
+    with TURNS.hold(), open_nexus(first):
+        with open_nexus(second) as inner:  # a second file in the same thread: no deadlock
+            assert inner.read_text("entry/title") == "turns"
+        taken = _taken()
+        assert not taken.wait(BLOCKED)  # closing the inner file kept the outer turn
+        with TURNS.paused():
+            assert taken.wait(WAIT)
+    assert not TURNS.held()
+
+
+# ---- waits that give the turn away -------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_waiting_for_scicat_gives_the_turn_away(scicat_standin: SciCatStandIn) -> None:
+    client = _client(scicat_standin)
+    scicat_standin.delay(SLOW, "slow-answer")
+    connected = threading.Event()
+
+    def slow_after_fast() -> Any:
+        client.get_dataset("20.500.12269/fast")  # this thread's connection, made beforehand
+        connected.set()
+        return client.get_dataset("20.500.12269/slow-answer")
+
+    try:
+        finished, result = _in_turn(slow_after_fast)
+        assert connected.wait(WAIT)
+        assert _taken().wait(WAIT), "no other worker could run while one waited for SciCat"
+        assert not finished.is_set()
+        assert finished.wait(WAIT + SLOW)
+        assert result == {"value": None}  # the answer (404) still arrived and was read
+    finally:
+        client.close()
+
+
+class _SlowProxy(BaseHTTPRequestHandler):
+    """An HTTP proxy that answers every GET after ``SLOW`` seconds (a keep-alive connection)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        if "slow" in self.path:
+            time.sleep(SLOW)
+        body = json.dumps({"via": "proxy"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def slow_proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowProxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.server_address[1]}")
+    yield
+    server.shutdown()
+    server.server_close()
+
+
+def test_waiting_for_scicat_through_a_proxy_gives_the_turn_away(slow_proxy: None) -> None:
+    options = SciCatOptions(host="http://scicat.invalid/api/v3", token=Secret("t"), max_retries=0)
+    client = SciCatClient(options)
+    connected = threading.Event()
+
+    def slow_after_fast() -> Any:
+        client.get_json("proposals/fast")
+        connected.set()
+        return client.get_json("proposals/slow")
+
+    try:
+        finished, result = _in_turn(slow_after_fast)
+        assert connected.wait(WAIT)
+        assert _taken().wait(WAIT), "no other worker could run while one waited for the proxy"
+        assert not finished.is_set()
+        assert finished.wait(WAIT + SLOW)
+        assert result == {"value": {"via": "proxy"}}
+    finally:
+        client.close()
+
+
+@pytest.mark.integration
+def test_a_retry_back_off_gives_the_turn_away(scicat_standin: SciCatStandIn) -> None:
+    # urllib3 repeats a first failure at once and backs off from the second: 2 x 0.5 x SLOW
+    client = _client(scicat_standin, backoff_factor=SLOW / 2, max_retries=2)
+    scicat_standin.fail_next(2, 503, "datasets")
+    try:
+        finished, result = _in_turn(lambda: client.get_dataset("20.500.12269/after-503s"))
+        _until(lambda: scicat_standin.stats()["requests"].get("GET /datasets/{pid} 503") == 2)
+        assert _taken().wait(WAIT), "no other worker could run during a retry's back-off"
+        assert not finished.is_set()
+        assert finished.wait(WAIT + 2 * SLOW)
+        assert result == {"value": None}
+    finally:
+        client.close()
+
+
+@pytest.mark.integration
+def test_a_silent_scicat_still_times_out_in_a_turn(scicat_standin: SciCatStandIn) -> None:
+    """The wait without the turn keeps the read timeout (it is not the socket's any more)."""
+    client = _client(scicat_standin, timeout=0.3, max_retries=0)
+    scicat_standin.delay(3 * SLOW, "silent")
+    try:
+        started = time.monotonic()
+        with TURNS.hold(), pytest.raises(SciCatUnavailable, match="timed out"):
+            client.get_dataset("20.500.12269/silent")
+        assert time.monotonic() - started < SLOW  # the timeout ended it, not the answer
+    finally:
+        client.close()
+
+
+@pytest.mark.integration
+def test_a_login_in_progress_does_not_deadlock_the_turn(
+    scicat_standin_factory: Callable[..., SciCatStandIn],
+) -> None:
+    """Two workers need the first token: one logs in (waiting for SciCat without the turn), the
+    other waits for that login; it must wait without the turn too, or the first never gets it
+    back to finish."""
+    scicat_standin = scicat_standin_factory(accounts={"ingestor": Account("s3cret")})
+    client = _client(scicat_standin, token="", username="ingestor", password="s3cret")
+    scicat_standin.delay(SLOW / 4, "auth/login")
+    try:
+        workers = [_in_turn(lambda: client.get_dataset("20.500.12269/x")) for _ in range(2)]
+        for finished, result in workers:
+            assert finished.wait(WAIT + SLOW), "a worker waiting for the login held the turn"
+            assert result == {"value": None}
+        assert scicat_standin.stats()["requests"]["POST /auth/login 201"] == 1
+    finally:
+        client.close()
+
+
+def test_a_checksum_gives_the_turn_away(tmp_path: Path) -> None:
+    """Hashing runs in C without the GIL; a FIFO makes it wait for its data."""
+    fifo = tmp_path / "data.fifo"
+    os.mkfifo(fifo)
+    writer = os.open(fifo, os.O_RDWR)  # open at both ends: the reader's open does not block
+    try:
+        finished, result = _in_turn(lambda: checksum(fifo))
+        assert _taken().wait(WAIT), "no other worker could run while one hashed a file"
+        assert not finished.is_set()
+        os.write(writer, b"the data")
+    finally:
+        os.close(writer)
+    assert finished.wait(WAIT)
+    assert result == {"value": hashlib.blake2b(b"the data").hexdigest()}

@@ -43,6 +43,7 @@ from bench.stack import (
     created_at,
     foreign_cpu_share,
     running,
+    thread_switches,
 )
 from scicat_ingestor.config import IngestionOptions, SciCatOptions, Secret
 from scicat_ingestor.lookups import LookupCache
@@ -121,6 +122,7 @@ class FlowRun:
     peak_rss_mb: float
     cpu_s: dict[str, float]
     foreign_cpu: float
+    switches_per_file: float
     requests_per_file: dict[str, float]
     rate: tuple[list[float], list[float]]
     rss: tuple[list[float], list[float]]
@@ -204,6 +206,7 @@ class _Window:
     measured_until: float = 0.0
     cpu_before: dict[str, float] = field(default_factory=dict)
     cpu_after: dict[str, float] = field(default_factory=dict)
+    switches: int = 0
     requests_before: dict[str, int] = field(default_factory=dict)
     requests_after: dict[str, int] = field(default_factory=dict)
     blocks: list[dict[str, Any]] = field(default_factory=list)
@@ -245,6 +248,7 @@ def flow_run(
             with profiler(procs) if profiler else contextlib.nullcontext():
                 window.requests_before = standin.stats()["requests"]
                 window.cpu_before = sampler.cpu()
+                window.switches = -sum(thread_switches(p.pid) for p in procs)
                 window.start = time.time()
                 window.monotonic_start = time.monotonic()
                 publisher.all_at_once(files)
@@ -252,6 +256,7 @@ def flow_run(
                     warm + len(files), 120 + len(files) / 5, alive=lambda: _check(procs)
                 )
                 window.cpu_after = sampler.cpu()
+                window.switches += sum(thread_switches(p.pid) for p in procs)
                 window.measured_until = time.monotonic()
             window.requests_after = standin.stats()["requests"]
             window.blocks = standin.origdatablocks()
@@ -292,6 +297,7 @@ def _flow_result(  # noqa: PLR0917 - private, called once
         peak_rss_mb=max(sampler.samples[p.name].peak_rss_mb for p in procs),
         cpu_s=cpu,
         foreign_cpu=round(foreign_cpu_share(cpu, wall), 3),
+        switches_per_file=round(window.switches / len(files), 1),
         requests_per_file=_requests_per_file(
             window.requests_before, window.requests_after, len(files)
         ),
@@ -484,6 +490,12 @@ def throughput(
                 "MB",
                 Spread.of([f.peak_rss_mb for f in flows]),
                 TARGET_RSS_MB,
+            ),
+            Row(
+                name,
+                "daemon thread switches per file",
+                "switches",
+                Spread.of([f.switches_per_file for f in flows]),
             ),
             Row(
                 name,
@@ -844,6 +856,7 @@ def workers(stack: Stack, plan: Plan, log: Log) -> ScenarioResult:
         ]
         spread = Spread.of([f.files_per_s for f in flows])
         cpu = Spread.of([f.cpu_s_per_file for f in flows])
+        switches = Spread.of([f.switches_per_file for f in flows])
         rows.append(
             Row(f"Workers ({plan.scaling_files} files)", f"{count} worker(s)", "files/s", spread)
         )
@@ -854,12 +867,14 @@ def workers(stack: Stack, plan: Plan, log: Log) -> ScenarioResult:
                 "min": spread.min,
                 "max": spread.max,
                 "cpu_s_per_file": cpu.median,
+                "switches_per_file": switches.median,
             }
         )
         runs.extend(f.summary() for f in flows)
         log(
             f"  {count:2d} worker(s): {spread.median:.1f} files/s "
-            f"({spread.min:.1f}-{spread.max:.1f}), {cpu.median * 1000:.1f} ms CPU/file"
+            f"({spread.min:.1f}-{spread.max:.1f}), {cpu.median * 1000:.1f} ms CPU/file, "
+            f"{switches.median:.0f} thread switches/file"
         )
     return ScenarioResult(
         "workers", {"files": plan.scaling_files}, rows=rows, runs=runs, series={"points": points}

@@ -148,6 +148,20 @@ class Sampler:
                 series.cpu_s.append(round(times.user + times.system, 3))
 
 
+def thread_switches(pid: int) -> int:
+    """Context switches (voluntary + involuntary) of all of ``pid``'s live threads so far.
+
+    ``/proc/PID/status`` counts the main thread only; the workers are under ``task/``.
+    """
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                    total += int(line.split()[1])
+    return total
+
+
 BENCH = "bench"
 MACHINE = "machine"
 

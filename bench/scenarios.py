@@ -58,6 +58,7 @@ TARGET_CPU_PER_FILE = Target("<=", 0.01)
 TARGET_P99_MS = Target("<=", 100)
 TARGET_RSS_MB = Target("<=", 150)
 TARGET_HASH_RATIO = Target(">=", 0.8)
+TARGET_SCALING = Target(">=", 1.0)  # 10 workers at least as fast as 1
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,8 @@ class Plan:
     latency_fetch_wait_ms: int = 10
     backlog: int = 10_000
     backlog_runs: int = 1
-    scaling_files: int = 200
-    scaling_workers: tuple[int, ...] = (1, 2, 4, 8, 16)
+    scaling_files: int = 600
+    scaling_workers: tuple[int, ...] = (1, 2, 4, 10, 16)
     scaleout_files: int = 2000
     hashing_mib: int = 1024
     # A throughput run should take at most this long (else fewer files, see _calibrated_size).
@@ -845,21 +846,22 @@ def hashing(plan: Plan, workspace: Path, log: Log) -> ScenarioResult:
 
 
 def workers(stack: Stack, plan: Plan, log: Log) -> ScenarioResult:
+    """Files/s by worker count. The counts take turns run by run, so that a change in the
+    machine's speed during the scenario (seen here: ±30 % within a minute) hits them alike."""
     files = stack.pool[: plan.scaling_files]
+    name = f"Workers ({plan.scaling_files} files)"
+    flows: dict[int, list[FlowRun]] = {count: [] for count in plan.scaling_workers}
+    for _ in range(plan.runs):
+        for count in plan.scaling_workers:
+            settings = DaemonSettings(workers=count, queue_size=plan.queue_size)
+            flows[count].append(flow_run(stack, files, settings))
     rows: list[Row] = []
     points: list[dict[str, float]] = []
-    runs: list[dict[str, Any]] = []
-    for count in plan.scaling_workers:
-        flows = [
-            flow_run(stack, files, DaemonSettings(workers=count, queue_size=plan.queue_size))
-            for _ in range(plan.runs)
-        ]
-        spread = Spread.of([f.files_per_s for f in flows])
-        cpu = Spread.of([f.cpu_s_per_file for f in flows])
-        switches = Spread.of([f.switches_per_file for f in flows])
-        rows.append(
-            Row(f"Workers ({plan.scaling_files} files)", f"{count} worker(s)", "files/s", spread)
-        )
+    for count, runs_of in flows.items():
+        spread = Spread.of([f.files_per_s for f in runs_of])
+        cpu = Spread.of([f.cpu_s_per_file for f in runs_of])
+        switches = Spread.of([f.switches_per_file for f in runs_of])
+        rows.append(Row(name, f"{count} worker(s)", "files/s", spread))
         points.append(
             {
                 "workers": count,
@@ -870,12 +872,24 @@ def workers(stack: Stack, plan: Plan, log: Log) -> ScenarioResult:
                 "switches_per_file": switches.median,
             }
         )
-        runs.extend(f.summary() for f in flows)
         log(
             f"  {count:2d} worker(s): {spread.median:.1f} files/s "
             f"({spread.min:.1f}-{spread.max:.1f}), {cpu.median * 1000:.1f} ms CPU/file, "
             f"{switches.median:.0f} thread switches/file"
         )
+    if 1 in flows and plan.workers in flows and plan.workers != 1:
+        pairs = zip(flows[plan.workers], flows[1], strict=True)  # runs made next to each other
+        ratios = [many.files_per_s / one.files_per_s for many, one in pairs]
+        rows.append(
+            Row(
+                name,
+                f"{plan.workers} workers / 1 worker",
+                "ratio",
+                Spread.of(ratios),
+                TARGET_SCALING,
+            )
+        )
+    runs = [f.summary() for runs_of in flows.values() for f in runs_of]
     return ScenarioResult(
         "workers", {"files": plan.scaling_files}, rows=rows, runs=runs, series={"points": points}
     )

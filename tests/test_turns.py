@@ -121,23 +121,33 @@ def test_turns_are_reentrant_within_a_thread(files: tuple[Path, Path]) -> None:
 # ---- waits that give the turn away -------------------------------------------------------------
 
 
+def _waits_without_the_turn(fast: Callable[[], Any], slow: Callable[[], Any]) -> dict[str, Any]:
+    """``fast``, then ``slow``, in a thread that holds the turn (``fast`` makes that thread's
+    connection beforehand); another thread must get the turn while ``slow`` still waits."""
+    connected = threading.Event()
+
+    def slow_after_fast() -> Any:
+        fast()
+        connected.set()
+        return slow()
+
+    finished, result = _in_turn(slow_after_fast)
+    assert connected.wait(WAIT)
+    assert _taken().wait(WAIT), "no other worker could run while one waited for an answer"
+    assert not finished.is_set()
+    assert finished.wait(WAIT + SLOW)
+    return result
+
+
 @pytest.mark.integration
 def test_waiting_for_scicat_gives_the_turn_away(scicat_standin: SciCatStandIn) -> None:
     client = _client(scicat_standin)
     scicat_standin.delay(SLOW, "slow-answer")
-    connected = threading.Event()
-
-    def slow_after_fast() -> Any:
-        client.get_dataset("20.500.12269/fast")  # this thread's connection, made beforehand
-        connected.set()
-        return client.get_dataset("20.500.12269/slow-answer")
-
     try:
-        finished, result = _in_turn(slow_after_fast)
-        assert connected.wait(WAIT)
-        assert _taken().wait(WAIT), "no other worker could run while one waited for SciCat"
-        assert not finished.is_set()
-        assert finished.wait(WAIT + SLOW)
+        result = _waits_without_the_turn(
+            lambda: client.get_dataset("20.500.12269/fast"),
+            lambda: client.get_dataset("20.500.12269/slow-answer"),
+        )
         assert result == {"value": None}  # the answer (404) still arrived and was read
     finally:
         client.close()
@@ -178,19 +188,10 @@ def slow_proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def test_waiting_for_scicat_through_a_proxy_gives_the_turn_away(slow_proxy: None) -> None:
     options = SciCatOptions(host="http://scicat.invalid/api/v3", token=Secret("t"), max_retries=0)
     client = SciCatClient(options)
-    connected = threading.Event()
-
-    def slow_after_fast() -> Any:
-        client.get_json("proposals/fast")
-        connected.set()
-        return client.get_json("proposals/slow")
-
     try:
-        finished, result = _in_turn(slow_after_fast)
-        assert connected.wait(WAIT)
-        assert _taken().wait(WAIT), "no other worker could run while one waited for the proxy"
-        assert not finished.is_set()
-        assert finished.wait(WAIT + SLOW)
+        result = _waits_without_the_turn(
+            lambda: client.get_json("proposals/fast"), lambda: client.get_json("proposals/slow")
+        )
         assert result == {"value": {"via": "proxy"}}
     finally:
         client.close()

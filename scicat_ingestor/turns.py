@@ -1,12 +1,13 @@
 """Workers take turns running Python: one at a time per process, handing over only while waiting.
 
 With the GIL only one thread runs Python anyway. Left to itself, CPython hands the GIL over at
-every system call (a socket send, a log write, an h5py read), so ten busy workers switched threads
-≈ 114 times per file, ≈ 21 µs of CPU each on this machine's cores (bench: 2.4 ms of the 8 ms a
-file cost). Holding a turn for a whole ingest and giving it away only while waiting (for SciCat's
-answer, a checksum computed in C, a retry's back-off, a lock) cut that to ≈ 37 switches per file
-and costs no parallelism: the waits still overlap. h5py runs every call under one process-wide lock
-too, so whole-file turns also keep that lock uncontended.
+every system call (a socket send, a poll, a log write), so ten busy workers switched threads
+108-121 times per file, ≈ 21 µs of CPU each across this machine's cores: ≈ 2.4 ms of the ≈ 8 ms
+a file cost. Holding a turn for a whole ingest and giving it away only while waiting (for SciCat's
+answer, a checksum computed in C, a retry's back-off, a lock) cut that to 26-36 switches per file
+and costs no parallelism: the waits still overlap (bench: 10 workers 1.37x one worker, where they
+had been slower). h5py runs every call under one process-wide lock too, so whole-file turns also
+keep that lock uncontended.
 
 The rule that keeps this free of deadlocks: a thread that holds the turn never blocks on anything
 another thread needs the turn to release. Locks that may be held across a wait are taken with

@@ -475,33 +475,22 @@ def _png(canvas: Image.Image) -> bytes:
 # ---- the whole picture -----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Sampled:
-    """What the picture needs from the file: read while it is open, drawn after it is closed."""
+def make_thumbnail(h5: h5py.File, max_points: int, hint: str = "") -> Thumbnail:
+    """The picture of ``h5``'s default plot (or ``hint``), reading at most ``max_points`` values.
 
-    name: str
-    title: str
-    shape: list[int]
-    values: np.ndarray[Any, Any]
-    axes: list[Axis]
-    values_read: int
-
-
-def _sample(h5: h5py.File, max_points: int, hint: str) -> _Sampled:
+    ≥ 3-D signals: the last two dimensions are drawn, summed over up to ``FRAMES_SUMMED`` evenly
+    spaced frames of the leading ones (a sum shows where the counts are; a first frame is
+    often empty). The caption says which frames.
+    """
     plot = find_plot(h5, hint)
     values, steps, cost = read_sample(plot.signal, max_points)
     shape = [int(n) for n in plot.signal.shape]
     units = _text(plot.signal.attrs.get("units", ""))
     title = f"{plot.name} [{units}]" if units else plot.name
     axes = [_axis(plot, d, shape[d], steps[d], full=values.ndim == 1) for d in range(len(shape))]
-    return _Sampled(plot.name, title, shape, values, axes, cost)
-
-
-def _draw(sampled: _Sampled) -> Thumbnail:
-    values, axes, shape, title = sampled.values, sampled.axes, sampled.shape, sampled.title
     lead = max(values.ndim - 2, 0)
     named = [a.name for a in axes[lead:] if not a.name.startswith("dim ")]
-    caption = sampled.name + (" vs " + " and ".join(named) if named else "")
+    caption = plot.name + (" vs " + " and ".join(named) if named else "")
     if lead:
         frames, total = math.prod(values.shape[:lead]), math.prod(shape[:lead])
         leading = tuple(range(lead))
@@ -517,34 +506,20 @@ def _draw(sampled: _Sampled) -> Thumbnail:
             png = render_image(values, title, axes[-2], axes[-1])
     except (ValueError, OSError, MemoryError) as err:
         raise ThumbnailError("render_error", f"rendering failed: {err}") from err
-    return Thumbnail(png, caption, sampled.values_read)
-
-
-def make_thumbnail(h5: h5py.File, max_points: int, hint: str = "") -> Thumbnail:
-    """The picture of ``h5``'s default plot (or ``hint``), reading at most ``max_points`` values.
-
-    ≥ 3-D signals: the last two dimensions are drawn, summed over up to ``FRAMES_SUMMED`` evenly
-    spaced frames of the leading ones (a sum shows where the counts are; a first frame is
-    often empty). The caption says which frames.
-    """
-    return _draw(_sample(h5, max_points, hint))
+    return Thumbnail(png, caption, cost)
 
 
 def thumbnail_of_file(path: Path | str, max_points: int, hint: str = "") -> Thumbnail:
-    """Open ``path`` read-only (again: the metadata pass closed it) and make its thumbnail.
-
-    The file is read in this thread's turn (``turns.TURNS``) and closed before the picture is
-    drawn.
-    """
+    """Open ``path`` read-only (again: the metadata pass closed it) and make its thumbnail,
+    in this thread's turn (``turns.TURNS``; the pipeline already holds it for the whole file)."""
     with TURNS.hold():
         try:
             h5 = h5py.File(path, "r")
         except OSError as err:
             raise ThumbnailError("unreadable", f"cannot open: {err}") from err
         try:
-            sampled = _sample(h5, max_points, hint)
+            return make_thumbnail(h5, max_points, hint)
         except (KeyError, OSError, RuntimeError) as err:  # h5py's ways of saying "cannot read"
             raise ThumbnailError("unreadable", f"cannot read: {err}") from err
         finally:
             h5.close()
-    return _draw(sampled)

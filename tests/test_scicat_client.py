@@ -483,7 +483,7 @@ class _EchoHandler(BaseHTTPRequestHandler):
         pass
 
 
-def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
     """A loopback HTTP server with ``handler`` for one test: yields its port."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -495,7 +495,7 @@ def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
 
 @pytest.fixture
 def echo_server() -> Iterator[str]:
-    for port in _serving(_EchoHandler):
+    for port in serving(_EchoHandler):
         yield f"http://127.0.0.1:{port}/api/v3"
 
 
@@ -528,7 +528,7 @@ def test_error_is_a_scicat_error_with_fields() -> None:
     assert str(err) == "SciCat GET datasets → no answer: connection refused"
 
 
-class _ProxyHandler(_EchoHandler):
+class ProxyHandler(_EchoHandler):
     """An HTTP proxy stand-in: records the absolute request target, answers a JSON object."""
 
     seen: list[str] = []
@@ -538,15 +538,19 @@ class _ProxyHandler(_EchoHandler):
         self._reply(200, {"via": "proxy"})
 
 
-@pytest.fixture
-def proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+def clear_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)
-    _ProxyHandler.seen = []
-    for port in _serving(_ProxyHandler):
+
+
+@pytest.fixture
+def proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    clear_proxy_environment(monkeypatch)
+    ProxyHandler.seen = []
+    for port in serving(ProxyHandler):
         monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
-        yield _ProxyHandler.seen
+        yield ProxyHandler.seen
 
 
 def test_proxy_from_the_environment_is_used(proxy: list[str]) -> None:
@@ -603,7 +607,7 @@ def test_requests_carry_what_session_request_sent() -> None:
     """Requests are prepared without ``Session.request``'s merging: headers, query, JSON body
     and a proxy's cookie must still be what it sent."""
     _StickyHandler.seen = []
-    for port in _serving(_StickyHandler):
+    for port in serving(_StickyHandler):
         options = SciCatOptions(
             host=f"http://127.0.0.1:{port}/api/v3",
             token=Secret("tok"),

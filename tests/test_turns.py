@@ -7,17 +7,16 @@ the first still waits: a wait that kept the turn would hold up every other worke
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import h5py
 import pytest
+from test_scicat_client import ProxyHandler, clear_proxy_environment, serving
 
 from scicat_ingestor.config import SciCatOptions, Secret, build
 from scicat_ingestor.files import checksum
@@ -153,36 +152,25 @@ def test_waiting_for_scicat_gives_the_turn_away(scicat_standin: SciCatStandIn) -
         client.close()
 
 
-class _SlowProxy(BaseHTTPRequestHandler):
-    """An HTTP proxy that answers every GET after ``SLOW`` seconds (a keep-alive connection)."""
+class _SlowProxy(ProxyHandler):
+    """The client tests' proxy, answering paths with "slow" after ``SLOW`` seconds, and keeping
+    connections alive so that the slow request reuses the fast one's connection."""
 
     protocol_version = "HTTP/1.1"
+    seen: list[str] = []  # its own record, not the client tests' proxy's
 
-    def do_GET(self) -> None:
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name (the parent is another module's)
         if "slow" in self.path:
             time.sleep(SLOW)
-        body = json.dumps({"via": "proxy"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+        super().do_GET()
 
 
 @pytest.fixture
 def slow_proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowProxy)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.server_address[1]}")
-    yield
-    server.shutdown()
-    server.server_close()
+    clear_proxy_environment(monkeypatch)
+    for port in serving(_SlowProxy):
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+        yield
 
 
 def test_waiting_for_scicat_through_a_proxy_gives_the_turn_away(slow_proxy: None) -> None:

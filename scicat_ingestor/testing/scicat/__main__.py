@@ -1,5 +1,6 @@
-"""``python -m scicat_ingestor.testing.scicat [--port P] [--token T] [--token-lifetime S]
-[--idle-timeout S]``: a stand-in on its own, e.g. in another process for the benchmark."""
+"""``python -m scicat_ingestor.testing.scicat [--backend 4.5|5] [--port P] [--token T]
+[--token-lifetime S] [--idle-timeout S]``: a stand-in on its own, e.g. in another process for the
+benchmark."""
 
 from __future__ import annotations
 
@@ -14,13 +15,20 @@ from scicat_ingestor.testing.scicat.backend import (
     TOKEN_TTL_SECONDS,
     SciCatStandIn,
 )
+from scicat_ingestor.testing.scicat.profiles import BACKENDS, DEFAULT_BACKEND
 
 
 def main(argv: list[str] | None = None) -> int:
     """Serve a stand-in until SIGINT/SIGTERM; prints its URL (for ``scicat.host``) first."""
     parser = argparse.ArgumentParser(
         prog="python -m scicat_ingestor.testing.scicat",
-        description="A SciCat v3 backend stand-in on 127.0.0.1 (in memory, for tests and demos).",
+        description="A SciCat backend stand-in on 127.0.0.1 (in memory, for tests and demos).",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=DEFAULT_BACKEND,
+        help="the backend version to play: 4.5 (API v3) or 5 (API v3 and v4; default)",
     )
     parser.add_argument("--port", type=int, default=0, help="TCP port (default: any free port)")
     parser.add_argument("--token", default=DEFAULT_TOKEN, help="static bearer token accepted")
@@ -43,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         token=options.token,
         token_lifetime=options.token_lifetime,
         idle_timeout=options.idle_timeout,
+        backend=options.backend,
     ) as standin:
         print(standin.url, flush=True)
         done.wait()

@@ -28,4 +28,9 @@ class Account:
         return not groups.isdisjoint(self.groups)
 
 
-DEFAULT_ACCOUNTS: Mapping[str, Account] = {"ingestor": Account("pwd"), "admin": Account("pwd")}
+DEFAULT_ACCOUNTS: Mapping[str, Account] = {
+    "ingestor": Account("pwd"),
+    "admin": Account("pwd"),
+    # The conformance runner's create-only account: CREATE_DATASET_PRIVILEGED_GROUPS, not admin.
+    "creator": Account("pwd", groups=("creator",), admin=False),
+}

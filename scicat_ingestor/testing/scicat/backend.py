@@ -1,8 +1,9 @@
-"""A SciCat v3 backend stand-in: an in-memory HTTP server for tests, the demo and the benchmark.
+"""A SciCat backend stand-in: an in-memory HTTP server for tests, the demo and the benchmark.
 
-Authentication and permissions answer like the real backend (scicat-backend-next 4.5.0, recorded
-in ``tests/data/scicat-real-backend-behaviour.md``): a missing, garbage or expired token gets 403
-(never 401), a search 200 ``[]``; accounts may create without reading other groups' datasets;
+It plays backend 4.5 (API v3) or 5 (API v3 and v4; ``profiles`` holds what differs, ``v4`` the
+v4 routes), held to the scenarios recorded from the real servers (``data/conformance/``):
+a missing or garbage token gets 403, a v3 search 200 ``[]``; an expired one the same on 4.5 and
+401 ``SESSION_EXPIRED`` on 5; accounts may create without reading other groups' datasets;
 idle keep-alive connections are closed after ``idle_timeout`` seconds.
 """
 
@@ -19,36 +20,46 @@ import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import unquote
 
-from scicat_ingestor.testing.scicat import faults
+from scicat_ingestor.testing.scicat import faults, v4
 from scicat_ingestor.testing.scicat.accounts import DEFAULT_ACCOUNTS, STATIC_TOKEN_USER, Account
 from scicat_ingestor.testing.scicat.faults import _FailRule
 from scicat_ingestor.testing.scicat.filters import FilterError, apply_filter
 from scicat_ingestor.testing.scicat.messages import (
     BASE_PATH,
     CONTROL_PATH,
+    V4_BASE_PATH,
     JSONDict,
     Reply,
     _error,
+    _internal_error,
     _now,
     _Request,
     _utc,
 )
+from scicat_ingestor.testing.scicat.profiles import DEFAULT_BACKEND, profile
+from scicat_ingestor.testing.scicat.routing import _Route
 from scicat_ingestor.testing.scicat.server import _Server
+from scicat_ingestor.testing.scicat.shapes import (
+    _add_read_back_fields,
+    _attached_to,
+    _email_of,
+    _v3_attachment,
+    _v3_view,
+    _with_defaults,
+)
 from scicat_ingestor.testing.scicat.validation import (
     DTO_ATTACHMENT,
     DTO_CREDENTIALS,
     DTO_DERIVED_DATASET,
     DTO_ORIGDATABLOCK,
+    DTO_PROPOSAL,
     DTO_RAW_DATASET,
     DTO_SAMPLE,
-    OPENAPI_PATH,
-    DtoValidator,
+    DTO_V4_DATASET,
     Violation,
     load_validators,
 )
@@ -102,39 +113,20 @@ SEED_PROPOSALS: tuple[Mapping[str, Any], ...] = (
     },
 )
 
-Handler = Callable[["SciCatStandIn", _Request], Reply]
-
-
-@dataclass(frozen=True)
-class _Route:
-    method: str
-    segments: tuple[str, ...]
-    name: str
-    handler: Handler
-    public: bool = False
-    anonymous: Handler | None = None  # the answer without valid credentials (None: 403)
-
-    def match(self, method: str, segments: list[str]) -> dict[str, str] | None:
-        if method != self.method or len(segments) != len(self.segments):
-            return None
-        params: dict[str, str] = {}
-        for pattern, actual in zip(self.segments, segments, strict=True):
-            if pattern.startswith("{"):
-                params[pattern[1:-1]] = unquote(actual)
-            elif pattern != actual:
-                return None
-        return params
-
 
 class SciCatStandIn:
-    """An in-memory SciCat v3 backend on 127.0.0.1, with fault injection. Thread-safe.
+    """An in-memory SciCat backend on 127.0.0.1, with fault injection. Thread-safe.
 
-    Auth: every endpoint but ``/auth/login`` and ``/health`` needs ``Authorization: Bearer <t>``
-    with the static ``token`` or one issued by login (valid ``token_lifetime`` seconds). Without
-    a valid one the answers are the real backend's: 403 (``GET datasets/{pid}``: 404 when it does
-    not exist), ``GET datasets`` 200 ``[]``; a wrong login 401. Accounts (:class:`Account`) decide
-    what may be read and created. A request on a connection idle for more than ``idle_timeout``
-    seconds is not answered: the connection is closed (``RemoteDisconnected`` at the client).
+    ``backend`` is the version played: ``"5"`` (default; API v3 under ``/api/v3`` and v4 under
+    ``/api/v4``) or ``"4.5"`` (v3 only). Auth: every endpoint but ``/auth/login`` and
+    ``/health`` needs ``Authorization: Bearer <t>`` with the static ``token`` or one issued by
+    login (valid ``token_lifetime`` seconds). Without a valid one the answers are the real
+    backend's: 403 (``GET datasets/{pid}``: 404 when it does not exist), ``GET datasets`` 200
+    ``[]``, ``GET auth/whoami`` 200 with an empty body, ``GET users/my/self`` 401; an expired
+    token on backend 5: 401 ``SESSION_EXPIRED`` everywhere (``/health`` too); a wrong login 401.
+    Accounts (:class:`Account`) decide what may be read and created. A request on a connection
+    idle for more than ``idle_timeout`` seconds is not answered: the connection is closed
+    (``RemoteDisconnected`` at the client).
 
     Faults (also over HTTP for a stand-in in another process, without auth: ``POST
     /_standin/fail {"count", "status", "path_prefix", "commit"}``, ``/_standin/stop_answering
@@ -150,7 +142,9 @@ class SciCatStandIn:
       refused / reset). :meth:`resume` ends either; requests held during the outage are then
       dropped without an answer (the client sees its timeout, or a closed connection).
     * :meth:`delay` — requests whose URL or body contains a string are answered late.
-    * :meth:`expire_tokens` — login-issued tokens expire now (403), the static token stays.
+    * :meth:`expire_tokens` — login-issued tokens expire now, the static token stays.
+    * :meth:`remove_route` — a route answers 404 as if this backend had none (e.g. no
+      ``users/my/self``).
     * :meth:`reject_credentials` — for N seconds logins get 401 and every token counts as dead.
     * :meth:`change_password`, :meth:`set_token` — rotate a password or the static token
       (``""`` revokes it).
@@ -166,7 +160,10 @@ class SciCatStandIn:
         *,
         token_lifetime: float = TOKEN_TTL_SECONDS,
         idle_timeout: float | None = IDLE_TIMEOUT_SECONDS,
+        backend: str = DEFAULT_BACKEND,
     ) -> None:
+        self.profile = profile(backend)
+        self.backend = backend
         self.host = host
         self.port = port
         self.token = token
@@ -177,7 +174,9 @@ class SciCatStandIn:
             name: a if isinstance(a, Account) else Account(a) for name, a in given.items()
         }
         self._reject_until = 0.0  # monotonic: until then every credential is refused
-        self._validators = load_validators(openapi_path or OPENAPI_PATH)
+        self._validators = load_validators(
+            openapi_path or self.profile.openapi_path, self.profile.dtos
+        )
         self._lock = threading.Lock()  # guards the store, counters, connections and fault rules
         self._no_connections = threading.Condition(self._lock)
         self._gate = threading.Condition(threading.Lock())  # guards answering/stopping
@@ -199,7 +198,10 @@ class SciCatStandIn:
         self._origdatablocks: list[JSONDict] = []
         self._blocks_of: dict[str, list[JSONDict]] = {}  # by datasetId: no scans per POST
         self._samples: list[JSONDict] = []
-        self._attachments_of: dict[str, list[JSONDict]] = {}  # by dataset pid
+        self._attachments_of: dict[str, list[JSONDict]] = {}  # v3 shape, by dataset pid
+        self._attachments: dict[str, JSONDict] = {}  # v4 shape, by aid
+        self._jobs: dict[str, JSONDict] = {}
+        self._removed_routes: set[str] = set()  # "METHOD /api/vN/template" ("*": any method)
         self._proposals: dict[str, JSONDict] = {}
         self._instruments: list[JSONDict] = [self._instrument(seed) for seed in SEED_INSTRUMENTS]
         for proposal in SEED_PROPOSALS:
@@ -211,6 +213,11 @@ class SciCatStandIn:
     def url(self) -> str:
         """The base URL for ``scicat.host``, e.g. ``http://127.0.0.1:PORT/api/v3``."""
         return f"http://{self.host}:{self.port}{BASE_PATH}"
+
+    @property
+    def api_url(self) -> str:
+        """The API root, ``http://127.0.0.1:PORT/api``: ``v3/…`` and (backend 5) ``v4/…`` below."""
+        return self.url.removesuffix(BASE_PATH) + "/api"
 
     @property
     def control_url(self) -> str:
@@ -292,6 +299,7 @@ class SciCatStandIn:
     _wait_for_delay = faults._wait_for_delay
     _await_answering = faults._await_answering
     _take_fail_rule = faults._take_fail_rule
+    remove_route = faults.remove_route
     _control = faults._control
     _control_action = faults._control_action
 
@@ -299,28 +307,9 @@ class SciCatStandIn:
         """Add (or replace) a proposal; backend-managed fields get defaults."""
         if not isinstance(proposal.get("proposalId"), str) or not proposal["proposalId"]:
             raise ValueError("a proposal needs a non-empty string proposalId")
-        now = _now()
-        pid = proposal["proposalId"]
-        stored: JSONDict = {
-            "ownerGroup": f"proposal_{pid}",
-            "accessGroups": [],
-            "isPublished": False,
-            "email": "",
-            "title": "",
-            "abstract": "",
-            "parentProposalId": None,
-            "type": "Default Proposal",
-            "metadata": {},
-            "MeasurementPeriodList": [],
-            "instrumentIds": [],
-            "createdBy": "admin",
-            "updatedBy": "admin",
-            "createdAt": now,
-            "updatedAt": now,
-            **copy.deepcopy(dict(proposal)),
-        }
+        stored = _proposal_document(proposal, "admin")
         with self._lock:
-            self._proposals[pid] = stored
+            self._proposals[stored["proposalId"]] = stored
 
     @property
     def datasets(self) -> dict[str, JSONDict]:
@@ -397,44 +386,62 @@ class SciCatStandIn:
         return reply
 
     def _route(self, request: _Request) -> tuple[_Route | None, dict[str, str]]:
-        if not request.path.startswith(BASE_PATH + "/"):
+        routes = self._routes
+        base = BASE_PATH
+        if request.path.startswith(V4_BASE_PATH + "/") and self.profile.serves_v4:
+            routes, base = v4.ROUTES, V4_BASE_PATH
+        elif not request.path.startswith(BASE_PATH + "/"):
             return None, {}
-        segments = request.path[len(BASE_PATH) + 1 :].split("/")
-        for route in _ROUTES:
+        segments = request.path[len(base) + 1 :].split("/")
+        for route in routes:
             params = route.match(request.method, segments)
             if params is not None:
+                if self._removed_routes and self._is_removed(route, base):
+                    return None, {}
                 return route, params
         return None, {}
 
+    @property
+    def _routes(self) -> tuple[_Route, ...]:
+        return _ROUTES_V5 if self.profile.serves_v4 else _ROUTES
+
+    def _is_removed(self, route: _Route, base: str) -> bool:
+        template = f"{base}/{'/'.join(route.segments)}"
+        with self._lock:
+            removed = self._removed_routes
+            return f"{route.method} {template}" in removed or f"* {template}" in removed
+
     def _authorised(self, route: _Route, request: _Request) -> Reply:
         try:
+            user, expired = self._caller(request.authorization)
+            if expired and self.profile.session_expired and not route.login:
+                return Reply(401, _error(401, "SESSION_EXPIRED"))
             if route.public:
                 return route.handler(self, request)
-            user = self._user_of(request.authorization)
-            if user is None:  # missing, garbage or expired: the real backend's answers
+            if user is None:  # missing, garbage or (4.5) expired: the real backend's answers
                 return (route.anonymous or SciCatStandIn._forbidden_resource)(self, request)
             request.user = user
             return route.handler(self, request)
         except FilterError as exc:
             return Reply(400, _error(400, str(exc)))
 
-    def _user_of(self, authorization: str | None) -> str | None:
-        """The account a bearer token belongs to; None when missing, unknown or expired."""
+    def _caller(self, authorization: str | None) -> tuple[str | None, bool]:
+        """The account a bearer token belongs to (None when missing, unknown, revoked or
+        expired) and whether the token is an expired one of ours (a JWT says so itself)."""
         scheme, _, token = (authorization or "").partition(" ")
         token = token.strip() if scheme.lower() == "bearer" else ""
         if not token:
-            return None
+            return None, False
         now = time.monotonic()
         with self._lock:
             if now < self._reject_until:
-                return None
+                return None, False  # as if the secret changed: not expired, just unknown
             user, expires = self._login_tokens.get(token, ("", 0.0))
             if user and now >= expires:
-                del self._login_tokens[token]
-                user = ""
+                return None, True
             if not user and token == self.token:
                 user = STATIC_TOKEN_USER
-        return user or None
+        return user or None, False
 
     def _account(self, user: str) -> Account:
         """The permissions of a user (the static token's user is an admin unless configured)."""
@@ -467,6 +474,7 @@ class SciCatStandIn:
             if time.monotonic() < self._reject_until:
                 return unauthorised
             token = secrets.token_urlsafe(24)
+            # Kept after expiry: a dead JWT still says it expired (backend 5 answers 401).
             self._login_tokens[token] = (username, time.monotonic() + self.token_lifetime)
         user_id = _seed_id(f"user/{username}")
         return Reply(
@@ -481,7 +489,7 @@ class SciCatStandIn:
                 "user": {
                     "id": user_id,
                     "username": username,
-                    "email": f"{username}@standin.example.org",
+                    "email": _email_of(username),
                     "emailVerified": True,
                     "realm": "",
                     "authStrategy": "local",
@@ -494,11 +502,26 @@ class SciCatStandIn:
         return Reply(
             200,
             {
+                "_id": _seed_id(f"user/{request.user}"),
                 "id": _seed_id(f"user/{request.user}"),
                 "username": request.user,
-                "email": f"{request.user}@standin.example.org",
+                "email": _email_of(request.user),
                 "currentGroups": list(account.groups),
                 "authStrategy": "local",
+            },
+        )
+
+    def _my_self(self, request: _Request) -> Reply:
+        user_id = _seed_id(f"user/{request.user}")
+        return Reply(
+            200,
+            {
+                "username": request.user,
+                "email": _email_of(request.user),
+                "authStrategy": "local",
+                "_id": user_id,
+                "__v": 0,
+                "id": user_id,
             },
         )
 
@@ -507,8 +530,15 @@ class SciCatStandIn:
     def _forbidden_resource(self, request: _Request) -> Reply:
         return Reply(403, _error(403, "Forbidden resource"))
 
+    def _unauthenticated(self, request: _Request) -> Reply:
+        return Reply(401, _error(401, "Unauthenticated"))
+
     def _silently_empty(self, request: _Request) -> Reply:
         return Reply(200, [])
+
+    def _empty_body(self, request: _Request) -> Reply:
+        """``GET auth/whoami`` without a valid token: 200 with nothing in it."""
+        return Reply(200)
 
     def _dataset_unauthorised(self, request: _Request) -> Reply:
         """403 only when the dataset exists, else the plain 404."""
@@ -520,11 +550,18 @@ class SciCatStandIn:
         return Reply(404, _error(404, f"dataset: {pid} not found"))
 
     def _proposal_unauthorised(self, request: _Request) -> Reply:
-        return Reply(403, _error(403, "Unauthorized to this proposal"))
+        pid = request.params["pid"]
+        with self._lock:
+            exists = pid in self._proposals
+        if exists:
+            return Reply(403, _error(403, "Unauthorized to this proposal"))
+        return Reply(404, _error(404, f"Proposal: {pid} not found"))
 
     def _health(self, request: _Request) -> Reply:
         up = {"database": {"status": "up"}}
         return Reply(200, {"status": "ok", "info": up, "error": {}, "details": up})
+
+    # ---- datasets (v3) -----------------------------------------------------------------------
 
     def _create_dataset(self, request: _Request) -> Reply:
         try:
@@ -533,8 +570,7 @@ class SciCatStandIn:
             return Reply(400, _error(400, f"invalid JSON body: {exc}"))
         kind = body.get("type") if isinstance(body, dict) else None
         if kind not in ("raw", "derived"):
-            # The real controller's own check, with its own body shape.
-            return Reply(400, {"status": 400, "message": "Wrong dataset type!"})
+            return self._untyped_dataset(body)
         dto = self._validators[DTO_RAW_DATASET if kind == "raw" else DTO_DERIVED_DATASET]
         violations = dto.violations(body)
         if violations:
@@ -544,21 +580,38 @@ class SciCatStandIn:
         if not (account.admin or account.may_create or body.get("ownerGroup") in account.groups):
             return Reply(403, _error(403, "Unauthorized to create this dataset"))
         dataset = _with_defaults(dto, body)
+        _add_read_back_fields(dataset)
+        dataset["version"] = "3"
+        return self._store_dataset(request, dataset, _v3_view)
+
+    def _untyped_dataset(self, body: object) -> Reply:
+        """The controller's own type check, with its own body shapes: 4.5 validates an untyped
+        body against the generic dataset DTO (which knows no ``principalInvestigator``)."""
+        if self.profile.untyped_is_validated and isinstance(body, dict) and "type" not in body:
+            violations = self._validators[DTO_V4_DATASET].violations(body)
+            return Reply(400, _error(400, [v.message for v in violations]))
+        return Reply(400, {"status": 400, "message": self.profile.wrong_type_message})
+
+    def _store_dataset(
+        self, request: _Request, dataset: JSONDict, view: Callable[[JSONDict], JSONDict]
+    ) -> Reply:
+        """Store a new dataset (pid given or made) and answer it in the API's shape; 409 when
+        the pid exists."""
         now = _now()
         with self._lock:
             pid = dataset.get("pid") or f"{PID_PREFIX}/{uuid.uuid4()}"
             if pid in self._datasets:
                 return Reply(409, _error(409, f"A dataset with pid {pid} already exists!"))
-            _add_read_back_fields(dataset)
             dataset.update(
                 pid=pid,
+                _id=pid,
                 createdBy=request.user,
                 updatedBy=request.user,
                 createdAt=now,
                 updatedAt=now,
             )
             self._datasets[pid] = dataset
-            return Reply(201, dataset)
+            return Reply(201, view(dataset))
 
     def _readable_datasets(self, request: _Request) -> list[JSONDict]:
         """The datasets this request's account may read (lock held)."""
@@ -568,14 +621,14 @@ class SciCatStandIn:
     def _list_datasets(self, request: _Request) -> Reply:
         with self._lock:
             found = apply_filter(self._readable_datasets(request), request.filter())
-            return Reply(200, found)
+            return Reply(200, [_v3_view(d) for d in found])
 
     def _find_one_dataset(self, request: _Request) -> Reply:
         with self._lock:
             found = apply_filter(self._readable_datasets(request), request.filter())
             if not found:
                 return Reply(404, _error(404, "dataset not found"))
-            return Reply(200, found[0])
+            return Reply(200, _v3_view(found[0]))
 
     def _get_dataset(self, request: _Request) -> Reply:
         pid = request.params["pid"]
@@ -585,7 +638,7 @@ class SciCatStandIn:
                 return Reply(404, _error(404, f"dataset: {pid} not found"))
             if not self._account(request.user).may_read(dataset):
                 return Reply(403, _error(403, "Unauthorized access"))
-            return Reply(200, dataset)
+            return Reply(200, {**_v3_view(dataset), "history": []})
 
     def _dataset_origdatablocks(self, request: _Request) -> Reply:
         pid = request.params["pid"]
@@ -596,8 +649,9 @@ class SciCatStandIn:
             found = self._blocks_of.get(pid, [])
             return Reply(200, found)
 
-    def _validated(self, request: _Request, dto_name: str) -> dict[str, Any] | Reply:
-        """The body with the DTO's defaults, or the 400 the backend's validation gives."""
+    def _validated(self, request: _Request, dto_name: str) -> JSONDict | Reply:
+        """The body with the DTO's defaults, or the 400 the backend's validation gives (its
+        ``message`` a list, on v3 and v4)."""
         try:
             body = self._json_body(request)
         except ValueError as exc:
@@ -609,10 +663,19 @@ class SciCatStandIn:
         assert isinstance(body, dict)
         return _with_defaults(dto, body)
 
+    # ---- origdatablocks ----------------------------------------------------------------------
+
     def _create_origdatablock(self, request: _Request) -> Reply:
         block = self._validated(request, DTO_ORIGDATABLOCK)
         if isinstance(block, Reply):
             return block
+        return self._store_block(request, block, owner_only=False)
+
+    def _store_block(self, request: _Request, block: JSONDict, *, owner_only: bool) -> Reply:
+        """Store an origdatablock of an existing dataset and count it into the dataset's size.
+
+        ``owner_only`` (v4): an account outside the admin groups may add blocks only to
+        datasets whose ownerGroup is one of its groups (v3: any it may create or read)."""
         block["dataFileList"] = [{**f, "time": _utc(f["time"])} for f in block["dataFileList"]]
         now = _now()
         with self._lock:
@@ -621,7 +684,10 @@ class SciCatStandIn:
                 message = f"Dataset: {block['datasetId']} not found for attaching an origdatablock"
                 return Reply(404, _error(404, message))
             account = self._account(request.user)
-            if not (account.may_create or account.may_read(dataset)):
+            if owner_only:
+                if not (account.admin or dataset.get("ownerGroup") in account.groups):
+                    return Reply(403, _error(403, "Unauthorized access"))
+            elif not (account.may_create or account.may_read(dataset)):
                 return Reply(403, _error(403, "Unauthorized to create this origdatablock"))
             # The backend takes the groups from the dataset, whatever the body said.
             block["ownerGroup"] = dataset.get("ownerGroup")
@@ -641,15 +707,21 @@ class SciCatStandIn:
             )
             self._origdatablocks.append(block)
             self._blocks_of.setdefault(dataset["pid"], []).append(block)
-            self._recompute_size(dataset, now)
+            self._count_block(dataset, block)
+            dataset["updatedAt"] = now
             return Reply(201, block)
 
-    def _recompute_size(self, dataset: JSONDict, now: str) -> None:
-        """Like the backend: size and numberOfFiles are the sums over all the origdatablocks."""
+    def _count_block(self, dataset: JSONDict, block: JSONDict) -> None:
+        """Backend 5 (HEAD) adds each block on top of what the dataset was created with; 4.5
+        (and v5.2.1) recompute size and numberOfFiles as the sums over the dataset's blocks."""
+        files = len(block["dataFileList"])
+        if self.profile.size_by_increment:
+            dataset["size"] = (dataset.get("size") or 0) + block["size"]
+            dataset["numberOfFiles"] = (dataset.get("numberOfFiles") or 0) + files
+            return
         blocks = self._blocks_of[dataset["pid"]]
         dataset["size"] = sum(o["size"] for o in blocks)
         dataset["numberOfFiles"] = sum(len(o["dataFileList"]) for o in blocks)
-        dataset["updatedAt"] = now
 
     def _list_origdatablocks(self, request: _Request) -> Reply:
         with self._lock:
@@ -659,40 +731,66 @@ class SciCatStandIn:
 
     @property
     def attachments(self) -> dict[str, list[JSONDict]]:
-        """A snapshot of the stored attachments by dataset pid, in creation order."""
+        """A snapshot of the stored attachments (v3 shape) by dataset pid, in creation order."""
         with self._lock:
             return copy.deepcopy(self._attachments_of)
 
     def _create_attachment(self, request: _Request) -> Reply:
-        """``POST datasets/{pid}/attachments``: 404 without the dataset, 409 on a repeated id."""
+        """``POST datasets/{pid}/attachments``: 404 without the dataset; the ``id`` sent is
+        ignored (4.5 and 5 both give a new server uuid: a repeated POST makes a second one)."""
         body = self._validated(request, DTO_ATTACHMENT)
         if isinstance(body, Reply):
             return body
         pid = request.params["pid"]
-        now = _now()
+        body.pop("id", None)
         with self._lock:
             if pid not in self._datasets:
                 return Reply(404, _error(404, f"dataset: {pid} not found"))
-            stored = self._attachments_of.setdefault(pid, [])
-            attachment_id = body.get("id") or str(uuid.uuid4())
-            if any(a["id"] == attachment_id for a in stored):
-                return Reply(409, _error(409, f"attachment {attachment_id} already exists"))
-            body.update(
-                id=attachment_id,
-                datasetId=pid,
-                createdBy=request.user,
-                updatedBy=request.user,
-                createdAt=now,
-                updatedAt=now,
-            )
-            stored.append(body)
-            return Reply(201, body)
+            body["relationships"] = [_attached_to(pid)]
+            stored = self._store_attachment(request, body, str(uuid.uuid4()))
+            return Reply(201, _v3_attachment(stored, pid))
+
+    def _store_attachment(self, request: _Request, attachment: JSONDict, aid: str) -> JSONDict:
+        """Store an attachment under ``aid`` and list it with every dataset it is attached to
+        (lock held)."""
+        now = _now()
+        attachment.update(
+            aid=aid,
+            _id=aid,
+            id=aid,
+            createdBy=request.user,
+            updatedBy=request.user,
+            createdAt=now,
+            updatedAt=now,
+        )
+        attachment.setdefault("accessGroups", [])
+        attachment.setdefault("__v", 0)
+        self._attachments[aid] = attachment
+        for relation in attachment.get("relationships") or ():
+            if relation.get("targetType") == "dataset":
+                target = relation.get("targetId")
+                shown = _v3_attachment(attachment, target)
+                self._attachments_of.setdefault(target, []).append(shown)
+        return attachment
 
     def _dataset_attachments(self, request: _Request) -> Reply:
         with self._lock:
             return Reply(200, self._attachments_of.get(request.params["pid"], []))
 
-    # ------------------------------------------------------------------------------------------
+    # ---- proposals, instruments, samples -----------------------------------------------------
+
+    def _create_proposal(self, request: _Request) -> Reply:
+        proposal = self._validated(request, DTO_PROPOSAL)
+        if isinstance(proposal, Reply):
+            return proposal
+        if not self._account(request.user).admin:
+            return Reply(403, _error(403, "Forbidden resource"))
+        stored = _proposal_document(proposal, request.user)
+        with self._lock:
+            if stored["proposalId"] in self._proposals:
+                return Reply(409, _error(409, "A proposal with this proposalId already exists!"))
+            self._proposals[stored["proposalId"]] = stored
+            return Reply(201, stored)
 
     def _get_proposal(self, request: _Request) -> Reply:
         pid = request.params["pid"]
@@ -715,17 +813,34 @@ class SciCatStandIn:
             return Reply(200, apply_filter(self._samples, request.filter()))
 
     def _create_sample(self, request: _Request) -> Reply:
-        sample = self._validated(request, DTO_SAMPLE)
-        if isinstance(sample, Reply):
-            return sample
+        """``POST samples``; a duplicate ``sampleId`` is a duplicate key (500, not 409), and on
+        backend 5 so is a missing ``sampleName`` (checked by mongoose, not by the DTO)."""
+        try:
+            body = self._json_body(request)
+        except ValueError as exc:
+            return Reply(400, _error(400, f"invalid JSON body: {exc}"))
+        dto = self._validators[DTO_SAMPLE]
+        if not isinstance(body, dict):
+            return Reply(400, _error(400, [v.message for v in dto.violations(body)]))
+        # v5's DTO requires sampleName on paper; the validation pipe lets its absence through.
+        absent_name = "sampleName" not in body
+        violations = [
+            v for v in dto.violations(body) if not (absent_name and v.property == "sampleName")
+        ]
+        if violations:
+            return Reply(400, _error(400, [v.message for v in violations]))
+        if self.profile.sample_name_required and not isinstance(body.get("sampleName"), str):
+            return Reply(500, _internal_error())
+        sample = _with_defaults(dto, body)
         now = _now()
         with self._lock:
             sample_id = sample.get("sampleId") or str(uuid.uuid4())
             if any(s["sampleId"] == sample_id for s in self._samples):
-                return Reply(409, _error(409, "A sample with this unique key already exists!"))
+                return Reply(500, _internal_error())
             sample.setdefault("sampleCharacteristics", {})
             sample.update(
                 sampleId=sample_id,
+                _id=sample_id,
                 createdBy=request.user,
                 updatedBy=request.user,
                 createdAt=now,
@@ -748,31 +863,28 @@ class SciCatStandIn:
         }
 
 
-def _with_defaults(dto: DtoValidator, body: Mapping[str, Any]) -> JSONDict:
-    """The stored document: the (freshly parsed) body, schema defaults for absent properties,
-    dates normalised to UTC."""
-    document: JSONDict = dict(body)
-    for name, default in dto.defaults.items():
-        document.setdefault(name, copy.deepcopy(default))
-    for name in dto.date_fields & document.keys():
-        document[name] = _utc(document[name])
-    return document
-
-
-def _add_read_back_fields(dataset: JSONDict) -> None:
-    """Fields the real backend (v3 API on a v4 store) adds to every dataset it returns."""
-    for single, plural in (
-        ("principalInvestigator", "principalInvestigators"),
-        ("proposalId", "proposalIds"),
-        ("instrumentId", "instrumentIds"),
-        ("sampleId", "sampleIds"),
-    ):
-        value = dataset.get(single)
-        dataset.setdefault(plural, [value] if value else [])
-    dataset.setdefault("keywords", [])
-    dataset.setdefault("classification", "IN=medium,AV=low,CO=low")
-    dataset.setdefault("datasetlifecycle", {})
-    dataset["version"] = "3"
+def _proposal_document(proposal: Mapping[str, Any], user: str) -> JSONDict:
+    """A proposal as stored: backend-managed fields get defaults."""
+    now = _now()
+    pid = proposal["proposalId"]
+    return {
+        "ownerGroup": f"proposal_{pid}",
+        "accessGroups": [],
+        "isPublished": False,
+        "email": "",
+        "title": "",
+        "abstract": "",
+        "parentProposalId": None,
+        "type": "Default Proposal",
+        "metadata": {},
+        "MeasurementPeriodList": [],
+        "instrumentIds": [],
+        "createdBy": user,
+        "updatedBy": user,
+        "createdAt": now,
+        "updatedAt": now,
+        **copy.deepcopy(dict(proposal)),
+    }
 
 
 def _dataset_validation_error(violations: list[Violation]) -> JSONDict:
@@ -788,10 +900,29 @@ def _dataset_validation_error(violations: list[Violation]) -> JSONDict:
 
 
 _ROUTES: tuple[_Route, ...] = (
-    _Route("POST", ("auth", "login"), "POST /auth/login", SciCatStandIn._login, public=True),
+    _Route(
+        "POST",
+        ("auth", "login"),
+        "POST /auth/login",
+        SciCatStandIn._login,
+        public=True,
+        login=True,
+    ),
     _Route("GET", ("health",), "GET /health", SciCatStandIn._health, public=True),
-    _Route("GET", ("auth", "whoami"), "GET /auth/whoami", SciCatStandIn._whoami),
-    _Route("GET", ("users", "my", "self"), "GET /users/my/self", SciCatStandIn._whoami),
+    _Route(
+        "GET",
+        ("auth", "whoami"),
+        "GET /auth/whoami",
+        SciCatStandIn._whoami,
+        anonymous=SciCatStandIn._empty_body,
+    ),
+    _Route(
+        "GET",
+        ("users", "my", "self"),
+        "GET /users/my/self",
+        SciCatStandIn._my_self,
+        anonymous=SciCatStandIn._unauthenticated,
+    ),
     _Route("POST", ("datasets",), "POST /datasets", SciCatStandIn._create_dataset),
     _Route(
         "GET",
@@ -821,6 +952,7 @@ _ROUTES: tuple[_Route, ...] = (
         "POST", ("origdatablocks",), "POST /origdatablocks", SciCatStandIn._create_origdatablock
     ),
     _Route("GET", ("origdatablocks",), "GET /origdatablocks", SciCatStandIn._list_origdatablocks),
+    _Route("POST", ("proposals",), "POST /proposals", SciCatStandIn._create_proposal),
     _Route(
         "GET",
         ("proposals", "{pid}"),
@@ -829,8 +961,20 @@ _ROUTES: tuple[_Route, ...] = (
         anonymous=SciCatStandIn._proposal_unauthorised,
     ),
     _Route("GET", ("instruments",), "GET /instruments", SciCatStandIn._list_instruments),
-    _Route("GET", ("samples",), "GET /samples", SciCatStandIn._list_samples),
-    _Route("POST", ("samples",), "POST /samples", SciCatStandIn._create_sample),
+    _Route(
+        "GET",
+        ("samples",),
+        "GET /samples",
+        SciCatStandIn._list_samples,
+        anonymous=SciCatStandIn._silently_empty,
+    ),
+    _Route(
+        "POST",
+        ("samples",),
+        "POST /samples",
+        SciCatStandIn._create_sample,
+        anonymous=SciCatStandIn._unauthenticated,
+    ),
     _Route(
         "POST",
         ("datasets", "{pid}", "attachments"),
@@ -844,3 +988,4 @@ _ROUTES: tuple[_Route, ...] = (
         SciCatStandIn._dataset_attachments,
     ),
 )
+_ROUTES_V5 = _ROUTES + v4.V3_ROUTES  # backend 5's v3 API also takes jobs

@@ -13,6 +13,7 @@ from urllib.parse import unquote
 
 from scicat_ingestor.testing.scicat.accounts import Account
 from scicat_ingestor.testing.scicat.messages import (
+    BASE_PATH,
     CONTROL_PATH,
     JSONDict,
     Reply,
@@ -109,9 +110,24 @@ def delay(self: SciCatStandIn, seconds: float, match: str) -> None:
 
 
 def expire_tokens(self: SciCatStandIn) -> None:
-    """Expire every login-issued token now (answered like any expired token: 403)."""
+    """Expire every login-issued token now (answered like any expired token: 403 / ``[]`` on
+    4.5, 401 ``SESSION_EXPIRED`` on 5)."""
+    now = time.monotonic()
     with self._lock:
-        self._login_tokens.clear()
+        for token, (user, expires) in self._login_tokens.items():
+            self._login_tokens[token] = (user, min(expires, now))
+
+
+def remove_route(self: SciCatStandIn, path: str, method: str = "*") -> None:
+    """Answer a route 404 ``Cannot METHOD path`` from now on, like a backend without it.
+
+    ``path`` is the route's template relative to ``/api/v3`` (``"users/my/self"``,
+    ``"datasets/{pid}"``) or a full one (``"/api/v4/datasets"``); ``method`` ``"*"`` is any.
+    """
+    template = path if path.startswith("/api/") else f"{BASE_PATH}/{path.lstrip('/')}"
+    with self._lock:
+        self._removed_routes.add(f"{method.upper()} {template}")
+    logger.info("SciCat stand-in: %s %s removed (404 from now on)", method, template)
 
 
 def reject_credentials(self: SciCatStandIn, seconds: float) -> None:
@@ -207,6 +223,8 @@ def _control_action(self: SciCatStandIn, method: str, action: str, args: JSONDic
         self.delay(float(args["seconds"]), str(args["match"]))
     elif action == "expire_tokens":
         self.expire_tokens()
+    elif action == "remove_route":
+        self.remove_route(str(args["path"]), str(args.get("method", "*")))
     elif action == "reject_credentials":
         self.reject_credentials(float(args["seconds"]))
     elif action == "change_password":

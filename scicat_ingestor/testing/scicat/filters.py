@@ -18,11 +18,18 @@ _MISSING = object()
 
 
 def _lookup(document: Mapping[str, Any], dotted: str) -> object:
+    """The value at a dotted path; through an array of objects it is the list of the members'
+    values (Mongo: ``relationships.targetId`` matches when any member's does)."""
     value: object = document
     for part in dotted.split("."):
-        if not isinstance(value, Mapping) or part not in value:
+        if isinstance(value, list):
+            value = [m[part] for m in value if isinstance(m, Mapping) and part in m]
+            if not value:
+                return _MISSING
+        elif not isinstance(value, Mapping) or part not in value:
             return _MISSING
-        value = value[part]
+        else:
+            value = value[part]
     return value
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 BASE_PATH = "/api/v3"
+V4_BASE_PATH = "/api/v4"  # backend 5 only
 CONTROL_PATH = "/_standin"
 
 JSONDict = dict[str, Any]
@@ -38,6 +39,12 @@ def _error(status: int, message: object) -> JSONDict:
     return {"statusCode": status, "message": message, "error": http.HTTPStatus(status).phrase}
 
 
+def _internal_error() -> str:
+    """The body the backend answers an unmapped error with (a duplicate key, a mongoose
+    validation, a too large body): a bare JSON string."""
+    return "Internal server error"
+
+
 def _normalise_api_path(path: str) -> str:
     """``/api/v3/datasets`` → ``datasets``, so fault rules may name paths either way."""
     if path.startswith(BASE_PATH):
@@ -63,6 +70,7 @@ class _Request:
     query: str  # raw query string
     body: bytes
     authorization: str | None
+    content_type: str = ""
     params: dict[str, str] = field(default_factory=dict)
     user: str = ""
 

@@ -16,6 +16,7 @@ from scicat_ingestor.testing.scicat.messages import (
     CONTROL_PATH,
     Reply,
     _error,
+    _internal_error,
     _Request,
 )
 
@@ -88,7 +89,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             refusal = Reply(411, _error(411, "the stand-in needs a Content-Length"))
         elif length > MAX_BODY_BYTES:
-            refusal = Reply(413, _error(413, "request entity too large"))
+            # body-parser's PayloadTooLargeError is no HttpException: NestJS answers 500.
+            refusal = Reply(500, _internal_error())
         if refusal is not None:  # the body stays unread: this connection cannot go on
             self.close_connection = True
             self._send(refusal)
@@ -106,7 +108,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
             return
         parts = urlsplit(self.path)
         request = _Request(
-            self.command, parts.path, parts.query, body, self.headers.get("Authorization")
+            self.command,
+            parts.path,
+            parts.query,
+            body,
+            self.headers.get("Authorization"),
+            self.headers.get("Content-Type") or "",
         )
         try:
             reply = standin._handle(request)

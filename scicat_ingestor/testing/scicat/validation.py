@@ -18,7 +18,8 @@ import jsonschema
 
 from scicat_ingestor.testing.scicat.messages import JSONDict
 
-OPENAPI_PATH = Path(__file__).parent.parent / "data" / "openapi.json"
+OPENAPI_PATH = Path(__file__).parent.parent / "data" / "openapi.json"  # backend 4.5.0
+OPENAPI_V5_PATH = OPENAPI_PATH.with_name("openapi-v5.json")  # backend v5 (API v3 and v4)
 
 # OpenAPI schema names the stand-in validates request bodies against.
 DTO_RAW_DATASET = "CreateRawDatasetObsoleteDto"
@@ -27,6 +28,12 @@ DTO_ORIGDATABLOCK = "CreateOrigDatablockDto"
 DTO_SAMPLE = "CreateSampleDto"
 DTO_CREDENTIALS = "CredentialsDto"
 DTO_ATTACHMENT = "CreateAttachmentV3Dto"
+DTO_PROPOSAL = "CreateProposalDto"
+DTO_V4_DATASET = "CreateDatasetDto"
+DTO_V4_DATASET_PATCH = "PartialUpdateDatasetDto"
+DTO_V4_ATTACHMENT = "CreateAttachmentV4Dto"
+DTO_V4_JOB = "CreateJobDto"
+DTO_V3_JOB = "CreateJobDtoV3"
 VALIDATED_DTOS = (
     DTO_RAW_DATASET,
     DTO_DERIVED_DATASET,
@@ -34,7 +41,10 @@ VALIDATED_DTOS = (
     DTO_SAMPLE,
     DTO_CREDENTIALS,
     DTO_ATTACHMENT,
+    DTO_PROPOSAL,
+    DTO_V4_DATASET,  # 4.5 checks a v3 dataset without ``type`` against it
 )
+V4_DTOS = (DTO_V4_DATASET_PATCH, DTO_V4_ATTACHMENT, DTO_V4_JOB, DTO_V3_JOB)  # backend 5 only
 
 
 @dataclass(frozen=True)
@@ -191,11 +201,14 @@ class DtoValidators:
 
 
 @functools.cache
-def load_validators(openapi_path: Path = OPENAPI_PATH) -> DtoValidators:
-    """Compile the DTO validators from an OpenAPI document (cached: fixtures start in ms)."""
+def load_validators(
+    openapi_path: Path = OPENAPI_PATH, names: tuple[str, ...] = VALIDATED_DTOS
+) -> DtoValidators:
+    """Compile the validators of the DTOs ``names`` from an OpenAPI document (cached: fixtures
+    start in well under a millisecond)."""
     document = json.loads(openapi_path.read_text(encoding="utf-8"))
     named = document["components"]["schemas"]
-    missing = [name for name in VALIDATED_DTOS if name not in named]
+    missing = [name for name in names if name not in named]
     if missing:
         raise ValueError(f"{openapi_path}: components/schemas lacks {', '.join(missing)}")
     schemas = {name: _backend_semantics(schema) for name, schema in named.items()}
@@ -203,7 +216,7 @@ def load_validators(openapi_path: Path = OPENAPI_PATH) -> DtoValidators:
     checker = _format_checker()
     cls = jsonschema.Draft202012Validator
     by_name: dict[str, DtoValidator] = {}
-    for name in VALIDATED_DTOS:
+    for name in names:
         schema = {**root, "$ref": f"#/components/schemas/{name}"}
         cls.check_schema(schema)
         properties = named[name].get("properties", {})

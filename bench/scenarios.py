@@ -46,8 +46,7 @@ from bench.stack import (
     thread_switches,
 )
 from scicat_ingestor.config import IngestionOptions, SciCatOptions, Secret
-from scicat_ingestor.lookups import LookupCache
-from scicat_ingestor.scicat import SciCatClient
+from scicat_ingestor.scicat import LookupCache, SciCatClient
 
 Log = Callable[[str], None]
 

@@ -23,6 +23,7 @@ import yaml
 from scicat_ingestor.fieldtypes import (
     AtLeastOne,
     Bytes,
+    Check,
     Count,
     Disallowed,
     FileSuffix,
@@ -39,8 +40,8 @@ from scicat_ingestor.fieldtypes import (
     one_of,
     url_with_scheme,
 )
+from scicat_ingestor.redact import SECRET_MAPPINGS, is_secret_key, mask, masked_settings
 from scicat_ingestor.redact import Secret as Secret  # noqa: PLC0414 - re-exported for importers
-from scicat_ingestor.redact import is_secret_key, mask, masked_settings
 
 T = TypeVar("T")
 
@@ -248,6 +249,10 @@ class LoggingOptions:
     # (new) syslog socket path or host:port, and Graylog transport.
     system_log_address: str = "/dev/log"
     graylog_protocol: Literal["udp", "tcp"] = "udp"
+    # (the ESS ingestor's next form, accepted beside the one above) several GELF targets,
+    # each {host, port, facility}; facility defaults to graylog_facility.
+    graylog_enabled: bool = False
+    graylogs: tuple[Mapping[str, str | int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -260,6 +265,8 @@ class ApiEndpoints:
 
 
 DEFAULT_SCICAT_TIMEOUT = 30.0
+# SciCat's API version for datasets, origdatablocks and attachments (everything else is v3).
+ApiVersionSetting = Literal["auto"] | Annotated[int, Check("3 or 4", lambda v: v in (3, 4), "3|4")]
 
 
 @dataclass(frozen=True)
@@ -284,6 +291,10 @@ class SciCatOptions:
     backoff_factor: Seconds = 0.5
     # (new) seconds a schema's SC lookup answer (proposal, instrument) is reused; 0 = never.
     lookup_cache_seconds: Seconds = 10.0
+    # (new) 3, 4, or auto: v4 when SciCat serves /api/v4/datasets (asked once at start).
+    api_version: ApiVersionSetting = "auto"
+    # (new) the SciCat web frontend; the status page links each dataset there when set.
+    frontend_url: HttpUrl | None = None
 
     @property
     def effective_timeout(self) -> float:
@@ -373,8 +384,38 @@ def load_config(
 
     Precedence (highest first): dotted ``overrides`` (the command line), environment secrets, file.
     """
-    data: dict[str, Any] = read_config_file(path) if path is not None else {}
-    source = str(path) if path is not None else "<defaults>"
+    data = _merged(read_config_file(path) if path is not None else {}, path, overrides, environ)
+    return build(IngestorConfig, data, str(path) if path is not None else "<defaults>")
+
+
+def check_config(
+    path: str | Path, environ: Mapping[str, str] | None = None, offline: bool = False
+) -> tuple[IngestorConfig | None, list[str]]:
+    """``validate-config``: the config and *every* problem of the file, one line each.
+
+    Beyond ``load_config``: an empty file is a problem (every key would be a placeholder
+    default), and unless ``offline``, so are paths that must exist and do not (``path_problems``;
+    checked once the file itself is valid, so a typo does not bury the lines under path noise).
+    """
+    try:
+        raw = read_config_file(path)
+    except ConfigError as exc:
+        return None, [str(exc)]
+    if not raw:
+        return None, [f"{path}: empty config file (every key would be its placeholder default)"]
+    errors: list[str] = []
+    config = build(IngestorConfig, _merged(raw, path, None, environ), str(path), errors=errors)
+    if not errors and not offline:
+        errors = path_problems(config, str(path))
+    return (None if errors else config), errors
+
+
+def _merged(
+    data: dict[str, Any],
+    path: str | Path | None,
+    overrides: Mapping[str, Any] | None,
+    environ: Mapping[str, str] | None,
+) -> dict[str, Any]:
     env = os.environ if environ is None else environ
     for var, dotted in SECRET_ENV_VARS.items():
         if env.get(var):
@@ -383,7 +424,54 @@ def load_config(
         _set_dotted(data, tuple(key.split(".")), value)
     if path is not None:
         data["config_file"] = str(path)
-    return build(IngestorConfig, data, source)
+    return data
+
+
+# Schema file names (as schema.loader.SUFFIXES; the loader imports config, not the reverse).
+_SCHEMA_SUFFIXES = (".imsc.yml", ".imsc.yaml", ".imsc.json")
+_PACKAGED_FALLBACK = "ess-fallback"
+
+
+def path_problems(config: IngestorConfig, source: str) -> list[str]:
+    """Paths the configuration needs that do not exist (relative ones from the working directory).
+
+    Checked here rather than at first use: a missing schemas directory or CA file otherwise shows
+    up as every file dead-lettered, or as a broker that "cannot be reached".
+    """
+    ingestion = config.ingestion
+    problems = [f"{source}: {p}" for p in _schema_problems(ingestion)]
+    for root in ingestion.file_handling.data_roots:
+        if not Path(root).is_dir():
+            problems.append(
+                f"{source}: 'ingestion.file_handling.data_directory': {root}: no such directory"
+            )
+    kafka = config.kafka
+    uses_kafka = ingestion.trigger == "kafka"
+    uses_tls = uses_kafka and "ssl" in kafka.security_protocol.lower()
+    if uses_tls and kafka.ssl_ca_location and not Path(kafka.ssl_ca_location).is_file():
+        problems.append(f"{source}: 'kafka.ssl_ca_location': {kafka.ssl_ca_location}: no such file")
+    if config.scicat.token_file and not Path(config.scicat.token_file).is_file():
+        problems.append(f"{source}: 'scicat.token_file': {config.scicat.token_file}: no such file")
+    return problems
+
+
+def _schema_problems(ingestion: IngestionOptions) -> list[str]:
+    directory = Path(ingestion.schemas_directory)
+    fallback = ingestion.fallback_schema_file_path
+    problems = []
+    if fallback and fallback != _PACKAGED_FALLBACK and not Path(fallback).is_file():
+        problems.append(f"'ingestion.fallback_schema_file_path': {fallback}: no such file")
+    if not directory.is_dir():
+        problems.append(f"'ingestion.schemas_directory': {directory}: no such directory")
+    elif not fallback and not any(
+        p.name.endswith(_SCHEMA_SUFFIXES) for p in directory.iterdir() if p.is_file()
+    ):
+        suffixes = ", ".join(f"*{s}" for s in _SCHEMA_SUFFIXES)
+        problems.append(
+            f"'ingestion.schemas_directory': {directory}: no schema files ({suffixes}) and no "
+            "'ingestion.fallback_schema_file_path': every file would be dead-lettered"
+        )
+    return problems
 
 
 def _set_dotted(data: dict[str, Any], keys: Sequence[str], value: Any) -> None:
@@ -397,14 +485,22 @@ def _set_dotted(data: dict[str, Any], keys: Sequence[str], value: Any) -> None:
     node[keys[-1]] = value
 
 
-def build(cls: type[T], data: Any, source: str, prefix: str = "") -> T:
-    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types."""
+def build(
+    cls: type[T], data: Any, source: str, prefix: str = "", errors: list[str] | None = None
+) -> T:
+    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types.
+
+    Raises ConfigError at the first problem, unless ``errors`` is given: then every problem is
+    appended to it (a bad key keeps its default) so one run can report them all.
+    """
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise ConfigError(
+        return _fail(
+            errors,
             f"{source}: '{prefix.rstrip('.') or '<top level>'}' must be a mapping, "
-            f"found {_describe(data)}"
+            f"found {_describe(data)}",
+            cls,
         )
     hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
@@ -412,9 +508,23 @@ def build(cls: type[T], data: Any, source: str, prefix: str = "") -> T:
     for key, value in data.items():
         dotted = f"{prefix}{key}"
         if key not in fields:
-            raise ConfigError(_unknown_key_message(source, dotted, str(key), list(fields)))
-        kwargs[key] = _convert(hints[key], value, source, dotted)
+            _fail(errors, _unknown_key_message(source, dotted, str(key), list(fields)), None)
+            continue
+        try:
+            kwargs[key] = _convert(hints[key], value, source, dotted, errors)
+        except ConfigError as exc:
+            if errors is None:
+                raise
+            errors.append(str(exc))
     return cls(**kwargs)
+
+
+def _fail(errors: list[str] | None, message: str, cls: type[T] | None) -> T:
+    """Raise ``message``, or record it and go on with ``cls``'s defaults (collecting mode)."""
+    if errors is None:
+        raise ConfigError(message)
+    errors.append(message)
+    return cls() if cls is not None else None  # type: ignore[return-value]
 
 
 def _unknown_key_message(source: str, dotted: str, key: str, valid: list[str]) -> str:
@@ -430,10 +540,10 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {text}"
 
 
-def _convert(tp: Any, value: Any, source: str, dotted: str) -> Any:
+def _convert(tp: Any, value: Any, source: str, dotted: str, errors: list[str] | None = None) -> Any:
     """Check ``value`` against annotation ``tp`` (type, then allowed values) and convert it."""
     if is_section(tp):
-        return build(tp, value, source, dotted + ".")
+        return build(tp, value, source, dotted + ".", errors)
     if dotted in _COMMA_LISTS and isinstance(value, str):
         value = [part.strip() for part in value.split(",") if part.strip()]
     try:
@@ -453,23 +563,24 @@ def _convert(tp: Any, value: Any, source: str, dotted: str) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-def to_dict(obj: Any, mask_secrets: bool = True) -> Any:
+def to_dict(obj: Any, mask_secrets: bool = True, name: str = "") -> Any:
     """Plain-data view of a config object; secrets become '****' unless ``mask_secrets`` is off.
 
-    Secrets are ``Secret`` fields and, in mappings (``consumer_config``, ``additional_headers``),
-    the values of secret-named keys (``sasl.password``, ``Authorization``).
+    Secrets are ``Secret`` fields, every value of ``additional_headers`` and, in other mappings
+    (``consumer_config``), the values of secret-named keys (``sasl.password``).
     """
     if isinstance(obj, Secret):
         return mask(obj) if mask_secrets else obj.value
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {
-            f.name: to_dict(getattr(obj, f.name), mask_secrets) for f in dataclasses.fields(obj)
+            f.name: to_dict(getattr(obj, f.name), mask_secrets, f.name)
+            for f in dataclasses.fields(obj)
         }
     if isinstance(obj, tuple | list):
         return [to_dict(v, mask_secrets) for v in obj]
     if isinstance(obj, Mapping):
-        plain = {k: to_dict(v, mask_secrets) for k, v in obj.items()}
-        return masked_settings(plain) if mask_secrets else plain
+        plain = {k: to_dict(v, mask_secrets, str(k)) for k, v in obj.items()}
+        return masked_settings(plain, name in SECRET_MAPPINGS) if mask_secrets else plain
     return obj
 
 
@@ -482,15 +593,19 @@ def secret_values(config: IngestorConfig) -> list[str]:
     """Every non-empty secret in the config (used by the log filter that redacts them)."""
     found: list[str] = []
 
-    def walk(obj: Any) -> None:
+    def walk(obj: Any, name: str = "") -> None:
         if isinstance(obj, Secret):
             if obj.value:
                 found.append(obj.value)
         elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
             for f in dataclasses.fields(obj):
-                walk(getattr(obj, f.name))
+                walk(getattr(obj, f.name), f.name)
         elif isinstance(obj, Mapping):
-            found.extend(str(v) for k, v in obj.items() if is_secret_key(str(k)) and v != "")
+            found.extend(
+                str(v)
+                for k, v in obj.items()
+                if (name in SECRET_MAPPINGS or is_secret_key(str(k))) and v != ""
+            )
 
     walk(config)
     return found

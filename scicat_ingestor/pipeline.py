@@ -38,7 +38,6 @@ from scicat_ingestor.files import (
     write_message_file,
 )
 from scicat_ingestor.logcontext import current_context, log_context, update_context
-from scicat_ingestor.lookups import LookupCache
 from scicat_ingestor.nexus import FileNotReady, NotNexus, open_nexus
 from scicat_ingestor.ops.metrics import INGEST_SECONDS, THUMBNAILS
 from scicat_ingestor.outcome import (
@@ -56,6 +55,7 @@ from scicat_ingestor.schema.model import MetadataSchema, SampleAttachment
 from scicat_ingestor.schema.payload import DatasetDraft, build_dataset
 from scicat_ingestor.schema.variables import Builtins, VariableResults, evaluate_variables
 from scicat_ingestor.scicat import (
+    LookupCache,
     SciCatAuthRefused,
     SciCatClient,
     SciCatConflict,
@@ -173,15 +173,19 @@ class Pipeline:
             label = outcome_label(outcome)
             update_context(outcome=label, dataset_pid=pid)
             failed = is_failure(outcome)
+            # each fact once: the text format adds the job id from the context, JSON adds all
             logger.log(
                 logging.WARNING if failed else logging.INFO,
-                "%s: %s (job %s, dataset %s) in %.3f s%s",
+                "%s: %s%s, %.3f s%s",
                 job.file_path,
                 label,
-                job.job_id or "-",
-                pid or "-",
+                f", dataset {pid}" if pid else "",
                 seconds,
-                f": {getattr(outcome, 'reason', '')}" if failed else "",
+                # the reason without the path in front: the line starts with it
+                ": " + getattr(outcome, "reason", "").removeprefix(f"{job.file_path}: ")
+                if failed
+                else "",
+                extra={"seconds": round(seconds, 3)},
             )
         return outcome
 
@@ -267,11 +271,15 @@ class Pipeline:
             outcome = self._ensure_datablock(existing, payload, nexus, real)
             return self._with_thumbnail(outcome, schema, payload, real)
         entries = self._file_list(nexus, real, payload)
-        payload["size"] = _total_size(entries)
-        payload["numberOfFiles"] = len(entries)
+        # SciCat counts the origdatablocks into the dataset: 4.5 sets the sum of its blocks, 5
+        # adds each block on top of what the dataset was created with (sent: doubled).
+        payload["size"] = payload["numberOfFiles"] = 0
         if self._dry_run:
             logger.debug(
-                "Dry run: would create dataset %s with %d file(s)", payload.get("pid"), len(entries)
+                "Dry run: would create dataset %s, then its origdatablock of %d file(s), %d bytes",
+                payload.get("pid"),
+                len(entries),
+                _total_size(entries),
             )
             return DryRun(str(payload.get("pid") or ""))
         try:
@@ -432,10 +440,9 @@ class Pipeline:
             "ownerGroup": payload.get("ownerGroup"),
             "accessGroups": payload.get("accessGroups"),
         }
-        try:
-            self._client.create_attachment(pid, {k: v for k, v in body.items() if v is not None})
-        except SciCatConflict:  # a concurrent attempt attached the same id first
-            return "exists"
+        result = self._post_thumbnail(pid, {k: v for k, v in body.items() if v is not None})
+        if result != "attached":
+            return result
         logger.info(
             "Thumbnail attached to dataset %s: %s (%d bytes PNG, %d values read)",
             pid,
@@ -443,6 +450,31 @@ class Pipeline:
             len(thumb.png),
             thumb.values_read,
         )
+        return "attached"
+
+    def _post_thumbnail(self, pid: str, body: Mapping[str, Any]) -> str:
+        """POST the attachment; after an answer that leaves open whether SciCat stored it
+        (timeout, reset, 5xx), look again and post a second time only if it is not there.
+
+        The id we send does not make the POST idempotent: the real v3 routes (4.5 and 5) store
+        every POST under an id of their own, so the look-up is what prevents a second picture.
+        """
+        try:
+            return self._post_attachment(pid, body)
+        except SciCatAuthRefused:
+            raise
+        except SciCatUnavailable as err:
+            if self._client.attachments_of(pid):
+                logger.info("Thumbnail of dataset %s stored though its POST failed (%s)", pid, err)
+                return "attached"
+            logger.info("Thumbnail of dataset %s not stored (%s): posting it again", pid, err)
+        return self._post_attachment(pid, body)
+
+    def _post_attachment(self, pid: str, body: Mapping[str, Any]) -> str:
+        try:
+            self._client.create_attachment(pid, body)
+        except SciCatConflict:  # a concurrent attempt attached the same id first
+            return "exists"
         return "attached"
 
     def _write_message(self, nexus: Path, message: Mapping[str, Any]) -> None:

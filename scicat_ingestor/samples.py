@@ -8,13 +8,19 @@ and then dead-lettered, a SciCat outage is retried for as long as it lasts.
 A sample is identified by its name (``description``, as upstream stores it) and its proposal: when
 SciCat already has one with both, nothing is created. Otherwise the POST carries a ``sampleId``
 derived from proposal and name, so two runs of one sample that race past the lookup cannot create
-two samples: the second POST gets 409 and counts as ``Existed``. ``ownerGroup`` and
-``accessGroups`` are the proposal id, as upstream (the proposal's group owns its data at ESS).
+two samples. The second POST is refused, with 500 by the real backends (4.5 and 5: a duplicate key)
+or 409, so after either the sample is looked up by its ``sampleId``: found, it counts as
+``Existed``. ``ownerGroup`` and ``accessGroups`` are the proposal id, as upstream (the proposal's
+group owns its data at ESS).
+
+Backend 5 requires ``sampleName`` (without it: 500), 4.5 refuses it as an unknown field (400): the
+body carries it, and after a 400 naming it the ingestor creates samples without it from then on.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -34,7 +40,14 @@ from scicat_ingestor.outcome import (
     outcome_label,
 )
 from scicat_ingestor.pipeline import Job
-from scicat_ingestor.scicat import SciCatClient, SciCatConflict, SciCatRejected, SciCatUnavailable
+from scicat_ingestor.scicat import (
+    SciCatAuthRefused,
+    SciCatClient,
+    SciCatConflict,
+    SciCatError,
+    SciCatRejected,
+    SciCatUnavailable,
+)
 
 logger = logging.getLogger("scicat_ingestor.samples")
 
@@ -59,14 +72,16 @@ class SampleInfo:
 
 
 def sample_id(info: SampleInfo) -> str:
-    """A stable id per (proposal, name): a repeated or racing POST hits 409 instead of a twin."""
+    """A stable id per (proposal, name): a repeated or racing POST is refused instead of a twin."""
     return str(uuid.uuid5(_SAMPLE_NAMESPACE, f"{info.proposal_id}\x00{info.name}"))
 
 
 def sample_body(info: SampleInfo) -> dict[str, Any]:
-    """The ``CreateSampleDto`` upstream sends, plus the stable ``sampleId``."""
+    """The ``CreateSampleDto`` upstream sends, plus the stable ``sampleId`` and (backend 5)
+    ``sampleName``."""
     return {
         "sampleId": sample_id(info),
+        "sampleName": info.name,
         "ownerGroup": info.proposal_id,
         "accessGroups": [info.proposal_id],
         "description": info.name,
@@ -94,6 +109,8 @@ class SampleIngestor:
         self._proposal_path = ingestion.sample_proposal_id_path
         self._dry_run = ingestion.dry_run
         self._client = client
+        self._lock = threading.Lock()
+        self._names = True  # False once SciCat refused ``sampleName`` (backend 4.x)
 
     def ingest(self, job: Job) -> Outcome:
         """One attempt; logs one line with the outcome and its duration."""
@@ -118,6 +135,8 @@ class SampleIngestor:
             return self._run(job)
         except FileNotReady as err:  # before NexusError, its base
             return Transient(str(err), cause="file")
+        except SciCatAuthRefused as err:  # before SciCatUnavailable, its base
+            return Transient(str(err), cause="scicat-auth")
         except SciCatUnavailable as err:
             return Transient(str(err), cause="scicat")
         except (PathRefused, NexusError, SciCatRejected, _Refused) as err:
@@ -132,11 +151,34 @@ class SampleIngestor:
         if self._dry_run:
             return DryRun(body["sampleId"])
         try:
-            created = self._client.create_sample(body)
-        except SciCatConflict:
-            logger.info("Sample %s was created meanwhile (409)", body["sampleId"])
+            created = self._create(body)
+        except (SciCatConflict, SciCatUnavailable) as err:
+            if not _maybe_duplicate(err):
+                raise
+            if not self._client.find_samples({"sampleId": body["sampleId"]}):
+                raise
+            logger.info("Sample %s was created meanwhile (%s)", body["sampleId"], err.status)
             return Existed(body["sampleId"])
         return Created(str(created.get("sampleId") or body["sampleId"]))
+
+    def _create(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST the sample; without ``sampleName`` once SciCat has refused it as unknown."""
+        with self._lock:
+            names = self._names
+        if not names:
+            body = _without_name(body)
+        try:
+            return self._client.create_sample(body)
+        except SciCatRejected as err:
+            if not names or err.status != 400 or "sampleName" not in err.message:
+                raise
+        with self._lock:
+            if self._names:
+                logger.info(
+                    "SciCat refuses sampleName (backend 4.x): samples are created without it"
+                )
+            self._names = False
+        return self._client.create_sample(_without_name(body))
 
     def read(self, file_path: str) -> SampleInfo:
         """Sample name and proposal from the run's file (``FileNotReady`` while it is not there)."""
@@ -149,3 +191,14 @@ class SampleIngestor:
             path = self._name_path if not name else self._proposal_path
             raise _Refused(f"{file_path}: {path} is empty, so the run has no sample to create")
         return SampleInfo(name, proposal)
+
+
+def _maybe_duplicate(err: SciCatError) -> bool:
+    """409, or the 500 the real backends answer a duplicate ``sampleId`` with."""
+    return isinstance(err, SciCatConflict) or (
+        err.status == 500 and not isinstance(err, SciCatAuthRefused)
+    )
+
+
+def _without_name(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k != "sampleName"}

@@ -3,7 +3,7 @@
 Real broker (Tansu), real HTTP stand-in, the real pipeline and client. What the real backend does
 is recorded in ``tests/data/scicat-real-backend-behaviour.md``: expired or revoked tokens get 403
 (never 401), a dataset search 200 ``[]``; idle keep-alive connections are closed after 5 s.
-Each test prints the figures the README quotes (logins, dead letters, resume time).
+Each test prints the figures docs/reliability.md quotes (logins, dead letters, resume time).
 """
 
 from __future__ import annotations
@@ -198,6 +198,7 @@ def test_account_that_may_create_but_not_read_never_duplicates(
     kit = auth_kit(accounts={"ingestor": reader})
     topic = kit.make_topic(1)
     overrides = {**LOGIN, "ingestion.check_if_dataset_exists_by_pid": by_pid}
+    overrides["scicat.api_version"] = 3  # v4 refuses such an account the block (ADMIN_GROUPS)
     config = kit.config(topic, overrides=overrides)
     writer = kit.writer(topic)
     [written] = writer.write(1)
@@ -251,7 +252,7 @@ def test_run_with_refused_credentials_says_so_and_waits(
     with DaemonProcess(config, tmp_path / "daemon.log") as daemon:
         daemon.wait_for_log(
             r"ERROR.*SciCat refuses our credentials \(static token \(scicat.token\): "
-            r"GET auth/whoami → 403\)",
+            r"GET users/my/self → 401\)",
             timeout=30,
         )
         assert daemon.running  # it waits for working credentials instead of exiting

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from scicat_ingestor import lookups
-from scicat_ingestor.lookups import LookupCache
+from scicat_ingestor.scicat import lookups
+from scicat_ingestor.scicat.lookups import LookupCache
 
 
 class _Clock:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_scicat_versions import VERSIONS
 
 from scicat_ingestor.config import ConfigError, IngestorConfig, build
 from scicat_ingestor.logcontext import ContextFilter
@@ -69,6 +70,8 @@ def make_pipeline(tmp_path: Path, schemas_dir: Path, scicat_standin: SciCatStand
                 "token": scicat_standin.token,
                 "timeout": 2,
                 "backoff_factor": 0.01,
+                # the faults and answers below are v3's; test_scicat_versions covers each version
+                "api_version": 3,
                 **(scicat or {}),
             },
             "dataset": dataset or {},
@@ -135,6 +138,21 @@ def test_creates_dataset_and_origdatablock(
 
 
 @pytest.mark.integration
+@VERSIONS
+def test_the_datasets_size_and_file_count_are_its_blocks(
+    make_pipeline: MakePipeline, coda: Path, scicat_standin: SciCatStandIn, api_version: int
+) -> None:
+    """4.5 sets them to the sum of the dataset's blocks, 5 adds each block to what the dataset
+    was created with: sent with the dataset, they doubled there."""
+    outcome = _ingest(make_pipeline(scicat={"api_version": api_version}), coda)
+    assert isinstance(outcome, Created), outcome
+    [block] = scicat_standin.origdatablocks
+    dataset = scicat_standin.datasets[outcome.pid]
+    counted = (dataset["size"], dataset["numberOfFiles"])
+    assert counted == (block["size"], len(block["dataFileList"])) == (coda.stat().st_size + 128, 2)
+
+
+@pytest.mark.integration
 def test_second_run_finds_it_and_creates_nothing(
     make_pipeline: MakePipeline, coda: Path, scicat_standin: SciCatStandIn
 ) -> None:
@@ -180,7 +198,10 @@ def test_failed_origdatablock_is_repaired_on_rerun(
     assert scicat_standin.origdatablocks == []
     assert _ingest(pipeline, coda) == Existed(PID, repaired=True)
     assert list(scicat_standin.datasets) == [PID]
-    assert [b["datasetId"] for b in scicat_standin.origdatablocks] == [PID]
+    [block] = scicat_standin.origdatablocks
+    assert block["datasetId"] == PID
+    dataset = scicat_standin.datasets[PID]
+    assert (dataset["size"], dataset["numberOfFiles"]) == (block["size"], 2)
     assert _ingest(pipeline, coda) == Existed(PID, repaired=False)
 
 
@@ -240,7 +261,7 @@ def test_scicat_400_is_permanent_with_the_reason(
     assert outcome.reason.startswith("SciCat POST datasets → 400: ")
     assert scicat_standin.datasets == {}
     [line] = [r for r in caplog.records if r.name == "scicat_ingestor.pipeline"]
-    assert f"failed_permanent (job -, dataset {PID})" in line.getMessage()
+    assert "failed_permanent" in line.getMessage() and PID in line.getMessage()
     assert line.levelno == logging.WARNING
 
 
@@ -507,7 +528,7 @@ def test_one_log_line_with_context_and_duration_metric(
     record = lines[0]
     assert record.levelno == logging.INFO
     message = record.getMessage()
-    assert str(coda) in message and "created" in message and "job-42" in message
+    assert str(coda) in message and "created" in message
     assert PID in message and " s" in message
     assert (record.job_id, record.file, record.dataset_pid, record.outcome) == (  # type: ignore[attr-defined]
         "job-42",

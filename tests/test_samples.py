@@ -7,7 +7,9 @@ the sample found by the same name and proposal.
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -70,10 +72,18 @@ def samples(make: Make, **ingestion: Any) -> SampleIngestor:
     return SampleIngestor(*make(**ingestion))
 
 
-def test_body_is_upstreams_with_a_stable_sample_id() -> None:
+def as_backend_takes_it(body: dict[str, Any], standin: SciCatStandIn) -> dict[str, Any]:
+    """A sample made elsewhere: with ``sampleName`` on backend 5 (required), without on 4.5."""
+    if standin.backend == "4.5":
+        return {k: v for k, v in body.items() if k != "sampleName"}
+    return {"sampleName": body["description"], **body}
+
+
+def test_body_is_upstreams_with_a_stable_sample_id_and_the_sample_name() -> None:
     info = SampleInfo("A Sample", "443503")
     assert sample_body(info) == {
         "sampleId": sample_id(info),
+        "sampleName": "A Sample",
         "ownerGroup": "443503",
         "accessGroups": ["443503"],
         "description": "A Sample",
@@ -84,39 +94,78 @@ def test_body_is_upstreams_with_a_stable_sample_id() -> None:
     assert sample_id(info) != sample_id(SampleInfo("A Sample", "443504"))
 
 
+@pytest.mark.parametrize("scicat_standin", ["4.5", "5"], indirect=True)
 def test_creates_the_sample_once(make: Make, coda: Path, scicat_standin: SciCatStandIn) -> None:
+    """Backend 5 answered our body without ``sampleName`` with 500; 4.5 refuses it (400)."""
     ingestor = samples(make)
     first = ingestor.ingest(SampleJob(str(coda), "job-1"))
-    assert isinstance(first, Created)
+    assert isinstance(first, Created), first
     (stored,) = scicat_standin.samples
     assert stored["sampleId"] == first.pid
     assert (stored["description"], stored["proposalId"]) == ("A Sample", "443503")
+    assert stored.get("sampleName") == (None if scicat_standin.backend == "4.5" else "A Sample")
     again = ingestor.ingest(SampleJob(str(coda), "job-1"))
     assert again == Existed(first.pid)
     assert len(scicat_standin.samples) == 1
+
+
+@pytest.mark.parametrize("scicat_standin", ["4.5"], indirect=True)
+def test_a_backend_refusing_sample_name_is_asked_once(
+    make: Make, coda: Path, scicat_standin: SciCatStandIn
+) -> None:
+    """4.5 refuses ``sampleName`` (400, unknown field): the first POST is repeated without it,
+    later samples are created without it at once."""
+    other = coda.with_name("run-2-small-coda.hdf")
+    shutil.copy(coda, other)
+    with h5py.File(other, "r+") as nexus:
+        nexus["entry/sample/name"][()] = b"Another Sample"
+    ingestor = samples(make)
+    assert isinstance(ingestor.ingest(SampleJob(str(coda))), Created)
+    assert isinstance(ingestor.ingest(SampleJob(str(other))), Created)
+    assert len(scicat_standin.samples) == 2
+    assert scicat_standin.stats()["requests"]["POST /samples 400"] == 1
+
+
+@pytest.mark.parametrize("scicat_standin", ["4.5", "5"], indirect=True)
+def test_ten_workers_on_one_run_make_one_sample(
+    make: Make, coda: Path, scicat_standin: SciCatStandIn
+) -> None:
+    """SciCat carries out each POST late, so all ten look before any is created and all ten
+    POST: one 201, nine refused with 500 (duplicate key), which the look-up by sampleId turns
+    into existed. Before, those were SciCat failures (and on 5 every POST was, without
+    ``sampleName``)."""
+    ingestor = samples(make)
+    scicat_standin.delay(0.5, '"isPublished"')  # in the POST's body only
+    with ThreadPoolExecutor(10) as pool:
+        outcomes = list(pool.map(lambda _: ingestor.ingest(SampleJob(str(coda))), range(10)))
+    (stored,) = scicat_standin.samples
+    assert Counter(type(o) for o in outcomes) == {Created: 1, Existed: 9}, outcomes
+    assert {o.pid for o in outcomes if isinstance(o, Created | Existed)} == {stored["sampleId"]}
+    assert scicat_standin.stats()["requests"]["POST /samples 500"] == 9
 
 
 def test_a_sample_created_elsewhere_is_not_created_again(
     make: Make, coda: Path, scicat_standin: SciCatStandIn
 ) -> None:
     _, client = make()
-    client.create_sample(
-        {"ownerGroup": "g", "description": "A Sample", "proposalId": "443503", "sampleId": "s-1"}
-    )
+    body = {"ownerGroup": "g", "description": "A Sample", "proposalId": "443503", "sampleId": "s-1"}
+    client.create_sample(as_backend_takes_it(body, scicat_standin))
     assert samples(make).ingest(SampleJob(str(coda))) == Existed("s-1")
     assert len(scicat_standin.samples) == 1
 
 
-def test_a_racing_creator_makes_the_post_a_409_that_counts_as_existed(
+@pytest.mark.parametrize("scicat_standin", ["4.5", "5"], indirect=True)
+def test_a_racing_creator_makes_the_post_a_500_that_counts_as_existed(
     make: Make, coda: Path, scicat_standin: SciCatStandIn
 ) -> None:
     ingestor = samples(make)
     body = sample_body(SampleInfo("A Sample", "443503"))
     _, client = make()
     # the other creator's sample is not found by the lookup (another description), same id
-    client.create_sample({**body, "description": "renamed meanwhile"})
+    client.create_sample(as_backend_takes_it({**body, "description": "renamed"}, scicat_standin))
     assert ingestor.ingest(SampleJob(str(coda))) == Existed(body["sampleId"])
     assert len(scicat_standin.samples) == 1
+    assert scicat_standin.stats()["requests"]["POST /samples 500"] == 1
 
 
 def test_a_missing_file_is_transient_for_the_file_retry_schedule(
@@ -183,6 +232,12 @@ def test_dry_run_creates_nothing(make: Make, coda: Path, scicat_standin: SciCatS
 # ---- the dataset links the run's sample ----------------------------------------------------
 
 
+def linked_samples(dataset: dict[str, Any]) -> list[str]:
+    """The samples a dataset links, whichever API created it (v3's ``sampleId`` is stored as
+    ``sampleIds`` too, ``[null]`` without one)."""
+    return [sample for sample in dataset.get("sampleIds") or [] if sample]
+
+
 def dataset_of(make: Make, coda: Path, standin: SciCatStandIn, **ingestion: Any) -> Any:
     config, client = make(**ingestion)
     schemas = load_schemas(config.ingestion.schemas_directory)
@@ -196,14 +251,14 @@ def test_a_sample_ingested_before_its_dataset_is_linked_from_it(
 ) -> None:
     created = samples(make).ingest(SampleJob(str(coda)))
     assert isinstance(created, Created)
-    assert dataset_of(make, coda, scicat_standin)["sampleId"] == created.pid
+    assert linked_samples(dataset_of(make, coda, scicat_standin)) == [created.pid]
 
 
 def test_without_sample_ingestion_the_dataset_links_no_sample(
     make: Make, coda: Path, scicat_standin: SciCatStandIn
 ) -> None:
     assert isinstance(samples(make).ingest(SampleJob(str(coda))), Created)
-    assert "sampleId" not in dataset_of(make, coda, scicat_standin, sample_ingestion=False)
+    assert linked_samples(dataset_of(make, coda, scicat_standin, sample_ingestion=False)) == []
 
 
 def test_a_schema_setting_sample_id_wins(
@@ -218,4 +273,4 @@ def test_a_schema_setting_sample_id_wins(
         "    value: own-sample\n    type: string\n"
     )
     schema.write_text(text.replace(marker, marker + own, 1), encoding="utf-8")
-    assert dataset_of(make, coda, scicat_standin)["sampleId"] == "own-sample"
+    assert linked_samples(dataset_of(make, coda, scicat_standin)) == ["own-sample"]

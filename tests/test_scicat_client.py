@@ -25,7 +25,7 @@ from scicat_ingestor.scicat import (
     SciCatRejected,
     SciCatUnavailable,
 )
-from scicat_ingestor.scicat_auth import renew_after
+from scicat_ingestor.scicat.credentials import renew_after
 from scicat_ingestor.testing.scicat import Account, SciCatStandIn
 
 pytestmark = pytest.mark.integration
@@ -48,7 +48,13 @@ DATASET: dict[str, Any] = {
 
 
 def _client(standin: SciCatStandIn, **options: Any) -> SciCatClient:
-    data = {"host": standin.url, "token": standin.token, "timeout": 2, "backoff_factor": 0.01}
+    data = {
+        "host": standin.url,
+        "token": standin.token,
+        "timeout": 2,
+        "backoff_factor": 0.01,
+        "api_version": 3,  # API v4: test_scicat_v4
+    }
     return SciCatClient(build(SciCatOptions, {**data, **options}, "test"))
 
 
@@ -203,14 +209,15 @@ def test_connection_refused_is_unavailable(scicat_standin: SciCatStandIn) -> Non
 def test_refused_static_token_is_an_auth_outage(
     scicat_standin: SciCatStandIn, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The real backend answers a dead token with 403; the probe says it is the credentials."""
+    """SciCat answers a garbage token like none (403); the probe (users/my/self: 401) says it
+    is the credentials."""
     client = _client(scicat_standin, token="wrong")
     assert client.get_dataset("20.500.12269/x") is None  # 404 either way (the table's row)
     with pytest.raises(SciCatAuthRefused) as info:
         client.get_json("proposals/443503")
     assert str(info.value) == (
         "SciCat refuses our credentials (HTTP 403 on GET proposals/443503; "
-        "static token (scicat.token): GET auth/whoami → 403)"
+        "static token (scicat.token): GET users/my/self → 401)"
     )
     assert isinstance(info.value, SciCatUnavailable)  # retried, never a verdict on the file
     assert client.credentials.status() == (False, str(info.value))
@@ -273,10 +280,16 @@ def test_renewal_time(lifetime: float, after: float) -> None:
     assert renew_after(lifetime) == pytest.approx(after)
 
 
-def test_renewal_after_403_one_login_for_all_threads(
-    scicat_standin: SciCatStandIn, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(("backend", "refusal"), [("4.5", 403), ("5", 401)])
+def test_renewal_after_refusal_one_login_for_all_threads(
+    scicat_standin_factory: Callable[..., SciCatStandIn],
+    caplog: pytest.LogCaptureFixture,
+    backend: str,
+    refusal: int,
 ) -> None:
+    """4.5 answers an expired token 403, 5 answers 401 SESSION_EXPIRED: both renew once."""
     caplog.set_level(logging.DEBUG)
+    scicat_standin = scicat_standin_factory(backend=backend)
     client = _login_client(scicat_standin)
     assert client.get_dataset("20.500.12269/x") is None
     assert _requests(scicat_standin, "POST /auth/login 201") == 1
@@ -286,8 +299,8 @@ def test_renewal_after_403_one_login_for_all_threads(
         assert client.get_json("proposals/443503")["proposalId"] == "443503"
 
     assert _in_threads(work, 4) == []
-    # the expired token got 403 (not 401); one renewal shared by all threads
-    assert _requests(scicat_standin, "GET /proposals/{pid} 403") >= 1
+    # the expired token was refused; one renewal shared by all threads
+    assert _requests(scicat_standin, f"GET /proposals/{{pid}} {refusal}") >= 1
     assert _requests(scicat_standin, "POST /auth/login 201") == 2
     assert "pwd" not in caplog.text
     assert "Bearer" not in caplog.text
@@ -333,7 +346,8 @@ def test_token_file_is_reread_when_refused_or_changed(
     client = _client(scicat_standin, token="", token_file=str(token_file))
     assert client.get_json("proposals/443503")
     scicat_standin.set_token("rotated-1")  # revoked: refused until the file has the new one
-    with pytest.raises(SciCatAuthRefused, match=f"token from {token_file}: GET auth/whoami → 403"):
+    refused = f"token from {token_file}: GET users/my/self → 401"
+    with pytest.raises(SciCatAuthRefused, match=refused):
         client.get_json("proposals/443503")
     token_file.write_text("rotated-1")
     assert client.get_json("proposals/443503")  # no restart
@@ -376,7 +390,7 @@ def test_permission_problem_names_account_request_and_fix(
     # one renewal, then the recent probe's acceptance skips it: no login per refusal, but a
     # fresh probe each time (the token might have died since)
     assert _requests(reader_standin, "POST /auth/login 201") == 2
-    assert _requests(reader_standin, "GET /auth/whoami 200") == 3
+    assert _requests(reader_standin, "GET /users/my/self 200") == 3
     with pytest.raises(SciCatForbidden, match="may not read the origdatablocks of dataset"):
         client.origdatablocks_of(DATASET["pid"])
     warnings = [r for r in caplog.records if "cannot read datasets of other groups" in r.message]
@@ -612,6 +626,7 @@ def test_requests_carry_what_session_request_sent() -> None:
             host=f"http://127.0.0.1:{port}/api/v3",
             token=Secret("tok"),
             additional_headers={"X-Facility": "ess"},
+            api_version=3,
         )
         client = SciCatClient(options)
         client.get_json("proposals/a b")
@@ -629,3 +644,22 @@ def test_requests_carry_what_session_request_sent() -> None:
     assert str(second["path"]).startswith("/api/v3/datasets?filter=")
     assert third["Content-Type"] == "application/json"
     assert json.loads(str(third["body"])) == {"pid": "x", "size": 1}
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_host_that_does_not_resolve_says_dns(
+    scheme: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not urllib3's pool and connection objects (``_TLSPool(host=…)… NameResolutionError``)."""
+    clear_proxy_environment(monkeypatch)
+    options = SciCatOptions(host=f"{scheme}://scicat.invalid/api/v3", max_retries=0, api_version=3)
+    client = SciCatClient(options)
+    with pytest.raises(SciCatUnavailable) as info:
+        client.get_json("proposals/1")
+    assert str(info.value) == (
+        "SciCat GET proposals/1 → no answer: cannot resolve host scicat.invalid (DNS)"
+    )
+    assert not client.healthy()
+    assert "_TLSPool" not in caplog.text and "NameResolutionError" not in caplog.text
+    assert "cannot resolve host scicat.invalid (DNS)" in caplog.text
+    client.close()

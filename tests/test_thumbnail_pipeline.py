@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from test_scicat_versions import VERSIONS
 
-from scicat_ingestor.config import IngestorConfig, build
+from scicat_ingestor.config import IngestorConfig, SciCatOptions, build
 from scicat_ingestor.ops.metrics import REGISTRY
 from scicat_ingestor.outcome import Created, Existed, Outcome
 from scicat_ingestor.pipeline import Job, Pipeline
@@ -48,15 +49,27 @@ def coda_with(tmp_path: Path, data_dir: Path) -> Callable[[str | None], Path]:
 def make_pipeline(
     tmp_path: Path, data_dir: Path, scicat_standin: SciCatStandIn
 ) -> Iterator[MakePipeline]:
-    """``make_pipeline(enabled=True, **thumbnail_keys)`` → a Pipeline against the stand-in."""
+    """``make_pipeline(enabled=True, scicat={...}, client=SciCatClient, **thumbnail_keys)`` → a
+    Pipeline against the stand-in."""
     schemas = tmp_path / "schemas"
     schemas.mkdir()
     shutil.copy(data_dir / "schemas" / "small-coda.imsc.yml", schemas)
     clients: list[SciCatClient] = []
 
-    def make(enabled: bool = True, **thumbnail: Any) -> Pipeline:
+    def make(
+        enabled: bool = True,
+        scicat: dict[str, Any] | None = None,
+        client: Callable[[SciCatOptions], SciCatClient] = SciCatClient,
+        **thumbnail: Any,
+    ) -> Pipeline:
         data = {
-            "scicat": {"host": scicat_standin.url, "token": scicat_standin.token, "timeout": 2},
+            "scicat": {
+                "host": scicat_standin.url,
+                "token": scicat_standin.token,
+                "timeout": 2,
+                "api_version": 3,  # the faults below are on v3's route
+                **(scicat or {}),
+            },
             "ingestion": {
                 "schemas_directory": str(schemas),
                 "file_handling": {"data_directory": str(tmp_path / "data")},
@@ -64,7 +77,7 @@ def make_pipeline(
             },
         }
         config = build(IngestorConfig, data, "test")
-        clients.append(SciCatClient(config.scicat))
+        clients.append(client(config.scicat))
         return Pipeline(config, load_schemas(schemas), clients[-1])
 
     yield make
@@ -162,6 +175,54 @@ def test_failing_attachment_requests_do_not_cost_the_dataset(
     assert len(scicat_standin.origdatablocks) == 1
     assert _count(result) == before + 1
     assert any(f"({result})" in r.getMessage() for r in caplog.records)
+
+
+class FirstPostAnswered(SciCatClient):
+    """The real client, whose first attachment POST SciCat answers with ``status``, after
+    storing it when ``stored`` (the answer is lost): the fault is set just before that POST, so
+    the look-up before it goes through."""
+
+    def __init__(self, options: SciCatOptions, standin: SciCatStandIn, status: int, stored: bool):
+        super().__init__(options)
+        self._fault: tuple[SciCatStandIn, int, bool] | None = (standin, status, stored)
+
+    def create_attachment(self, pid: str, payload: Any) -> dict[str, Any]:
+        if self._fault is not None:
+            standin, status, stored = self._fault
+            self._fault = None
+            standin.fail_next(1, status, commit=stored)  # the next request: this POST
+        return super().create_attachment(pid, payload)
+
+
+@VERSIONS
+@pytest.mark.parametrize(
+    "fault",
+    [(500, True), (500, False), (504, True), (504, False)],
+    ids=["500-answer-lost", "500-not-stored", "504-answer-lost", "504-not-stored"],
+)
+def test_an_ambiguous_answer_is_looked_up_so_the_picture_is_attached_once(
+    make_pipeline: MakePipeline,
+    coda_with: Callable[[str | None], Path],
+    scicat_standin: SciCatStandIn,
+    api_version: int,
+    fault: tuple[int, bool],
+) -> None:
+    """The real backends store each v3 POST under an id of their own (ours is ignored), so a
+    POST repeated after a lost answer made a second picture; without the look-up after a 500,
+    the lost answer also counted as "no thumbnail" and a POST that was not stored stayed so.
+    A 504 (a proxy's "gateway timeout") was re-sent by the transport itself, unlooked."""
+    path = coda_with("line_1d")
+    before = _count("attached") + _count("exists")
+
+    def client(options: SciCatOptions) -> SciCatClient:
+        return FirstPostAnswered(options, scicat_standin, *fault)
+
+    pipeline = make_pipeline(scicat={"api_version": api_version}, client=client)
+    assert isinstance(_ingest(pipeline, path), Created)
+    assert len(scicat_standin.attachments[PID]) == 1
+    assert _count("attached") + _count("exists") == before + 1
+    assert isinstance(_ingest(make_pipeline(scicat={"api_version": api_version}), path), Existed)
+    assert len(scicat_standin.attachments[PID]) == 1
 
 
 def test_too_large_for_max_points_is_a_warning(

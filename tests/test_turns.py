@@ -68,6 +68,7 @@ def _until(condition: Callable[[], bool]) -> None:
 
 def _client(standin: SciCatStandIn, **options: Any) -> SciCatClient:
     data = {"host": standin.url, "token": standin.token, "timeout": 5, "backoff_factor": 0.01}
+    data["api_version"] = 3  # the faults below name v3 routes
     return SciCatClient(build(SciCatOptions, {**data, **options}, "test"))
 
 

@@ -7,8 +7,13 @@ shows are the ones the daemon or ``ingest`` would send for that file.
 
 from __future__ import annotations
 
+import io
 import json
-from collections.abc import Callable, Sequence
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -17,9 +22,9 @@ import yaml
 from scicat_ingestor.config import (
     ConfigError,
     IngestorConfig,
+    check_config,
     config_warnings,
     dump_yaml,
-    load_config,
 )
 from scicat_ingestor.exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from scicat_ingestor.pipeline import Draft, Job, Pipeline
@@ -42,20 +47,39 @@ def _no_scicat(url: str) -> Any:
     raise _NotFetchedError(NOT_FETCHED)
 
 
-def validate_config(paths: Sequence[str], out: TextIO, err: TextIO) -> int:
-    """One OK/INVALID line per config file (warnings below OK); exit 2 if any is invalid."""
+def validate_config(
+    paths: Sequence[str], out: TextIO, err: TextIO, *, offline: bool = False
+) -> int:
+    """``OK <file>`` (warnings below), or one ``INVALID`` line per problem; exit 2 if any.
+
+    Every problem of a file is reported, not only the first; ``offline`` skips the checks of
+    paths that must exist (for checking a config on another machine than the daemon's).
+    """
     status = EXIT_OK
     for path in paths:
-        try:
-            config = load_config(path)
-        except ConfigError as exc:
-            err.write(f"INVALID {exc}\n")
+        config, errors = check_config(path, offline=offline)
+        if config is not None:
+            errors = _logging_problems(config, path)
+        if config is None or errors:
+            err.writelines(f"INVALID {error}\n" for error in errors)
             status = EXIT_USAGE
             continue
         out.write(f"OK {path}\n")
         for warning in config_warnings(config):
             out.write(f"  warning: {warning}\n")
     return status
+
+
+def _logging_problems(config: IngestorConfig, path: str) -> list[str]:
+    """The log targets ``run`` would refuse at start (checked where the sinks are built)."""
+    from scicat_ingestor.ops.logs import graylog_targets, parse_level  # noqa: PLC0415
+
+    try:
+        parse_level(config.logging.logging_level)
+        graylog_targets(config.logging)
+    except ConfigError as exc:
+        return [f"{path}: {exc}"]
+    return []
 
 
 def show_config(config: IngestorConfig, out: TextIO) -> int:
@@ -74,15 +98,21 @@ def validate_schema(
     fetch: Callable[[str], Any] | None = None,
     job_id: str = "",
     thumbnail: str = "",
+    show_all: bool = False,
 ) -> int:
     """Check schema files; with ``nexus_file``, show what ingesting it would send. 0 ok, 1 not.
 
-    SC variables are looked up by ``fetch`` if given, else through the configured SciCat when
-    ``ask_scicat``, else reported as not fetched; missing mandatory fields then do not fail the
-    command, because SciCat was not asked. ``thumbnail`` (a PNG path) also writes the picture
-    the daemon would attach, from the plot the selected schema names.
+    The preview lists the selected schema's warnings only (every file's with ``show_all``), and
+    fails when mandatory fields are missing, since ingesting the file would fail the same way;
+    except fields that only miss because SciCat was not asked (SC variables are looked up by
+    ``fetch`` if given, else through the configured SciCat when ``ask_scicat``, else not).
+    ``thumbnail`` (a PNG path) also writes the picture the daemon would attach.
     """
-    schema_set, ok = check_schemas(config, paths, out)
+    brief = nexus_file is not None and not show_all
+    listing = io.StringIO()
+    schema_set, ok = check_schemas(config, paths, listing)
+    if not brief or schema_set is None or not ok:  # errors matter before a preview: list all
+        out.write(listing.getvalue())
     if schema_set is None:
         return EXIT_FAILURE
     if nexus_file is None:
@@ -90,18 +120,61 @@ def validate_schema(
             out.write("Thumbnail: --thumbnail needs --nexus-file\n")
             ok = False
         return EXIT_OK if ok else EXIT_FAILURE
+    if brief and ok:
+        count = len(schema_set.schemas) + (schema_set.fallback is not None)
+        out.write(f"Schema files: {count} valid (--all lists each with its warnings)\n")
     if fetch is None and not ask_scicat:
         fetch = _no_scicat
-    planned = _show_file(config, schema_set, Job(nexus_file, job_id), fetch, out)
+    # relative like ``ingest``: the data-root check wants the absolute path
+    job = Job(os.path.abspath(nexus_file), job_id)
+    planned = _show_file(config, schema_set, job, fetch, out, warnings=brief)
     if planned is None:
         return EXIT_FAILURE
-    if planned.dataset.missing_mandatory and fetch is _no_scicat:
-        out.write("  (SciCat was not asked, so fields built from SC variables are missing)\n")
-    elif planned.dataset.missing_mandatory:
-        ok = False
+    ok &= _mandatory_ok(planned, out)
     if thumbnail:
-        ok &= _write_thumbnail(config, planned.schema, nexus_file, thumbnail, out)
+        ok &= _write_thumbnail(config, planned.schema, job.file_path, thumbnail, out)
     return EXIT_OK if ok else EXIT_FAILURE
+
+
+def _mandatory_ok(planned: Draft, out: TextIO) -> bool:
+    """False when mandatory fields are missing for a reason other than SciCat not being asked."""
+    missing = planned.dataset.missing_mandatory
+    if not missing:
+        return True
+    unfetched = _unfetched_variables(planned.variables)
+    explained = {
+        f.machine_name
+        for f in planned.dataset.failures
+        if f.machine_name in missing and unfetched & set(_REFERENCE.findall(f.error))
+    }
+    failing = [name for name in missing if name not in explained]
+    if explained:
+        out.write(
+            f"  (SciCat was not asked, so {', '.join(sorted(explained))} built from SC variables "
+            "are missing; --scicat looks them up)\n"
+        )
+    if failing:
+        out.write(f"  FAIL  ingesting this file would fail: no {', '.join(failing)}\n")
+    return not failing
+
+
+_REFERENCE = re.compile(r"<([^<>]+)>")
+
+
+def _unfetched_variables(results: VariableResults) -> set[str]:
+    """Variables that failed because SciCat was not asked, directly or through another one."""
+    errors = {f.name: f.error for f in results.failures}
+    found = {name for name, error in errors.items() if error == NOT_FETCHED}
+    grew = True
+    while grew:
+        more = {
+            name
+            for name, error in errors.items()
+            if name not in found and found & set(_REFERENCE.findall(error))
+        }
+        found |= more
+        grew = bool(more)
+    return found
 
 
 def _show_file(
@@ -110,12 +183,16 @@ def _show_file(
     job: Job,
     fetch: Callable[[str], Any] | None,
     out: TextIO,
+    *,
+    warnings: bool = False,
 ) -> Draft | None:
-    """Print the pipeline's draft for ``job``: schema, variables, payload (None if it fails)."""
+    """Print the pipeline's draft for ``job``: schema (with its ``warnings``), variables, payload
+    (None if it fails)."""
     out.write(f"\nNeXus file {job.file_path}\n")
     client = SciCatClient(config.scicat)
     try:
-        planned = Pipeline(config, schema_set, client).draft(job, fetch)
+        with _quiet_without_logging():
+            planned = Pipeline(config, schema_set, client).draft(job, fetch)
     finally:
         client.close()
     if not isinstance(planned, Draft):
@@ -123,9 +200,30 @@ def _show_file(
         return None
     schema = planned.schema
     out.write(f"  selected schema {schema.name!r} (id {schema.id}, {schema.file})\n")
+    if warnings:
+        prefix = f"{schema.file}: "
+        for warning in schema_set.warnings:
+            if warning.startswith(prefix):
+                out.write(f"    warning: {warning.removeprefix(prefix)}\n")
     _print_variables(schema, planned.variables, out)
     _print_payload(planned.dataset, out)
     return planned
+
+
+@contextmanager
+def _quiet_without_logging() -> Iterator[None]:
+    """The preview prints every failure itself: without configured logging, Python's last-resort
+    handler would print the pipeline's warnings (raw lists of failed variables) on top of it."""
+    package = logging.getLogger("scicat_ingestor")
+    if package.handlers:
+        yield
+        return
+    null = logging.NullHandler()
+    package.addHandler(null)
+    try:
+        yield
+    finally:
+        package.removeHandler(null)
 
 
 def _write_thumbnail(
@@ -166,7 +264,7 @@ def _print_variables(schema: MetadataSchema, results: VariableResults, out: Text
 
 
 def _print_payload(draft: DatasetDraft, out: TextIO) -> None:
-    out.write("\nDataset payload (size and numberOfFiles are added when ingesting)\n")
+    out.write("\nDataset payload (size and numberOfFiles sent as 0: SciCat counts the files)\n")
     text = yaml.safe_dump(draft.payload, sort_keys=False, allow_unicode=True, width=100)
     out.writelines(f"  {line}\n" for line in text.splitlines())
     for failure in draft.failures:

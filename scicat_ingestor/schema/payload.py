@@ -1,8 +1,8 @@
 """Build the SciCat raw-dataset payload from a schema's ``schema:`` section and its variables.
 
 The payload is shaped like SciCat's ``CreateRawDatasetObsoleteDto`` (``POST /datasets``); only
-fields that DTO accepts are ever emitted. ``size`` and ``numberOfFiles`` are filled in later by the
-ingest pipeline, which knows the files.
+fields that DTO accepts are ever emitted. ``size`` and ``numberOfFiles`` are set by the ingest
+pipeline (to 0: SciCat counts the origdatablock into them).
 """
 
 from __future__ import annotations

@@ -47,6 +47,7 @@ _NO_OVERRIDE_FLAG = {
     "nexus_file",
     "done_writing_message_file",
     "run_start_message_file",
+    "logging.graylogs",  # a list of mappings: in the file only
 }
 _SHORT_FLAGS = {"ingestion.dry_run": "-d"}
 _OVERRIDES_HINT = (
@@ -240,6 +241,12 @@ def _ingest_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--report", metavar="FILE", default="", help="write one JSON line per file to FILE"
     )
+    parser.add_argument(
+        "--dead-letters",
+        metavar="FILE",
+        default="",
+        help="write a dead letter per failed file to FILE (for 'replay FILE' later)",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="on a terminal, also show each file's log line"
@@ -248,6 +255,11 @@ def _ingest_args(parser: argparse.ArgumentParser) -> None:
 
 def _validate_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("configs", nargs="+", metavar="CONFIG")
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="skip the checks of paths that must exist (schemas, data roots, CA and token files)",
+    )
 
 
 def _validate_schema_args(parser: argparse.ArgumentParser) -> None:
@@ -274,6 +286,12 @@ def _validate_schema_args(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="resolve SC variables through the configured SciCat (default: not fetched)",
     )
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        dest="show_all",
+        help="with --nexus-file: list every schema file with its warnings before the preview",
+    )
 
 
 def _show_config_args(parser: argparse.ArgumentParser) -> None:
@@ -283,6 +301,15 @@ def _show_config_args(parser: argparse.ArgumentParser) -> None:
 def _replay_args(parser: argparse.ArgumentParser) -> None:
     _with_overrides(parser)
     parser.add_argument("source", metavar="DEADLETTER_FILE")
+    parser.add_argument(
+        "--report", metavar="FILE", default="", help="write one JSON line per letter to FILE"
+    )
+    parser.add_argument(
+        "--still-failing",
+        metavar="FILE",
+        default="",
+        help="write the letters that failed again to FILE, ready for the next replay",
+    )
 
 
 def _help_args(parser: argparse.ArgumentParser) -> None:
@@ -386,6 +413,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         args.paths,
         workers,
         report=getattr(args, "report", ""),
+        dead_letters=getattr(args, "dead_letters", ""),
         as_json=getattr(args, "json", False),
         verbose=getattr(args, "verbose", False),
     )
@@ -394,7 +422,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_validate_config(args: argparse.Namespace) -> int:
     from scicat_ingestor.commands.validate import validate_config
 
-    return validate_config(args.configs, sys.stdout, sys.stderr)
+    return validate_config(args.configs, sys.stdout, sys.stderr, offline=args.offline)
 
 
 def cmd_validate_schema(args: argparse.Namespace) -> int:
@@ -409,6 +437,7 @@ def cmd_validate_schema(args: argparse.Namespace) -> int:
         ask_scicat=args.scicat,
         job_id=args.job_id,
         thumbnail=args.thumbnail or "",
+        show_all=args.show_all,
     )
 
 
@@ -424,7 +453,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     _start_logging(config)
     from scicat_ingestor.commands.replay import replay_command
 
-    return replay_command(config, args.source)
+    return replay_command(config, args.source, report=args.report, still_failing=args.still_failing)
 
 
 def cmd_help(args: argparse.Namespace) -> int:

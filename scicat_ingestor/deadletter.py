@@ -30,6 +30,7 @@ import confluent_kafka
 from confluent_kafka import KafkaError, KafkaException
 
 from scicat_ingestor.config import DeadLetterOptions, KafkaOptions
+from scicat_ingestor.ops.logs import redact_secrets
 from scicat_ingestor.ops.metrics import DEAD_LETTER_FAILURES, DEAD_LETTERS
 from scicat_ingestor.source import Record, client_settings
 
@@ -63,7 +64,7 @@ class DeadLetter:
     def headers(self) -> list[tuple[str, str | bytes | None]]:
         """Kafka headers describing the letter (the value stays the original bytes)."""
         return [
-            ("reason", self.reason.encode()),
+            ("reason", redact_secrets(self.reason).encode()),
             ("source_topic", self.record.topic.encode()),
             ("source_partition", str(self.record.partition).encode()),
             ("source_offset", str(self.record.offset).encode()),
@@ -74,7 +75,7 @@ class DeadLetter:
         """The JSON-lines form: header fields, base64 value and the decoded file/job when known."""
         value = self.record.value
         return {
-            "reason": self.reason,
+            "reason": redact_secrets(self.reason),
             "source_topic": self.record.topic,
             "source_partition": self.record.partition,
             "source_offset": self.record.offset,
@@ -83,6 +84,21 @@ class DeadLetter:
             "file_name": self.file_name,
             "job_id": self.job_id,
         }
+
+
+def file_letter(file_name: str, reason: str, job_id: str = "") -> dict[str, Any]:
+    """A letter in the JSON-lines form for a file that came from no Kafka message (``ingest``),
+    so ``replay`` takes failures of the daemon and of ``ingest`` alike."""
+    return {
+        "reason": redact_secrets(reason),
+        "source_topic": None,
+        "source_partition": None,
+        "source_offset": None,
+        "dead_lettered_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "value": None,
+        "file_name": file_name,
+        "job_id": job_id,
+    }
 
 
 class DeadLetterSink(Protocol):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import stat
 import tempfile
@@ -17,6 +18,8 @@ from typing import Any, Literal
 from scicat_ingestor.config import HASH_ALGORITHMS, FileHandlingOptions
 from scicat_ingestor.ops.metrics import BYTES_HASHED
 from scicat_ingestor.turns import TURNS
+
+logger = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.000Z"
@@ -191,9 +194,69 @@ def _write_atomically(target: Path, text: str) -> None:
         raise
 
 
+class SideFileCollision(OSError):  # noqa: N818 - an OSError: the pipeline refuses the file
+    """A side-file name is claimed by another data file, under both of its possible names."""
+
+
+_OWNER_SUFFIX = ".owner"
+
+
+def side_file_base(directory: Path, nexus: Path) -> str:
+    """The name (without extension) this data file's side files get in ``directory``.
+
+    Upstream's ``<nexus stem>`` (the ESS layout) unless another data file claimed it first: with
+    ``../ingestor``, ``a/run.hdf`` and ``b/run.hdf`` share ``ingestor/``, and upstream let the
+    second overwrite the first's hash file. Each name is claimed by a hidden owner file
+    ``.<name>.owner`` holding the data file's path; a data file that finds the plain name owned by
+    another uses ``<stem>.<parent folder>-<8 hex of its path's blake2b>`` instead, which depends on
+    its path only. Side files written before owner files existed are taken over, as upstream did.
+    """
+    owner = os.path.normpath(os.path.abspath(nexus))
+    plain = nexus.stem
+    if _claim(directory, plain, owner):
+        return plain
+    tag = hashlib.blake2b(owner.encode(), digest_size=4).hexdigest()
+    other = f"{plain}.{nexus.parent.name or 'root'}-{tag}"
+    claimed = _claim(directory, other, owner)
+    if claimed == "new":  # said once, when the name is first taken
+        logger.warning(
+            "%s: side file name %s is taken by %s; using %s",
+            owner,
+            plain,
+            _owner_of(directory, plain),
+            other,
+        )
+    if claimed:
+        return other
+    raise SideFileCollision(
+        f"side file names {plain} and {other} in {directory} both belong to other data files "
+        f"({_owner_of(directory, plain)}, {_owner_of(directory, other)})"
+    )
+
+
+def _claim(directory: Path, name: str, owner: str) -> Literal["new", "ours", ""]:
+    """Whether ``name`` is (now) ``owner``'s: claimed atomically by a hard link, first one wins."""
+    marker = directory / f".{name}{_OWNER_SUFFIX}"
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".claim")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(owner + "\n")
+        os.chmod(tmp, 0o644)  # readable like the side files it stands for
+        os.link(tmp, marker)
+        return "new"
+    except FileExistsError:
+        return "ours" if _owner_of(directory, name) == owner else ""
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _owner_of(directory: Path, name: str) -> str:
+    return (directory / f".{name}{_OWNER_SUFFIX}").read_text(encoding="utf-8").strip()
+
+
 def side_file_path(directory: Path, nexus: Path, extension: str) -> Path:
-    """``<directory>/<nexus stem>.<extension>`` (upstream's naming)."""
-    return directory / f"{nexus.stem}.{extension.lstrip('.')}"
+    """``<directory>/<side_file_base>.<extension>``: upstream's naming unless the name is taken."""
+    return directory / f"{side_file_base(directory, nexus)}.{extension.lstrip('.')}"
 
 
 def write_hash_file(directory: Path, nexus: Path, digest: str, extension: str) -> Path:

@@ -15,8 +15,25 @@ from typing import Any
 
 REDACTED = "****"
 
-# Key names (librdkafka settings, HTTP headers, consumer_config entries) whose values are secret.
-_SECRET_KEY_MARKERS = ("password", "secret", "token", "private.key", "credentials", "authorization")
+# Key names (librdkafka settings, HTTP headers, consumer_config entries) whose values are secret:
+# a rule, not a list of known names, so ``X-Api-Key`` or ``Cookie`` are caught too.
+_SECRET_KEY_MARKERS = (
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "key",
+    "cookie",
+    "credential",
+    "authorization",
+    "auth",
+)
+# ... except names of files holding a secret (``ssl.key.location``): a path is no secret.
+_PATH_KEY_ENDINGS = ("location", "_file", ".file", "_path", ".path")
+
+# Mappings whose every value is secret whatever its key: HTTP headers carry API keys and cookies
+# under any name a site chose.
+SECRET_MAPPINGS = frozenset({"additional_headers"})
 
 
 @dataclass(frozen=True)
@@ -37,6 +54,8 @@ class Secret:
 def is_secret_key(key: str) -> bool:
     """Whether a setting named ``key`` holds a secret (``sasl.password``, ``Authorization``...)."""
     lowered = key.lower()
+    if lowered.endswith(_PATH_KEY_ENDINGS):
+        return False
     return any(marker in lowered for marker in _SECRET_KEY_MARKERS)
 
 
@@ -47,10 +66,11 @@ def mask(value: Any) -> Any:
     return REDACTED if value not in ("", None) else value
 
 
-def masked_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy safe to log or print: values of secret-named keys replaced by ``****``."""
+def masked_settings(settings: Mapping[str, Any], all_secret: bool = False) -> dict[str, Any]:
+    """A copy safe to log or print: values of secret-named keys (or all) replaced by ``****``."""
     return {
-        key: mask(value) if is_secret_key(str(key)) else value for key, value in settings.items()
+        key: mask(value) if all_secret or is_secret_key(str(key)) else value
+        for key, value in settings.items()
     }
 
 

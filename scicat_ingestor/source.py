@@ -26,6 +26,7 @@ from scicat_ingestor.redact import masked_settings
 from scicat_ingestor.state import ServiceState
 
 logger = logging.getLogger(__name__)
+_librdkafka = logging.getLogger("scicat_ingestor.librdkafka")
 
 # Consumer settings the daemon depends on; a config asking otherwise is overridden with a warning.
 FORCED_SETTINGS: dict[str, Any] = {"enable.auto.commit": False, "enable.auto.offset.store": False}
@@ -145,6 +146,15 @@ def _truthy(value: Any) -> bool:
     return bool(value)
 
 
+class LibrdkafkaLog:
+    """librdkafka's own lines (``%5|...|REQTMOUT|``) through ``logging``: our format, sinks and
+    redaction instead of raw stderr. At most WARNING: the failures among them also reach the
+    error callback, which reports them (rate-limited) as the daemon's own warnings."""
+
+    def log(self, level: int, message: str, *args: object) -> None:
+        _librdkafka.log(min(level, logging.WARNING), message, *args)
+
+
 class KafkaSource:
     """Subscribed consumer with pause/resume of the whole assignment and explicit commits."""
 
@@ -159,6 +169,7 @@ class KafkaSource:
         logger.info("connecting to Kafka with %s", masked_settings(settings))
         settings["error_cb"] = self._on_error
         settings["stats_cb"] = self._on_stats
+        settings["logger"] = LibrdkafkaLog()
         try:
             self._consumer = confluent_kafka.Consumer(settings)
         except KafkaException as exc:

@@ -73,7 +73,7 @@ def test_help_overrides_lists_every_key_with_readable_metavars(
         main(["ingest", "--help-overrides"])
     assert capsys.readouterr().out == out
     for dotted, _tp, _default in iter_leaf_fields():
-        if "." in dotted:
+        if "." in dotted and dotted != "logging.graylogs":  # a list of mappings: file only
             assert "--" + dotted.replace("_", "-") in out.replace("--[no-]", "--"), dotted
     lines = out.splitlines()
     assert "ingestion.file_handling:" in lines
@@ -90,7 +90,7 @@ def test_help_overrides_lists_every_key_with_readable_metavars(
 def test_validate_config_ok_and_invalid(
     data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["validate-config", str(data_dir / "upstream-config.sample.yml")]) == 0
+    assert main(["validate-config", "--offline", str(data_dir / "upstream-config.sample.yml")]) == 0
     bad = tmp_path / "bad.yml"
     bad.write_text("kafka:\n  topicz: a\n")
     assert main(["validate-config", str(bad)]) == 2
@@ -275,7 +275,77 @@ def test_fix_bad_values_are_rejected_at_load_by_every_command(
 
 
 def test_upstream_sample_config_still_loads(data_dir: Path) -> None:
-    assert main(["validate-config", str(data_dir / "upstream-config.sample.yml")]) == 0
+    assert main(["validate-config", "--offline", str(data_dir / "upstream-config.sample.yml")]) == 0
+
+
+def test_validate_config_reports_every_error_of_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It stopped at the first: a file with three bad values needed three runs."""
+    bad = tmp_path / "bad.yml"
+    bad.write_text(
+        "kafka:\n  topicz: a\n  commit_interval: -1\nscicat:\n  timeout: soon\nlogging: [1]\n"
+    )
+    assert main(["validate-config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == f"INVALID {bad}: unknown key 'kafka.topicz'; did you mean topics?"
+    assert [line.split("'")[1] for line in err[1:]] == [
+        "kafka.commit_interval",
+        "scicat.timeout",
+        "logging",
+    ]
+    assert all(line.startswith(f"INVALID {bad}: ") for line in err)
+
+
+def _paths_config(tmp_path: Path, **ingestion: object) -> Path:
+    schemas = tmp_path / "schemas"
+    schemas.mkdir(exist_ok=True)
+    data = {
+        "ingestion": {"schemas_directory": str(schemas), **ingestion},
+        "kafka": {"security_protocol": "ssl", "ssl_ca_location": str(tmp_path / "ca.pem")},
+        "scicat": {"token_file": str(tmp_path / "token")},
+    }
+    path = tmp_path / "c.yml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_validate_config_checks_paths_that_must_exist(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An empty schemas directory, a missing data root, CA or token file were all 'OK'."""
+    path = _paths_config(tmp_path, file_handling={"data_directory": str(tmp_path / "data")})
+    assert main(["validate-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    for key in (
+        "ingestion.schemas_directory': " + str(tmp_path / "schemas") + ": no schema files",
+        "ingestion.file_handling.data_directory': " + str(tmp_path / "data") + ": no such dir",
+        "kafka.ssl_ca_location': " + str(tmp_path / "ca.pem") + ": no such file",
+        "scicat.token_file': " + str(tmp_path / "token") + ": no such file",
+    ):
+        assert f"INVALID {path}: '{key}" in err
+    assert main(["validate-config", "--offline", str(path)]) == 0
+    (tmp_path / "data").mkdir()
+    (tmp_path / "ca.pem").write_text("ca")
+    (tmp_path / "token").write_text("t")
+    (tmp_path / "schemas" / "a.imsc.yml").write_text("x")
+    assert main(["validate-config", str(path)]) == 0
+    missing = _paths_config(tmp_path / "schemas", fallback_schema_file_path="ess-fallback")
+    (tmp_path / "schemas" / "schemas").rmdir()
+    assert main(["validate-config", str(missing)]) == 2
+    assert "'ingestion.schemas_directory': " in capsys.readouterr().err
+
+
+def test_validate_config_refuses_an_empty_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.yml"
+    empty.write_text("# nothing yet\n")
+    assert main(["validate-config", "--offline", str(empty)]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"INVALID {empty}: empty config file (every key would be its placeholder default)\n"
+    )
 
 
 @pytest.mark.integration
@@ -315,3 +385,24 @@ def test_command_line_as_main_reads_it_for_the_probe() -> None:
     args = parse_command_line(["-c", "x.yml", "--scicat.verify=false", "-d"])
     assert args.command == "run"
     assert collect_overrides(args) == {"scicat.verify": False, "ingestion.dry_run": True}
+
+
+def test_validate_config_checks_the_gelf_targets_of_both_forms(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text(
+        "logging:\n  graylog_enabled: true\n  graylogs:\n    - {host: a, port: 12201}\n"
+        "    - {host: b, port: none}\n"
+    )
+    assert main(["validate-config", "--offline", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"INVALID {path}: logging.graylogs[1].port: must be a port number, found 'none'\n"
+    )
+    path.write_text("logging:\n  graylog_enabled: true\n  graylogs: [{host: a, port: 12201}]\n")
+    assert main(["validate-config", "--offline", str(path)]) == 0
+    capsys.readouterr()
+    assert main(["show-config", "-c", str(path)]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)["logging"]
+    assert shown["graylogs"] == [{"host": "a", "port": 12201}]
+    assert shown["graylog"] is False and shown["graylog_enabled"] is True

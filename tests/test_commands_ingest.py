@@ -19,6 +19,7 @@ import pytest
 from scicat_ingestor.commands.ingest import discover, ingest_command
 from scicat_ingestor.commands.jobs import RunEnd, open_pipeline, run_jobs
 from scicat_ingestor.commands.progress import RunState
+from scicat_ingestor.commands.replay import replay_command
 from scicat_ingestor.commands.summary import Ending, FileResult, Tally, write_text
 from scicat_ingestor.config import IngestorConfig, build
 from scicat_ingestor.ops.metrics import REGISTRY
@@ -356,9 +357,47 @@ def test_refused_credentials_exit_1_before_any_file_is_touched(
     assert ingest_command(config, [str(tree / "data")], workers=2) == 1
     [error] = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert error.getMessage().startswith(
-        "SciCat refuses our credentials (static token (scicat.token): GET auth/whoami → 403)"
+        "SciCat refuses our credentials (static token (scicat.token): GET "
     )
-    assert capsys.readouterr().out == ""  # no file was tried
+    shown = capsys.readouterr()
+    # it exited 1 with "files wait… logins are retried" and no summary
+    assert shown.err == (
+        "error: SciCat refuses the credentials (scicat.token, scicat.token_file or "
+        "scicat.username/password): nothing was ingested\n"
+    )
+    assert _totals(shown.out) == "0 file(s): 0 created, 0 existed, 0 dry run, 0 failed"
     assert not list(tree.rglob("ingestor"))  # no side file written
     routes = {key.rsplit(" ", 1)[0] for key in scicat_standin.stats()["requests"]}
-    assert routes == {"GET /auth/whoami"}
+    assert len(routes) == 1 and routes <= {"GET /auth/whoami", "GET /users/my/self"}  # the probe
+
+
+@pytest.mark.integration
+def test_ingest_failures_become_dead_letters_that_replay_takes(
+    tree: Path,
+    scicat_standin: SciCatStandIn,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """ingest failures left nothing to replay."""
+    config = _config(tree, scicat_standin, data_file_open_max_tries=0)
+    broken = tree / "data" / "coda" / "raw" / "small-coda-broken.hdf"
+    broken.write_bytes(b"not HDF5")
+    letters = tree / "failed.jsonl"
+    status = ingest_command(
+        config, [str(tree / "data" / "coda")], workers=1, dead_letters=str(letters)
+    )
+    assert status == 1
+    [letter] = [json.loads(line) for line in letters.read_text().splitlines()]
+    assert letter["file_name"] == str(broken)
+    assert letter["reason"].startswith(f"{broken}: ")
+    assert letter["value"] is None and letter["source_topic"] is None
+    # the per-file line names the path once, then outcome, seconds and the reason
+    pipeline_lines = [r for r in caplog.records if r.name == "scicat_ingestor.pipeline"]
+    [line] = [r.getMessage() for r in pipeline_lines if r.levelno == logging.WARNING]
+    assert re.fullmatch(
+        rf"{re.escape(str(broken))}: failed_permanent, \d+\.\d{{3}} s: not an HDF5 file .*", line
+    ), line
+    shutil.copy(tree / "data" / "coda" / "raw" / "small-coda.hdf", broken)  # fixed meanwhile
+    capsys.readouterr()
+    assert replay_command(config, str(letters)) == 0
+    assert "1 dead letter(s), 1 file(s) in " in capsys.readouterr().out

@@ -30,7 +30,9 @@ FILES = 8
 # Anything a terminal would act on, other than line feed and tab.
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 BAR_PART = re.compile(r"\d+/\d+ \[|files/s|^ingest")  # what only the bar shows
-LOG_LINE = re.compile(r"^SFI - \d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} - scicat_ingestor\.[\w.]+ - ")
+LOG_LINE = re.compile(
+    r"^SFI - \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d - scicat_ingestor\.[\w.]+ - "
+)
 
 
 def _tree(tmp_path: Path, data_dir: Path, broken: bool = True) -> Path:
@@ -120,7 +122,7 @@ def test_verbose_terminal_shows_each_files_info_line_above_the_bar(
     status, raw = run.exit_code, run.output
     shown = screen(raw)
     assert status == 0, raw
-    created = [line for line in shown if " - INFO - " in line and ": created (job" in line]
+    created = [line for line in shown if " - INFO - " in line and ": created, dataset " in line]
     assert len(created) == FILES
     assert all(LOG_LINE.match(line) for line in created)
     assert len([line for line in shown if line.startswith("ingest")]) == 1
@@ -137,7 +139,7 @@ def test_without_a_terminal_there_is_no_bar_and_no_control_character(
     for stream in (result.stdout, result.stderr):
         assert not CONTROL.search(stream), stream
     # plain log lines as before: one per file
-    assert result.stdout.count(": created (job") == FILES
+    assert result.stdout.count(": created, dataset ") == FILES
     assert "files/s" not in result.stderr
 
 

@@ -109,7 +109,7 @@ def test_without_sinks_letters_are_logged_at_error(caplog: pytest.LogCaptureFixt
 
 
 def test_file_sink_write_time(tmp_path: Path) -> None:
-    """Append + fsync per letter, off the poll thread; the figure in the README comes from here."""
+    """Append + fsync per letter, off the poll thread (figure in docs/operator/dead-letters.md)."""
     sinks = DeadLetters([FileSink(str(tmp_path / "dead.jsonl"))])
     times = []
     for _ in range(50):

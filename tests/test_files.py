@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ from scicat_ingestor.config import FileHandlingOptions
 from scicat_ingestor.files import (
     FileEntry,
     PathRefused,
+    SideFileCollision,
     checksum,
     ingestor_directory,
     relative_to_source_folder,
@@ -202,7 +204,53 @@ def test_side_files(tmp_path: Path) -> None:
     message_file = write_message_file(tmp_path, nexus, message, "message.json")
     assert message_file == tmp_path / "run_1.message.json"
     assert json.loads(message_file.read_text()) == message  # an object, not upstream's array
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run_1.b2b", "run_1.message.json"]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [".run_1.owner", "run_1.b2b", "run_1.message.json"]
+    assert (tmp_path / ".run_1.owner").read_text() == "/data/raw/run_1.hdf\n"
+
+
+def test_sibling_folders_do_not_share_side_files(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """a/run.hdf and b/run.hdf with ../ingestor: upstream wrote both hashes to ingestor/run.b2b."""
+    fh = FileHandlingOptions()
+    first, second = tmp_path / "a" / "run.hdf", tmp_path / "b" / "run.hdf"
+    side = {}
+    for nexus, digest in ((first, "aa" * 64), (second, "bb" * 64)):
+        side[nexus] = write_hash_file(ingestor_directory(fh, nexus), nexus, digest, "b2b")
+    assert side[first] == tmp_path / "ingestor" / "run.b2b"  # the ESS layout kept for the first
+    assert side[second].parent == tmp_path / "ingestor"
+    assert side[second].name.startswith("run.b-") and side[second].suffix == ".b2b"
+    assert side[first].read_text() == "aa" * 64
+    assert side[second].read_text() == "bb" * 64
+    # deterministic: re-ingesting either (any order) gives the same names, both hashes stay right
+    for nexus, digest in ((second, "cc" * 64), (first, "dd" * 64)):
+        again = write_hash_file(ingestor_directory(fh, nexus), nexus, digest, "b2b")
+        assert again == side[nexus]
+        assert again.read_text() == digest
+    message = write_message_file(tmp_path / "ingestor", second, {"job_id": "j"}, "message.json")
+    assert message.name == side[second].name.replace(".b2b", ".message.json")
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning == (
+        f"{second}: side file name run is taken by {first}; using {side[second].stem}"
+    )
+
+
+def test_side_files_written_before_owner_files_are_taken_over(tmp_path: Path) -> None:
+    """A run.b2b from upstream (no owner file) belongs to whoever writes it next, as before."""
+    (tmp_path / "run.b2b").write_text("old")
+    assert write_hash_file(tmp_path, Path("/d/raw/run.hdf"), "ab", "b2b") == tmp_path / "run.b2b"
+
+
+def test_side_file_names_all_taken_refuses(tmp_path: Path) -> None:
+    nexus = Path("/d/raw/run.hdf")
+    other = write_hash_file(tmp_path, Path("/d/x/run.hdf"), "ab", "b2b")
+    write_hash_file(tmp_path, nexus, "cd", "b2b")
+    second_name = next(p.name for p in tmp_path.glob("run.raw-*.b2b"))
+    (tmp_path / f".{second_name.removesuffix('.b2b')}.owner").write_text("/elsewhere.hdf\n")
+    with pytest.raises(SideFileCollision, match="both belong to other data files"):
+        write_hash_file(tmp_path, nexus, "cd", "b2b")
+    assert other.read_text() == "ab"
 
 
 def _entry(path: str) -> FileEntry:

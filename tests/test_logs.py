@@ -11,15 +11,18 @@ import os
 import re
 import socket
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from scicat_ingestor.config import ConfigError, LoggingOptions
+from scicat_ingestor.config import ConfigError, KafkaOptions, LoggingOptions
 from scicat_ingestor.logcontext import log_context
-from scicat_ingestor.ops.logs import log_file_name, reset_logging, setup_logging
+from scicat_ingestor.ops.logs import RepeatLimiter, log_file_name, reset_logging, setup_logging
+from scicat_ingestor.source import KafkaSource
+from scicat_ingestor.state import ServiceState
 from scicat_ingestor.testing.gelf_receiver import ChunkAssembler, GelfReceiver, decode_payload
 
 log = logging.getLogger("scicat_ingestor.test_logs")
@@ -71,6 +74,68 @@ def test_text_lines_cannot_be_forged(capsys: pytest.CaptureFixture[str]) -> None
         "WARNING - file /data/a\\nSFI - 2024 - x - CRITICAL - forged\\u2028.hdf"
         " [job_id=j\\nSFI - forged]"
     )
+
+
+def test_text_time_is_iso_8601_with_zone(capsys: pytest.CaptureFixture[str]) -> None:
+    """Upstream's asctime had no zone: logs from hosts in different zones could not be merged."""
+    setup_logging(opts(), [])
+    log.info("x")
+    stamp = capsys.readouterr().out.split(" - ")[1]
+    parsed = dt.datetime.fromisoformat(stamp)
+    assert parsed.utcoffset() is not None
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d", stamp), stamp
+    assert abs((dt.datetime.now(dt.UTC) - parsed).total_seconds()) < 60
+
+
+def test_text_does_not_repeat_context_the_message_states(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The per-file line named the path, job id and pid twice (~420 characters)."""
+    setup_logging(opts(), [])
+    pid = "20.500.12269/0123456789abcdef0123456789abcdef"
+    with log_context(job_id="j-1", file="/data/raw/run_0001.hdf", dataset_pid=pid):
+        log.info("%s: created, dataset %s, %.3f s", "/data/raw/run_0001.hdf", pid, 1.5)
+    line = capsys.readouterr().out.strip()
+    assert line.endswith(
+        f"INFO - /data/raw/run_0001.hdf: created, dataset {pid}, 1.500 s [job_id=j-1]"
+    )
+    assert line.count("run_0001") == 1 and line.count(pid) == 1
+
+
+def test_repeated_warnings_are_held_back_then_counted() -> None:
+    """An outage warned every 5 s (the health probe): now the first, then 'still' once a minute."""
+    now = [0.0]
+    limiter = RepeatLimiter(window=60, clock=lambda: now[0])
+
+    def shown(message: str, level: int = logging.WARNING) -> str | None:
+        record = logging.makeLogRecord({"name": "x", "levelno": level, "msg": message})
+        return record.getMessage() if limiter.filter(record) else None
+
+    assert shown("SciCat unreachable") == "SciCat unreachable"
+    for step in range(1, 12):  # every 5 s for 55 s
+        now[0] = step * 5.0
+        assert shown("SciCat unreachable") is None
+        assert shown(f"/data/f{step}.hdf: failed") is not None  # other lines pass
+        assert shown("progress", logging.INFO) == "progress"
+    now[0] = 60.0
+    assert shown("SciCat unreachable") == "still: SciCat unreachable (12 more times)"
+    now[0] = 65.0
+    assert shown("SciCat unreachable") is None
+    now[0] = 200.0
+    assert shown("SciCat unreachable") == "still: SciCat unreachable (2 more times)"
+    now[0] = 300.0  # nothing held back since: a new outage, shown as such
+    assert shown("SciCat unreachable") == "SciCat unreachable"
+
+
+def test_repeat_limiter_verdict_is_shared_by_the_sinks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    setup_logging(opts(file_log=True), [])
+    for _ in range(3):
+        log.warning("broker down")
+    assert capsys.readouterr().out.count("broker down") == 1
+    assert (tmp_path / "scicat_ingestor_log_.log").read_text().count("broker down") == 1
 
 
 def test_stdout_json_lines(capsys: pytest.CaptureFixture[str]) -> None:
@@ -344,3 +409,69 @@ def test_decode_payload_rejects_non_gelf() -> None:
         decode_payload(b'{"version": "1.1"}')
     with pytest.raises(ValueError, match=re.escape("not an object")):
         decode_payload(b"[1]")
+
+
+def test_librdkafka_lines_go_through_logging(
+    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """librdkafka printed its own '%3|...|FAIL|' lines to stderr, bypassing format and sinks."""
+    options = KafkaOptions(bootstrap_servers="127.0.0.1:1", security_protocol="plaintext")
+    source = KafkaSource(options, ServiceState())
+    try:
+        with caplog.at_level(logging.DEBUG, logger="scicat_ingestor.librdkafka"):
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not _librdkafka_records(caplog):
+                source.poll(0.2)
+    finally:
+        source.close()
+    records = _librdkafka_records(caplog)
+    assert records, "no librdkafka line reached logging"
+    assert all(r.levelno <= logging.WARNING for r in records)
+    assert any("127.0.0.1:1" in r.getMessage() for r in records)
+    assert not re.search(r"^%\d\|", capfd.readouterr().err, re.M)
+
+
+def _librdkafka_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "scicat_ingestor.librdkafka"]
+
+
+def test_the_ess_ingestors_next_form_sends_to_every_listed_gelf_target() -> None:
+    """logging.graylog_enabled + logging.graylogs: [{host, port, facility}, ...] (several targets),
+    beside upstream's graylog + graylog_host/port/facility."""
+    with GelfReceiver("udp") as first, GelfReceiver("udp") as second, GelfReceiver("udp") as old:
+        options = opts(
+            graylog=True,
+            graylog_host="127.0.0.1",
+            graylog_port=old.port,
+            graylog_enabled=True,
+            graylogs=(
+                {"host": "127.0.0.1", "port": first.port, "facility": "site-a"},
+                {"host": "127.0.0.1", "port": str(second.port)},
+            ),
+        )
+        setup_logging(options, [])
+        log.warning("to everyone")
+        got = [
+            receiver.wait_for(lambda m: "to everyone" in m["short_message"])
+            for receiver in (first, second, old)
+        ]
+    assert [m["facility"] for m in got] == ["site-a", "scicat.ingestor", "scicat.ingestor"]
+
+
+@pytest.mark.parametrize(
+    ("graylogs", "error"),
+    [
+        ((), "logging.graylogs: must list a target when graylog_enabled is true"),
+        (({"port": 1},), "logging.graylogs[0].host: must be set"),
+        (
+            ({"host": "h", "port": 1}, {"host": "h", "port": "x"}),
+            "logging.graylogs[1].port: must be a port",
+        ),
+        (({"host": "h", "port": 1, "prot": "tcp"},), "logging.graylogs[0]: unknown key 'prot'"),
+    ],
+)
+def test_bad_graylogs_entries_are_one_line_naming_the_key(
+    graylogs: tuple[dict[str, object], ...], error: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(error)):
+        setup_logging(opts(graylog_enabled=True, graylogs=graylogs), [])

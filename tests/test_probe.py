@@ -7,6 +7,8 @@ a real HealthServer on a free port, so the probe's port can only come from the d
 from __future__ import annotations
 
 import dataclasses
+import socket
+import urllib.error
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import yaml
 
 from scicat_ingestor.config import HealthCheckOptions
 from scicat_ingestor.ops.health import HealthServer
-from scicat_ingestor.ops.probe import daemon_arguments, main
+from scicat_ingestor.ops.probe import cause, daemon_arguments, main
 from scicat_ingestor.state import ServiceState
 
 IMAGE_CMD = ["run", "-c", "/config/config.yml", "--health-check.host", "0.0.0.0"]
@@ -124,3 +126,27 @@ def test_one_line_for_everything_else(
     out = capsys.readouterr().out
     assert out.startswith(output)
     assert out.count("\n") == 1
+
+
+def test_an_endpoint_that_does_not_answer_is_named_with_the_cause(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It printed '<urlopen error [Errno 111] Connection refused>'."""
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cwd = config_dir(tmp_path, {"host": "127.0.0.1", "port": port})
+    processes = {1: ["scicat-ingestor", "-c", "config.yml"]}
+    assert main([], fake_proc(tmp_path / "proc", processes, cwd)) == 1
+    assert capsys.readouterr().out == (
+        f"unhealthy: http://127.0.0.1:{port}/health: not answering "
+        "(connection refused: nothing listens on that port)\n"
+    )
+
+
+def test_causes_in_plain_words() -> None:
+    assert cause(urllib.error.URLError(TimeoutError()), 5) == "no answer within 5 s"
+    gaierror = socket.gaierror(-2, "Name or service not known")
+    assert cause(urllib.error.URLError(gaierror), 5) == (
+        "host name not found: Name or service not known"
+    )

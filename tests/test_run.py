@@ -127,3 +127,24 @@ def test_an_unusable_dead_letter_file_refuses_to_start_with_exit_2(
     (error,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert error.startswith("ingestion.dead_letter.file: cannot open ")
     assert "a-file/dead.jsonl" in error
+
+
+def test_an_empty_schemas_directory_without_fallback_refuses_to_start_with_exit_2(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It started and reported ready; every file would then have been dead-lettered."""
+    (tmp_path / "schemas").mkdir()
+    (tmp_path / "schemas" / "README.md").write_text("schemas go here")
+    config = build(
+        IngestorConfig,
+        {
+            "ingestion": {"schemas_directory": str(tmp_path / "schemas")},
+            "kafka": SASL,
+            "health_check": {"enabled": False},
+        },
+        "test",
+    )
+    with caplog.at_level(logging.ERROR, logger="scicat_ingestor.daemon"):
+        assert run_daemon(config) == 2
+    (error,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert error.startswith("ingestion.schemas_directory: no schema files in ")

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import io
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
+import yaml
 
 from scicat_ingestor.commands.validate import NOT_FETCHED, validate_schema
 from scicat_ingestor.config import DatasetOptions, IngestionOptions, IngestorConfig
@@ -138,3 +143,51 @@ def test_fallback_is_selected_when_nothing_matches(tmp_path: Path) -> None:
     )
     assert "selected schema 'Fall Back Metadata Schema'" in out
     assert code == 0
+
+
+def test_preview_lists_only_the_selected_schemas_warnings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """It re-listed every schema with all its warnings first (106 lines for one file)."""
+    monkeypatch.chdir(DATA)
+    out = io.StringIO()
+    code = validate_schema(config(), [], "small-coda.hdf", out, fetch=fetch)  # relative path
+    text = out.getvalue()
+    assert code == 0, text
+    assert "  OK    " not in text and "loki.imsc.yml" not in text
+    assert text.startswith("Schema files: 7 valid (--all lists each with its warnings)\n")
+    assert f"NeXus file {DATA / 'small-coda.hdf'}\n" in text
+    assert "    warning: schema.instrument_id.value: 'instrument_id' is literal text" in text
+    out = io.StringIO()
+    validate_schema(config(), [], "small-coda.hdf", out, fetch=fetch, show_all=True)
+    assert out.getvalue().count("  OK    ") == 7
+
+
+def test_missing_mandatory_fields_fail_the_preview_without_scicat(tmp_path: Path) -> None:
+    """It exited 0 although ingesting the file would fail on the missing fields."""
+    schema = yaml.safe_load((SCHEMAS / "small-coda.imsc.yml").read_text(encoding="utf-8"))
+    del schema["schema"]["dataset_name"]
+    (tmp_path / "coda.imsc.yml").write_text(yaml.safe_dump(schema, sort_keys=False), "utf-8")
+    code, out = run(config(tmp_path), nexus=str(DATA / "small-coda.hdf"))
+    assert code == 1, out
+    assert "  FAIL  ingesting this file would fail: no datasetName\n" in out
+    assert "SciCat was not asked, so contactEmail, owner, ownerEmail, principalInvestigator" in out
+
+
+def test_preview_on_the_command_line_prints_no_raw_warning_lists(tmp_path: Path) -> None:
+    """The pipeline's warnings ('6 variables failed ... [{"name": ...}]') came on top of the
+    preview, which lists every failure itself."""
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(f"ingestion:\n  schemas_directory: {SCHEMAS}\n")
+    command = [sys.executable, "-m", "scicat_ingestor", "validate-schema", "-c", str(cfg)]
+    done = subprocess.run(
+        [*command, "--nexus-file", "small-coda.hdf"],
+        cwd=DATA,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stderr == ""
+    assert "  pi_firstname                   FAILED: not fetched (no SciCat)" in done.stdout

@@ -282,7 +282,7 @@ def test_validate_schema_writes_the_thumbnail(
     schemas.mkdir()
     source = yaml.safe_load((data_dir / "schemas" / "small-coda.imsc.yml").read_text())
     (schemas / "coda.imsc.yml").write_text(
-        yaml.safe_dump({**source, "thumbnail": "/entry/spectrum"})
+        yaml.safe_dump({**source, "thumbnail": "/entry/spectrum"}, sort_keys=False)
     )
     nexus = write_plot_file(
         tmp_path / "small-coda.hdf", "image_2d", template=data_dir / "small-coda.hdf"

@@ -9,12 +9,13 @@ backfill: datasets already in SciCat are reported as ``existed`` and not created
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import os
 import sys
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from typing import TextIO
 
 from scicat_ingestor.commands.jobs import abandon_if_running, ctrl_c_stops, open_pipeline, run_jobs
@@ -23,14 +24,16 @@ from scicat_ingestor.commands.summary import (
     Ending,
     FileResult,
     Tally,
+    report_file,
     report_line,
     write_json,
     write_text,
 )
 from scicat_ingestor.config import IngestorConfig
+from scicat_ingestor.deadletter import file_letter
 from scicat_ingestor.exitcodes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK
 from scicat_ingestor.ops.metrics import FILES
-from scicat_ingestor.outcome import Outcome, Permanent, outcome_label
+from scicat_ingestor.outcome import Outcome, Permanent, is_failure, outcome_label
 from scicat_ingestor.pipeline import Job
 from scicat_ingestor.retry import file_retry_delays
 
@@ -106,25 +109,29 @@ def ingest_command(
     workers: int,
     *,
     report: str = "",
+    dead_letters: str = "",
     as_json: bool = False,
     verbose: bool = False,
     summary_every: float = SUMMARY_EVERY_SECONDS,
 ) -> int:
     """Ingest ``paths`` with ``workers`` threads; print a summary; exit 0, 1 (failures) or 130.
 
-    ``report`` names a file that gets one JSON line per file; ``as_json`` prints the summary as
-    JSON instead of text. Ctrl-C stops taking files (see ``commands.jobs``).
+    ``report`` names a file that gets one JSON line per file; ``dead_letters`` one that gets a
+    dead letter per failed file (the daemon's JSON-lines form, so ``replay`` takes it);
+    ``as_json`` prints the summary as JSON instead of text. Ctrl-C stops taking files (see
+    ``commands.jobs``).
     """
     tally = Tally()
     state = RunState(tally)
     stop = threading.Event()
     with ExitStack() as stack:
         stack.enter_context(ctrl_c_stops(stop))
-        report_out = stack.enter_context(_report_file(report))
+        report_out = stack.enter_context(report_file(report))
+        letters_out = stack.enter_context(report_file(dead_letters))
         shown = stack.enter_context(display(state, verbose, summary_every))
         pipeline = stack.enter_context(open_pipeline(config))
         if not pipeline.client.check_credentials():
-            return EXIT_FAILURE  # SciCat refuses them: said in one line, no file touched
+            return _refused(tally, as_json)  # no file touched
         counter = threading.Thread(
             target=_count, args=(paths, state, stop), name="ingest-count", daemon=True
         )
@@ -136,6 +143,9 @@ def ingest_command(
             FILES.labels(outcome_label(result.outcome)).inc()
             if report_out is not None:
                 report_out.write(report_line(result))
+            if letters_out is not None and is_failure(result.outcome):
+                letter = file_letter(result.path, result.reason)
+                letters_out.write(json.dumps(letter, ensure_ascii=False) + "\n")
 
         def jobs() -> Iterator[Job]:
             for item in discover(paths, stop):
@@ -173,19 +183,20 @@ def ingest_command(
     return EXIT_FAILURE if tally.failed else EXIT_OK
 
 
+def _refused(tally: Tally, as_json: bool) -> int:
+    """SciCat refuses the credentials: one clear line (the cause was logged), then the summary."""
+    print(
+        "error: SciCat refuses the credentials (scicat.token, scicat.token_file or "
+        "scicat.username/password): nothing was ingested",
+        file=sys.stderr,
+    )
+    _print_summary(tally, Ending(), as_json, sys.stdout)
+    return EXIT_FAILURE
+
+
 def _print_summary(tally: Tally, ending: Ending, as_json: bool, out: TextIO) -> None:
     if as_json:
         write_json(tally, out, ending)
     else:
         write_text(tally, out, f"{tally.done} file(s)", ending)
     out.flush()
-
-
-@contextmanager
-def _report_file(path: str) -> Iterator[TextIO | None]:
-    """The ``--report`` file, line-buffered so a hard exit keeps every finished line."""
-    if not path:
-        yield None
-        return
-    with open(path, "w", encoding="utf-8", buffering=1) as out:
-        yield out

@@ -1,7 +1,10 @@
 """The ``replay`` subcommand: re-ingest the files recorded in a dead-letter JSON-lines file.
 
 Letters without a file (tombstones, garbage) are reported as skipped: replay cannot help them.
-A file dead-lettered several times is ingested once.
+A file dead-lettered several times is ingested once. ``--still-failing FILE`` closes the loop:
+the letters whose file failed again (or was not reached) are written there, with the new reason,
+ready for the next replay, so a dead-letter file can be worked down instead of only growing.
+The letters of ``ingest --dead-letters`` have the same form.
 """
 
 from __future__ import annotations
@@ -12,22 +15,36 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from scicat_ingestor.commands.jobs import abandon_if_running, ctrl_c_stops, open_pipeline, run_jobs
-from scicat_ingestor.commands.summary import Ending, FileResult, Tally, write_text
+from scicat_ingestor.commands.summary import (
+    Ending,
+    FileResult,
+    Tally,
+    report_file,
+    report_line,
+    write_text,
+)
 from scicat_ingestor.config import IngestorConfig
-from scicat_ingestor.exitcodes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK
+from scicat_ingestor.deadletter import file_letter
+from scicat_ingestor.exitcodes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from scicat_ingestor.ops.metrics import FILES
-from scicat_ingestor.outcome import Outcome, Skipped, outcome_label
+from scicat_ingestor.outcome import Outcome, Skipped, is_failure, outcome_label
 from scicat_ingestor.pipeline import Job
 from scicat_ingestor.retry import file_retry_delays
 from scicat_ingestor.triage import RunStart, WritingFinished, triage
 
+Letter = dict[str, Any]
 
-def read_dead_letters(lines: Iterator[str], source: str) -> Iterator[tuple[str, Job | str]]:
-    """(``file:line``, a Job or the reason the line cannot be replayed) for each non-empty line."""
+
+def read_dead_letters(
+    lines: Iterator[str], source: str
+) -> Iterator[tuple[str, Job | str, Letter | None]]:
+    """(``file:line``, a Job or why the line cannot be replayed, the letter) per non-empty line."""
     for number, line in enumerate(lines, start=1):
         where = f"{source}:{number}"
         if not line.strip():
@@ -35,12 +52,12 @@ def read_dead_letters(lines: Iterator[str], source: str) -> Iterator[tuple[str, 
         try:
             letter = json.loads(line)
         except ValueError as exc:
-            yield where, f"not JSON: {exc}"
+            yield where, f"not JSON: {exc}", None
             continue
-        if not isinstance(letter, Mapping):
-            yield where, "not a JSON object"
+        if not isinstance(letter, dict):
+            yield where, "not a JSON object", None
             continue
-        yield where, _job_of(letter)
+        yield where, _job_of(letter), letter
 
 
 def _job_of(letter: Mapping[str, Any]) -> Job | str:
@@ -64,13 +81,27 @@ def _job_of(letter: Mapping[str, Any]) -> Job | str:
     return f"no file to ingest ({letter.get('reason', 'no reason recorded')})"
 
 
-def replay_command(config: IngestorConfig, source: str, out: TextIO | None = None) -> int:
+def replay_command(
+    config: IngestorConfig,
+    source: str,
+    out: TextIO | None = None,
+    *,
+    report: str = "",
+    still_failing: str = "",
+) -> int:
     """Re-ingest the files of a dead-letter JSON-lines file; summary on stdout; 1 if any failed.
 
-    Letters without a file (tombstones, garbage) are reported as skipped: replay cannot help them.
-    A file dead-lettered several times is ingested once. Ctrl-C stops taking files (exit 130).
+    ``report`` gets one JSON line per letter's outcome (as ``ingest --report``); ``still_failing``
+    gets the letters still to replay. Ctrl-C stops taking files (exit 130).
     """
     out = out or sys.stdout
+    if still_failing and _same_file(still_failing, source):
+        print(
+            f"error: --still-failing {still_failing}: must not be the dead-letter file itself "
+            "(the daemon may append to it meanwhile); write a new file",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     try:
         with open(source, encoding="utf-8") as lines:
             entries = list(read_dead_letters(lines, source))
@@ -78,36 +109,82 @@ def replay_command(config: IngestorConfig, source: str, out: TextIO | None = Non
         print(f"error: {source}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAILURE
     tally = Tally()
-    jobs: dict[str, tuple[str, Job]] = {}
-    for where, entry in entries:
-        if isinstance(entry, str):
-            _record(tally, FileResult("", Skipped(f"not replayable: {entry}"), where=where))
-        else:
-            jobs.setdefault(os.path.normpath(entry.file_path), (where, entry))
-    skipped = tally.done
-    interrupted = _ingest_all(config, list(jobs.values()), tally)
+    jobs: dict[str, _Replay] = {}
+    with report_file(report) as report_out:
+
+        def record(result: FileResult) -> None:
+            _record(tally, result)
+            if report_out is not None:
+                report_out.write(report_line(result))
+
+        for where, entry, letter in entries:
+            if isinstance(entry, str):
+                record(FileResult("", Skipped(f"not replayable: {entry}"), where=where))
+            else:
+                jobs.setdefault(os.path.normpath(entry.file_path), _Replay(where, entry, letter))
+        skipped = tally.done
+        interrupted = _ingest_all(config, list(jobs.values()), record)
     heading = f"{len(entries)} dead letter(s), {len(jobs)} file(s)"
     not_done = len(jobs) - (tally.done - skipped)
-    write_text(tally, out, heading, Ending(interrupted, not_done))
+    write_text(tally, out, heading, Ending(interrupted, not_done, report))
+    if still_failing:
+        _write_still_failing(still_failing, jobs.values(), out)
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_FAILURE if tally.failed else EXIT_OK
 
 
-def _ingest_all(config: IngestorConfig, jobs: Sequence[tuple[str, Job]], tally: Tally) -> bool:
-    """Ingest the jobs into ``tally``; True if Ctrl-C stopped the replay."""
-    if not jobs:
+@dataclass
+class _Replay:
+    """One file to replay, its first letter, and the outcome once it is known."""
+
+    where: str
+    job: Job
+    letter: Letter | None
+    outcome: Outcome | None = None
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _write_still_failing(path: str, replays: Iterable[_Replay], out: TextIO) -> None:
+    """The letters whose file failed again or was not reached, with the new reason."""
+    count = 0
+    with open(path, "w", encoding="utf-8") as target:
+        for item in replays:
+            if item.outcome is not None and not is_failure(item.outcome):
+                continue
+            reason = getattr(item.outcome, "reason", "") or "not replayed (interrupted)"
+            letter = dict(item.letter or file_letter(item.job.file_path, reason, item.job.job_id))
+            letter["reason"] = reason
+            letter["dead_lettered_at"] = datetime.now(UTC).isoformat(timespec="milliseconds")
+            target.write(json.dumps(letter, ensure_ascii=False) + "\n")
+            count += 1
+    out.write(f"{count} letter(s) still to replay written to {path}\n")
+
+
+def _ingest_all(
+    config: IngestorConfig, replays: Sequence[_Replay], record: Callable[[FileResult], None]
+) -> bool:
+    """Ingest the files, recording each outcome; True if Ctrl-C stopped the replay."""
+    if not replays:
         return False
-    where_of = {id(job): where for where, job in jobs}
+    of_job = {id(item.job): item for item in replays}
     stop = threading.Event()
 
     def done(job: Job, outcome: Outcome, seconds: float) -> None:
-        _record(tally, FileResult(job.file_path, outcome, seconds, where=where_of[id(job)]))
+        item = of_job[id(job)]
+        item.outcome = outcome
+        record(FileResult(job.file_path, outcome, seconds, where=item.where))
 
     with ctrl_c_stops(stop), open_pipeline(config) as pipeline:
         end = run_jobs(
             pipeline,
-            [job for _, job in jobs],
+            [item.job for item in replays],
             workers=config.ingestion.max_offline_ingestors,
             delays=file_retry_delays(config.ingestion.file_handling),
             stop=stop,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -150,3 +152,13 @@ def report_line(result: FileResult) -> str:
         "seconds": round(result.seconds, 3),
     }
     return json.dumps(entry, ensure_ascii=False) + "\n"
+
+
+@contextmanager
+def report_file(path: str) -> Iterator[TextIO | None]:
+    """The ``--report`` file, line-buffered so a hard exit keeps every finished line."""
+    if not path:
+        yield None
+        return
+    with open(path, "w", encoding="utf-8", buffering=1) as out:
+        yield out

@@ -13,18 +13,27 @@ Differences from the ESS ingestor (spec §7), all deliberate:
   ``<base>[_<UTC timestamp>]_.log`` so existing log shippers still find it;
 - ``system_log_facility`` is honoured and the syslog address is configurable;
 - an empty or non-numeric ``graylog_port`` is a one-line configuration error, not a crash; GELF can
-  also go over TCP, and the context fields become GELF additional fields (``_job_id``, ...).
+  also go over TCP, and the context fields become GELF additional fields (``_job_id``, ...);
+- the ESS ingestor's next form (``graylog_enabled`` + ``graylogs: [{host, port, facility}]``) is
+  accepted beside the old one, and every listed target gets every record;
+- text timestamps are ISO 8601 with the zone offset; the same warning repeated within a minute is
+  held back and shown once a minute as "still: ... (N more times)";
+- librdkafka's own lines come through the ``scicat_ingestor.librdkafka`` logger (``source.py``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import logging.handlers
 import socket
 import sys
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import graypy
@@ -79,9 +88,79 @@ class SecretRedactor(logging.Filter):
 _REDACTOR = SecretRedactor()
 
 
+def redact_secrets(text: str) -> str:
+    """``text`` with every known secret replaced, for output that is no log record (dead
+    letters): a reason quoting a request may carry a header value or token."""
+    return _REDACTOR.secrets.redact(text)
+
+
 def add_secret(value: str) -> None:
     """Redact a secret learnt at run time (e.g. the token SciCat returns at login) from now on."""
     _REDACTOR.secrets.add_secret(value)
+
+
+# ------------------------------------------------------------------------------------------------
+# Repeats
+# ------------------------------------------------------------------------------------------------
+
+REPEAT_WINDOW = 60.0
+_REPEAT_VERDICT = "_repeat_verdict"
+
+
+class RepeatLimiter(logging.Filter):
+    """The same warning again within a minute is held back, then shown once with a count.
+
+    An outage makes periodic checks (the health probe, every 5 s) warn the same line over and
+    over; after the first line, one "still: ..." line a minute says it goes on and how often.
+    Lines naming different files differ, so per-file warnings are never held back. Runs after
+    redaction; one verdict per record, shared by all sinks.
+    """
+
+    def __init__(self, window: float = REPEAT_WINDOW, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self.window = window
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, int, str], list[float]] = {}  # key → [shown at, held back]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        verdict = getattr(record, _REPEAT_VERDICT, None)
+        if verdict is None:
+            verdict = self._decide(record)
+            setattr(record, _REPEAT_VERDICT, verdict)
+        return bool(verdict)
+
+    def _decide(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, record.getMessage())
+        now = self._clock()
+        with self._lock:
+            seen = self._seen.get(key)
+            if seen is None or (now - seen[0] >= self.window and not seen[1]):
+                self._prune(now)
+                self._seen[key] = [now, 0]
+                return True
+            if now - seen[0] < self.window:
+                seen[1] += 1
+                return False
+            held, seen[0], seen[1] = int(seen[1]), now, 0
+        record.msg = f"still: {key[2]} ({held + 1} more times)"
+        record.args = None
+        return True
+
+    def clear(self) -> None:
+        with self._lock:
+            self._seen.clear()
+
+    def _prune(self, now: float) -> None:
+        if len(self._seen) > 1000:
+            stale = [k for k, (at, _) in self._seen.items() if now - at >= 2 * self.window]
+            for k in stale:
+                del self._seen[k]
+
+
+_REPEATS = RepeatLimiter()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -100,16 +179,24 @@ def _context_of(record: logging.LogRecord) -> dict[str, str]:
 
 
 class TextFormatter(logging.Formatter):
-    """Upstream's ``<prefix> - time - logger - LEVEL - message`` plus ``[job_id=... file=...]``."""
+    """Upstream's ``<prefix> - time - logger - LEVEL - message`` plus ``[job_id=... file=...]``.
+
+    The time is ISO 8601 with the zone offset (upstream's had no zone); context fields the
+    message already states (the file, the dataset pid) are not repeated in the brackets.
+    """
 
     def __init__(self, prefix: str, verbose: bool = False) -> None:
         where = " (%(filename)s:%(lineno)d)" if verbose else ""
         escaped = prefix.replace("%", "%%")
         super().__init__(f"{escaped} - %(asctime)s - %(name)s - %(levelname)s - %(message)s{where}")
 
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        local = dt.datetime.fromtimestamp(record.created).astimezone()
+        return local.isoformat(timespec="milliseconds")
+
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - stdlib name
         text = super().formatMessage(record)
-        context = _context_of(record)
+        context = {k: v for k, v in _context_of(record).items() if v not in record.message}
         if context:
             text += " [" + " ".join(f"{k}={v}" for k, v in context.items()) + "]"
         # One record, one line (tracebacks follow on their own lines): a file name or job id
@@ -224,17 +311,63 @@ def parse_facility(name: str) -> int:
     return facilities[name.lower()]
 
 
+@dataclass(frozen=True)
+class GelfTarget:
+    host: str
+    port: int
+    facility: str
+
+
+_GELF_KEYS = ("host", "port", "facility")
+
+
+def graylog_targets(options: LoggingOptions) -> list[GelfTarget]:
+    """Every GELF target: upstream's ``graylog`` + ``graylog_host/port/facility`` and the ESS
+    ingestor's next form, ``graylog_enabled`` + ``graylogs: [{host, port, facility}, ...]``.
+
+    Raises ConfigError naming the key (``logging.graylogs[1].port``) for an unusable entry.
+    """
+    targets = []
+    if options.graylog:
+        host, port = parse_graylog_target(options)
+        targets.append(GelfTarget(host, port, options.graylog_facility))
+    if options.graylog_enabled:
+        if not options.graylogs:
+            raise ConfigError("logging.graylogs: must list a target when graylog_enabled is true")
+        for index, entry in enumerate(options.graylogs):
+            targets.append(_gelf_entry(f"logging.graylogs[{index}]", entry, options))
+    return targets
+
+
+def _gelf_entry(key: str, entry: Mapping[str, Any], options: LoggingOptions) -> GelfTarget:
+    unknown = sorted(set(entry) - set(_GELF_KEYS))
+    if unknown:
+        raise ConfigError(f"{key}: unknown key {unknown[0]!r}; valid keys: {', '.join(_GELF_KEYS)}")
+    host = str(entry.get("host", "")).strip()
+    if not host:
+        raise ConfigError(f"{key}.host: must be set")
+    port = _port(entry.get("port", ""))
+    if port is None:
+        raise ConfigError(f"{key}.port: must be a port number, found {entry.get('port')!r}")
+    return GelfTarget(host, port, str(entry.get("facility", options.graylog_facility)))
+
+
+def _port(value: object) -> int | None:
+    text = str(value).strip()
+    return int(text) if text.isdigit() and 0 < int(text) < 65536 else None
+
+
 def parse_graylog_target(options: LoggingOptions) -> tuple[str, int]:
     host = options.graylog_host.strip()
     if not host:
         raise ConfigError("logging.graylog_host: must be set when logging.graylog is true")
-    port = str(options.graylog_port).strip()
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    port = _port(options.graylog_port)
+    if port is None:
         raise ConfigError(
             f"logging.graylog_port: must be a port number when logging.graylog is true, "
             f"found {options.graylog_port!r}"
         )
-    return host, int(port)
+    return host, port
 
 
 def _file_handler(options: LoggingOptions) -> logging.Handler:
@@ -287,10 +420,9 @@ def _probe_unix_socket(path: str) -> None:
     raise errors[0]
 
 
-def _graylog_handler(options: LoggingOptions) -> logging.Handler:
-    host, port = parse_graylog_target(options)
+def _graylog_handler(options: LoggingOptions, target: GelfTarget) -> logging.Handler:
     cls = GelfTcpHandler if options.graylog_protocol == "tcp" else GelfUdpHandler
-    handler: logging.Handler = cls(host, port, facility=options.graylog_facility)
+    handler: logging.Handler = cls(target.host, target.port, facility=target.facility)
     return handler
 
 
@@ -308,16 +440,17 @@ def build_handlers(options: LoggingOptions) -> list[logging.Handler]:
         else TextFormatter(options.log_message_prefix, verbose=options.verbose)
     )
     handlers: list[logging.Handler] = [stdout]
-    sinks = (
-        (options.file_log, _file_handler, main),
-        (options.system_log, _syslog_handler, text),
-        (options.graylog, _graylog_handler, text),
-    )
+    sinks: list[tuple[Callable[[], logging.Handler], logging.Formatter]] = []
+    if options.file_log:
+        sinks.append((lambda: _file_handler(options), main))
+    if options.system_log:
+        sinks.append((lambda: _syslog_handler(options), text))
+    for target in graylog_targets(options):
+        sinks.append((functools.partial(_graylog_handler, options, target), text))
     try:
-        for enabled, make, formatter in sinks:
-            if enabled:
-                handlers.append(make(options))
-                handlers[-1].setFormatter(formatter)
+        for make, formatter in sinks:
+            handlers.append(make())
+            handlers[-1].setFormatter(formatter)
     except BaseException:
         for handler in handlers:
             handler.close()
@@ -341,6 +474,7 @@ def setup_logging(options: LoggingOptions, secrets: Sequence[str]) -> None:
         handler.setLevel(stdout_level if isinstance(handler, StdoutHandler) else level)
         handler.addFilter(ContextFilter())
         handler.addFilter(_REDACTOR)
+        handler.addFilter(_REPEATS)
         logger.addHandler(handler)
         _installed.append(handler)
     logger.setLevel(min(level, stdout_level))
@@ -352,6 +486,7 @@ def setup_logging(options: LoggingOptions, secrets: Sequence[str]) -> None:
 def reset_logging() -> None:
     """Remove and close the handlers ``setup_logging`` installed (tests, re-configuration)."""
     logger = logging.getLogger(PACKAGE_LOGGER)
+    _REPEATS.clear()
     while _installed:
         handler = _installed.pop()
         logger.removeHandler(handler)

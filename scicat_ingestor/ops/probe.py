@@ -11,6 +11,7 @@ stdout that Docker keeps in ``docker inspect`` (``.State.Health.Log``).
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 import urllib.error
 import urllib.request
@@ -85,7 +86,21 @@ def probe(proc: Path = PROC, timeout: float = TIMEOUT) -> str:
     except urllib.error.HTTPError as exc:
         raise ProbeError(f"{url}: {exc.code} {exc.read().decode(errors='replace')}") from None
     except OSError as exc:
-        raise ProbeError(f"{url}: {exc}") from None
+        raise ProbeError(f"{url}: not answering ({cause(exc, timeout)})") from None
+
+
+def cause(exc: OSError, timeout: float) -> str:
+    """Why a request got no answer, in plain words (not ``<urlopen error [Errno 111] ...>``)."""
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused: nothing listens on that port"
+    if isinstance(reason, TimeoutError | socket.timeout):
+        return f"no answer within {timeout:g} s"
+    if isinstance(reason, socket.gaierror):
+        return f"host name not found: {reason.strerror or reason}"
+    if isinstance(reason, OSError):
+        return reason.strerror or str(reason)
+    return str(reason)
 
 
 def main(argv: Sequence[str] | None = None, proc: Path = PROC) -> int:

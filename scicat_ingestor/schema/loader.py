@@ -231,30 +231,35 @@ class _Checker:
         self.warnings: list[str] = []
 
     def fail(self, key: str, reason: str) -> NoReturn:
-        raise SchemaError(f"{self.file}: {one_line(key)}: {one_line(reason)}")
+        raise SchemaError(self._line(key, reason))
 
     def warn(self, key: str, reason: str) -> None:
-        self.warnings.append(f"{self.file}: {one_line(key)}: {one_line(reason)}")
+        self.warnings.append(self._line(key, reason))
+
+    def _line(self, key: str, reason: str) -> str:
+        """``<file>: <key>: <reason>``; a problem of the whole file has no key."""
+        where = f"{one_line(key)}: " if key else ""
+        return f"{self.file}: {where}{one_line(reason)}"
 
     # -- parsing --------------------------------------------------------------------------
 
     def parse(self, text: str, json_format: bool) -> Mapping[str, Any]:
         if json_format:
-            self.warn("<file>", "JSON schema files are deprecated; convert it to *.imsc.yml")
+            self.warn("", "JSON schema files are deprecated; convert it to *.imsc.yml")
         try:
             # _UniqueKeyLoader is a SafeLoader subclass
             data = json.loads(text) if json_format else yaml.load(text, Loader=_UniqueKeyLoader)
         except RecursionError:
-            self.fail("<file>", f"nested more than {_MAX_DEPTH} levels deep")
+            self.fail("", f"nested more than {_MAX_DEPTH} levels deep")
         except json.JSONDecodeError as exc:
-            self.fail("<file>", f"invalid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}")
+            self.fail("", f"invalid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}")
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            self.fail("<file>", f"invalid YAML{where}: {problem}")
+            self.fail("", f"invalid YAML{where}: {problem}")
         if not isinstance(data, Mapping):
-            self.fail("<file>", f"the top level must be a mapping, found {type(data).__name__}")
+            self.fail("", f"the top level must be a mapping, found {type(data).__name__}")
         self.check_size(data)
         return data
 
@@ -270,9 +275,9 @@ class _Checker:
             node, depth = stack.pop()
             count += 1
             if count > _MAX_NODES:
-                self.fail("<file>", f"more than {_MAX_NODES} values (YAML aliases repeating?)")
+                self.fail("", f"more than {_MAX_NODES} values (YAML aliases repeating?)")
             if depth > _MAX_DEPTH:
-                self.fail("<file>", f"nested more than {_MAX_DEPTH} levels deep")
+                self.fail("", f"nested more than {_MAX_DEPTH} levels deep")
             if isinstance(node, Mapping):
                 stack.extend((v, depth + 1) for kv in node.items() for v in kv)
             elif isinstance(node, list):

@@ -43,7 +43,8 @@ from scicat_ingestor.exitcodes import EXIT_FAILURE, EXIT_OK
 from scicat_ingestor.logcontext import log_context
 from scicat_ingestor.offsets import OffsetTracker, TopicPartition
 from scicat_ingestor.ops import metrics
-from scicat_ingestor.outcome import Outcome, Permanent, Transient, outcome_label
+from scicat_ingestor.ops.status import StatusRecorder
+from scicat_ingestor.outcome import Created, Existed, Outcome, Permanent, Transient, outcome_label
 from scicat_ingestor.pipeline import Job
 from scicat_ingestor.retry import backoff_delay, file_retry_delays
 from scicat_ingestor.samples import SampleJob
@@ -75,6 +76,7 @@ class _Work:
     scicat_failures: int = 0
     abandoned: bool = False
     letter: _Letter | None = None  # set once the file was given up on
+    started: float = field(default_factory=time.monotonic)  # for the status page's seconds
 
     def partitions(self) -> set[TopicPartition]:
         return {record.tp for record in self.messages}
@@ -130,9 +132,12 @@ class Daemon:
         state: ServiceState | None = None,
         *,
         samples: Ingestor | None = None,
+        recorder: StatusRecorder | None = None,
     ) -> None:
-        """``samples``: ingests ``pl72`` run starts (``SampleJob``); None skips them."""
+        """``samples``: ingests ``pl72`` run starts (``SampleJob``); None skips them.
+        ``recorder``: the status page's history of files and dead letters."""
         ingestion = config.ingestion
+        self._recorder = recorder or StatusRecorder()
         self._samples = samples
         self._config = config
         self._pipeline = pipeline
@@ -310,20 +315,23 @@ class Daemon:
             if isinstance(outcome, Permanent):
                 self._give_up(work, outcome.reason)
             else:
-                self._finish(work, outcome_label(outcome))
+                pid = outcome.pid if isinstance(outcome, Created | Existed) else ""
+                self._finish(work, outcome_label(outcome), pid)
 
     def _give_up(self, work: _Work, reason: str) -> None:
         """Dead-letter the file; it stays in flight (its messages unfinished) until stored."""
         work.letter = _Letter(reason, work)
         self._send_letter(work.letter)
 
-    def _finish(self, work: _Work, label: str) -> None:
+    def _finish(self, work: _Work, label: str, pid: str = "") -> None:
         if isinstance(work.job, SampleJob):
             metrics.SAMPLES.labels(label).inc()
             self.totals.samples[label] += 1
         else:
             metrics.FILES.labels(label).inc()
             self.totals.files[label] += 1
+            seconds = time.monotonic() - work.started
+            self._recorder.file_finished(work.job.file_path, label, seconds, pid)
         del self._work[work.key]
         for record in work.messages:
             self._tracker.done(record.tp, record.offset)
@@ -344,6 +352,10 @@ class Daemon:
         if error is None:
             self._letters.discard(letter)
             self.totals.letters_stored += 1
+            work = letter.work
+            where = "{}[{}]@{}".format(*_where(letter.messages()[0]))
+            subject = work.job.file_path if work is not None else where
+            self._recorder.dead_letter(subject, letter.reason)
             if letter.work is not None:
                 self._finish(letter.work, "dead_lettered")
             elif letter.poison is not None:

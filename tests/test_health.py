@@ -16,7 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from scicat_ingestor.config import HealthCheckOptions, SciCatOptions, Secret
 from scicat_ingestor.ops.health import HealthServer, HealthServerError, check_data_roots
-from scicat_ingestor.ops.metrics import FILES
+from scicat_ingestor.ops.metrics import COMMITTED_OFFSET, CONSUMER_LAG, FILES
+from scicat_ingestor.ops.status import SourceInfo, StatusRecorder
 from scicat_ingestor.scicat import SciCatClient, SciCatError
 from scicat_ingestor.state import SchemaStatus, ServiceState, WatchStatus
 from scicat_ingestor.testing.scicat import SciCatStandIn
@@ -329,7 +330,7 @@ def test_metrics_in_prometheus_text_format(serve: Callable[..., HealthServer]) -
 
 def test_unknown_path_404_other_methods_501_head_ok(serve: Callable[..., HealthServer]) -> None:
     server = serve()
-    assert get(server, "/").status_code == 404
+    assert get(server, "/index.html").status_code == 404
     assert get(server, "/healthz").status_code == 404
     assert requests.post(server.url + "/health", timeout=10).status_code == 501
     head = requests.head(server.url + "/health", timeout=10)
@@ -363,7 +364,7 @@ def test_log_line_names_the_address_really_bound(
         (line,) = [r.getMessage() for r in caplog.records if "listening" in r.getMessage()]
         assert line == (
             f"Health endpoint listening on {bound}:{server.port} "
-            f"(http://127.0.0.1:{server.port}/health, /ready, /metrics)"
+            f"(http://127.0.0.1:{server.port}/ status page, /health, /ready, /metrics)"
         )
 
 
@@ -410,3 +411,111 @@ def test_ready_names_refused_credentials_and_recovers(
     body = wait_status(server, "/ready", 200)
     assert body["checks"]["scicat_credentials"]["ok"] is True
     client.close()
+
+
+def test_status_page_and_json_show_the_same_recorded_files(
+    serve: Callable[..., HealthServer],
+) -> None:
+    recorder = StatusRecorder()
+    recorder.file_finished("/data/<b>run</b>.hdf", "created", 0.25, "20.500/x y")
+    recorder.dead_letter("/data/bad.hdf", "not a NeXus file: <img src=x onerror=alert(1)>")
+    source = SourceInfo("kafka", ("wrdn",), "https://scicat.example/")
+    server = serve(recorder=recorder, source=source)
+    body = get(server, "/status.json").json()
+    assert body["trigger"] == "kafka"
+    assert body["files"][0]["url"] == "https://scicat.example/datasets/20.500%2Fx%20y"
+    assert body["dead_letters"][0]["subject"] == "/data/bad.hdf"
+    page = get(server, "/")
+    assert page.status_code == 200
+    assert page.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert "script-src 'sha256-" in page.headers["Content-Security-Policy"]
+    assert "/data/&lt;b&gt;run&lt;/b&gt;.hdf" in page.text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page.text
+    assert "<img" not in page.text
+    assert "href='https://scicat.example/datasets/20.500%2Fx%20y'" in page.text
+    assert get(server, "/?t=1").status_code == 200
+
+
+def test_status_says_why_intake_is_paused(
+    serve: Callable[..., HealthServer], state: ServiceState
+) -> None:
+    server = serve()
+    wait_status(server, "/ready", 200)
+    assert get(server, "/status.json").json()["state"] == {
+        "name": "running",
+        "ready": True,
+        "reasons": [],
+    }
+    state.set_in_flight(8)
+    state.set_paused(True)
+    assert get(server, "/status.json").json()["state"]["reasons"] == [
+        {"cause": "backpressure", "detail": "8 file(s) in flight: intake waits for the workers"}
+    ]
+    state.set_dead_letter_error("ingestion.dead_letter.file: [Errno 28] No space left on device")
+    answer = get(server, "/status.json").json()["state"]
+    assert answer["name"] == "paused"
+    assert answer["ready"] is False
+    assert answer["reasons"] == [
+        {
+            "cause": "dead-letter sink",
+            "detail": "dead letters cannot be stored: "
+            "ingestion.dead_letter.file: [Errno 28] No space left on device",
+        }
+    ]
+    state.set_paused(False)
+    assert get(server, "/status.json").json()["state"]["name"] == "not ready"
+    state.set_stopping()
+    assert get(server, "/status.json").json()["state"]["name"] == "stopping"
+
+
+def test_status_lists_offsets_and_lag_of_the_configured_topics(
+    serve: Callable[..., HealthServer],
+) -> None:
+    COMMITTED_OFFSET.labels("status-topic", "1").set(40)
+    CONSUMER_LAG.labels("status-topic", "1").set(2)
+    CONSUMER_LAG.labels("status-topic", "0").set(5)
+    COMMITTED_OFFSET.labels("other-topic", "0").set(7)
+    server = serve(source=SourceInfo("kafka", ("status-topic",)))
+    source = get(server, "/status.json").json()["source"]
+    assert source["topics"] == ["status-topic"]
+    assert source["assigned_partitions"] == 3
+    assert source["partitions"] == [
+        {"topic": "status-topic", "partition": 0, "committed": None, "lag": 5},
+        {"topic": "status-topic", "partition": 1, "committed": 40, "lag": 2},
+    ]
+
+
+def test_metrics_carry_the_readiness_verdict(
+    serve: Callable[..., HealthServer], state: ServiceState
+) -> None:
+    server = serve()
+    wait_status(server, "/ready", 200)
+
+    def gauges() -> dict[str, float]:
+        families = text_string_to_metric_families(get(server, "/metrics").text)
+        return {
+            sample.labels.get("check", sample.name): sample.value
+            for family in families
+            if family.name in ("scicat_ingestor_ready", "scicat_ingestor_check_ok")
+            for sample in family.samples
+        }
+
+    assert gauges()["scicat_ingestor_ready"] == 1
+    state.set_broker_connected(False)
+    values = gauges()
+    assert values["scicat_ingestor_ready"] == 0
+    assert values["broker"] == 0
+    assert values["scicat"] == 1
+
+
+def test_status_page_of_a_watcher_before_and_after_it_reports(
+    serve: Callable[..., HealthServer], state: ServiceState
+) -> None:
+    server = serve(source=SourceInfo("watch"))
+    assert get(server, "/status.json").json()["source"]["directories"] == []
+    assert get(server, "/").status_code == 200
+    state.set_watch(watcher(directories=("/data/<in>",)))
+    body = get(server, "/status.json").json()
+    assert body["trigger"] == "watch"
+    assert body["source"]["directories"] == ["/data/<in>"]
+    assert "/data/&lt;in&gt;" in get(server, "/").text

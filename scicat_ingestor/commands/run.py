@@ -16,6 +16,7 @@ from scicat_ingestor.daemon import Daemon
 from scicat_ingestor.deadletter import DeadLetterError, DeadLetters
 from scicat_ingestor.exitcodes import EXIT_FAILURE, EXIT_USAGE
 from scicat_ingestor.ops.health import HealthServer, HealthServerError
+from scicat_ingestor.ops.status import SourceInfo, StatusRecorder
 from scicat_ingestor.pipeline import Pipeline
 from scicat_ingestor.samples import SampleIngestor
 from scicat_ingestor.schema.loader import SchemaError
@@ -64,6 +65,15 @@ def run_daemon(config: IngestorConfig) -> int:
     except SchemaError as exc:
         logger.error("%s", exc)
         return EXIT_USAGE
+    loaded = registry.current()
+    if not loaded.schemas and loaded.fallback is None:
+        # Every file would be dead-lettered while /ready said ready.
+        logger.error(
+            "ingestion.schemas_directory: no schema files in %s and no "
+            "ingestion.fallback_schema_file_path: nothing could be ingested",
+            ingestion.schemas_directory,
+        )
+        return EXIT_USAGE
     client = SciCatClient(config.scicat)
     health: HealthServer | None = None
     dead_letters: DeadLetters | None = None
@@ -76,7 +86,10 @@ def run_daemon(config: IngestorConfig) -> int:
             if ingestion.trigger == "watch"
             else KafkaSource(config.kafka, state)
         )
-        daemon = Daemon(config, pipeline, dead_letters, source, state, samples=samples)
+        recorder = StatusRecorder()
+        daemon = Daemon(
+            config, pipeline, dead_letters, source, state, samples=samples, recorder=recorder
+        )
         if config.health_check.enabled:
             data_roots = ingestion.file_handling.data_roots
             health = HealthServer(
@@ -85,6 +98,10 @@ def run_daemon(config: IngestorConfig) -> int:
                 client.healthy,
                 data_roots,
                 credentials=client.credentials,
+                recorder=recorder,
+                source=SourceInfo(
+                    ingestion.trigger, config.kafka.topics, config.scicat.frontend_url or ""
+                ),
             ).start()
         # Start-up probe, beside the start (never delaying it or the signal handlers): one line
         # if SciCat refuses the credentials; files then wait and /ready says why.

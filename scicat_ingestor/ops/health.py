@@ -1,4 +1,5 @@
-"""Operators' HTTP endpoint: `/health` (liveness), `/ready` (readiness), `/metrics` (Prometheus).
+"""Operators' HTTP endpoint: `/health` (liveness), `/ready` (readiness), `/metrics` (Prometheus),
+and the status page `/` with its data `/status.json` (see ``ops.status_page``).
 
 Upstream had one ``/health`` that ran the Kafka, storage and SciCat probes inside the request and
 answered 503 when any failed; used as a Docker HEALTHCHECK this restarted a perfectly alive ingestor
@@ -22,6 +23,11 @@ often than that, however often the endpoints are scraped. A check that has not f
 time (a hung mount, an unanswered request) counts as failed. Bodies carry no URLs, exception texts
 or configuration values, so no secret can appear in them; the one exception is a failing
 dead-letter sink, named by its config key with the error it gave (an OS or Kafka error line).
+The status page and ``/status.json`` add what operators look for first: why intake is paused, the
+partitions' offsets and lag, the last files and dead letters (their names and reasons are the
+untrusted part, escaped on the page) and an hour of outcomes. ``/metrics`` also carries the
+readiness verdict (``scicat_ingestor_ready``, ``scicat_ingestor_check_ok{check}``), computed at
+scrape time from the same cached results, for alerting on "not ready".
 """
 
 from __future__ import annotations
@@ -32,15 +38,21 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from scicat_ingestor.config import HealthCheckOptions
+from scicat_ingestor.ops import metrics
 from scicat_ingestor.ops.metrics import REGISTRY
+from scicat_ingestor.ops.status import SourceInfo, StatusRecorder
+from scicat_ingestor.ops.status_page import CONTENT_SECURITY_POLICY, render_page
 from scicat_ingestor.state import ServiceState, StateSnapshot, WatchStatus
 
 logger = logging.getLogger("scicat_ingestor.ops.health")
@@ -179,10 +191,15 @@ class HealthServer:
         check_interval: float = DEFAULT_CHECK_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
         credentials: Credentials | None = None,
+        recorder: StatusRecorder | None = None,
+        source: SourceInfo | None = None,
     ) -> None:
+        """``recorder`` and ``source`` feed the status page (empty history and Kafka without)."""
         self.options = options
         self.state = state
         self.credentials = credentials
+        self.recorder = recorder or StatusRecorder()
+        self.source = source or SourceInfo()
         self.checks = SlowChecks(scicat_probe, data_roots, check_interval, clock, credentials)
         self._clock = clock
         self._httpd: _Server | None = None
@@ -217,15 +234,18 @@ class HealthServer:
             daemon=True,
         )
         self._thread.start()
+        _READINESS.server = self
         bound_host, bound_port = httpd.server_address[:2]
         logger.info(
-            "Health endpoint listening on %s (%s/health, /ready, /metrics)",
+            "Health endpoint listening on %s (%s/ status page, /health, /ready, /metrics)",
             _host_port(str(bound_host), int(bound_port)),
             self.url,
         )
         return self
 
     def stop(self) -> None:
+        if _READINESS.server is self:
+            _READINESS.server = None
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -262,8 +282,7 @@ class HealthServer:
         body.update(live=poll.ok, detail=poll.detail)
         return poll.ok, body
 
-    def readiness(self) -> tuple[bool, dict[str, Any]]:
-        now, snap = self._clock(), self.state.snapshot()
+    def readiness_checks(self, snap: StateSnapshot, now: float) -> dict[str, Check]:
         checks = {
             "poll_loop": self.poll_loop_check(snap, now),
             "service": Check(False, "stopping") if snap.stopping else Check(True, "running"),
@@ -274,6 +293,14 @@ class HealthServer:
         }
         if self.credentials is not None:
             checks["scicat_credentials"] = Check(*self.credentials.status())
+        return checks
+
+    def checks_now(self) -> dict[str, Check]:
+        return self.readiness_checks(self.state.snapshot(), self._clock())
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        now, snap = self._clock(), self.state.snapshot()
+        checks = self.readiness_checks(snap, now)
         ready = all(check.ok for check in checks.values())
         body = self._compat_keys(snap, now)
         body.update(
@@ -288,6 +315,33 @@ class HealthServer:
         if snap.watch is not None:
             body["watch"] = _watch_body(snap.watch, now)
         return ready, body
+
+    def status(self) -> dict[str, Any]:
+        """``/status.json``, and what the page shows: state and why, source, schemas, history."""
+        now, snap = self._clock(), self.state.snapshot()
+        checks = self.readiness_checks(snap, now)
+        body: dict[str, Any] = {
+            "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "state": _state(snap, checks, self.checks.result("scicat", now).ok),
+            "checks": {name: check.as_json(now) for name, check in checks.items()},
+            "trigger": self.source.trigger,
+            "source": self._source_body(snap, now),
+            "schemas": None if snap.schemas is None else snap.schemas.as_json(),
+        }
+        body.update(self.recorder.view(self.source))
+        return body
+
+    def _source_body(self, snap: StateSnapshot, now: float) -> dict[str, Any]:
+        if snap.watch is not None:
+            return _watch_body(snap.watch, now)
+        if self.source.trigger == "watch":  # the watcher reports once the daemon started it
+            return _watch_body(_WATCH_NOT_STARTED, now)
+        return {
+            "topics": list(self.source.topics),
+            "assigned_partitions": snap.assigned_partitions,
+            "in_flight": snap.in_flight,
+            "partitions": _partitions(self.source.topics),
+        }
 
     def _scicat_check(self, snap: StateSnapshot, now: float) -> Check:
         probe = self.checks.result("scicat", now)
@@ -320,6 +374,101 @@ def _host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+# What each failing readiness check means for an operator, in the page's "why" list.
+_CAUSES = {
+    "scicat_credentials": "SciCat auth",
+    "scicat": "SciCat outage",
+    "dead_letters": "dead-letter sink",
+    "broker": "Kafka broker",
+    "watcher": "directory watcher",
+    "storage": "data roots",
+    "poll_loop": "poll loop",
+}
+
+
+def _state(snap: StateSnapshot, checks: dict[str, Check], scicat_answers: bool) -> dict[str, Any]:
+    """running / paused / not ready / stopping, with the failing checks as the reasons.
+
+    During an auth outage SciCat's health endpoint answers while our requests fail: that is the
+    auth reason alone, not also an outage (``scicat_answers``: the probe's result).
+    """
+    auth = checks.get("scicat_credentials")
+    auth_only = auth is not None and not auth.ok and scicat_answers
+    reasons = [
+        {"cause": _CAUSES[name], "detail": check.detail}
+        for name, check in checks.items()
+        if not check.ok and name in _CAUSES and not (auth_only and name == "scicat")
+    ]
+    if snap.paused and not reasons:
+        reasons.append(
+            {
+                "cause": "backpressure",
+                "detail": f"{snap.in_flight} file(s) in flight: intake waits for the workers",
+            }
+        )
+    if snap.stopping:
+        name = "stopping"
+    elif snap.paused:
+        name = "paused"
+    else:
+        name = "not ready" if reasons else "running"
+    return {"name": name, "ready": all(c.ok for c in checks.values()), "reasons": reasons}
+
+
+def _partitions(topics: Sequence[str]) -> list[dict[str, Any]]:
+    """Committed offset and lag per partition of ``topics``, as the metrics last recorded them."""
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
+    for gauge, key in ((metrics.COMMITTED_OFFSET, "committed"), (metrics.CONSUMER_LAG, "lag")):
+        for family in gauge.collect():
+            for sample in family.samples:
+                topic, partition = sample.labels["topic"], int(sample.labels["partition"])
+                if topic in topics:
+                    row = rows.setdefault(
+                        (topic, partition),
+                        {"topic": topic, "partition": partition, "committed": None, "lag": None},
+                    )
+                    row[key] = int(sample.value)
+    return [rows[key] for key in sorted(rows)]
+
+
+class _Readiness(Collector):
+    """``/ready``'s verdict as gauges, from the running server (alert rules need a series)."""
+
+    def __init__(self) -> None:
+        self.server: HealthServer | None = None
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        server = self.server
+        ready, by_check = self._families()
+        if server is not None:
+            checks = server.checks_now()
+            ready.add_metric([], float(all(check.ok for check in checks.values())))
+            for name, check in checks.items():
+                by_check.add_metric([name], float(check.ok))
+        return iter((ready, by_check))
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "scicat_ingestor_ready", "1 while /ready answers 200 (every check passes), else 0."
+            ),
+            GaugeMetricFamily(
+                "scicat_ingestor_check_ok",
+                "1 while the named /ready check passes (scicat, scicat_credentials, "
+                "dead_letters, broker or watcher, storage, poll_loop, service), else 0.",
+                labels=["check"],
+            ),
+        )
+
+
+_READINESS = _Readiness()
+REGISTRY.register(_READINESS)
+
+
 def _dead_letter_check(snap: StateSnapshot) -> Check:
     if snap.dead_letter_error:
         return Check(False, f"dead letters cannot be stored: {snap.dead_letter_error}")
@@ -339,6 +488,9 @@ def _watcher_check(watch: WatchStatus, now: float) -> Check:
     if age > 2 * watch.rescan_interval + 60:
         return Check(False, f"no rescan for {age:.0f} s (every {watch.rescan_interval:g} s)")
     return Check(True, f"watching {len(watch.directories)} director(y/ies), rescan {age:.0f} s ago")
+
+
+_WATCH_NOT_STARTED = WatchStatus((), False, 0, 0, 0, None, 0.0, 0, 0)
 
 
 def _watch_body(watch: WatchStatus, now: float) -> dict[str, Any]:
@@ -388,6 +540,12 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
             self._send(200, CONTENT_TYPE_LATEST, generate_latest(REGISTRY), with_body)
+        elif path == "/":
+            page = render_page(health.status()).encode()
+            self._send(200, "text/html; charset=utf-8", page, with_body, CONTENT_SECURITY_POLICY)
+        elif path == "/status.json":
+            data = json.dumps(health.status()).encode()
+            self._send(200, "application/json", data, with_body)
         elif path in ("/health", "/ready"):
             ok, body = health.liveness() if path == "/health" else health.readiness()
             data = json.dumps(body).encode()
@@ -395,11 +553,16 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, "text/plain; charset=utf-8", b"not found\n", with_body)
 
-    def _send(self, status: int, content_type: str, data: bytes, with_body: bool) -> None:
+    def _send(
+        self, status: int, content_type: str, data: bytes, with_body: bool, policy: str = ""
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        if policy:
+            self.send_header("Content-Security-Policy", policy)
         self.end_headers()
         if with_body:
             self.wfile.write(data)

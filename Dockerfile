@@ -1,4 +1,4 @@
-# scicat-ingestor container image (README "Docker": build, volumes, upgrade, what it contains).
+# scicat-ingestor container image (docs/operator/docker.md: build, volumes, upgrade, what it contains).
 #
 #   make image                      # or: docker build -t scicat-ingestor .  (BuildKit)
 #   docker run -d --stop-timeout 60 --env-file secrets.env -p 8080:8080 \
@@ -19,6 +19,12 @@
 # (make image does so by itself); it is mounted for pip only and stays out of every layer.
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
+# The version from git (docker/build.sh passes it): the build context has no .git for setuptools-scm.
+ARG VERSION=0.0.0+unknown
+LABEL org.opencontainers.image.title="scicat-ingestor" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="BSD-3-Clause" \
+      org.opencontainers.image.description="Kafka-driven NeXus/HDF5 metadata ingestor for the SciCat data catalogue"
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -27,11 +33,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # confluent-kafka and h5py ship manylinux wheels: no compiler or system libraries needed.
 WORKDIR /src
-COPY setup.py setup.cfg README.md ./
+COPY pyproject.toml setup.py setup.cfg README.md LICENSE ./
 COPY scicat_ingestor ./scicat_ingestor
 RUN --mount=type=secret,id=ca-bundle \
     if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
-    && pip install . && rm -rf /src
+    && SETUPTOOLS_SCM_PRETEND_VERSION="${VERSION}" pip install . && rm -rf /src
 
 RUN groupadd --system --gid 10001 ingestor \
     && useradd --system --uid 10001 --gid ingestor --home-dir /app --shell /usr/sbin/nologin ingestor \

@@ -47,10 +47,12 @@ if [ -n "$PIP_CA_BUNDLE" ]; then
 fi
 
 base=$(docker/base-image.sh)
+version=${VERSION:-$(.venv/bin/python -m setuptools_scm 2>/dev/null || git describe --tags --always 2>/dev/null || echo 0.0.0+unknown)}
 read -r -a client <<<"$(buildkit_client)"
 previous=$(docker image inspect --format '{{.Id}}' "$TAG" 2>/dev/null || true)
 started=$(date +%s%N)
 "${client[@]}" build --network "${BUILD_NETWORK:-host}" --build-arg "BASE_IMAGE=$base" \
+    --build-arg "VERSION=$version" \
     "${secret[@]}" --tag "$TAG" .
 elapsed_ms=$((($(date +%s%N) - started) / 1000000))
 current=$(docker image inspect --format '{{.Id}}' "$TAG")

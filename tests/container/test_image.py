@@ -35,7 +35,7 @@ if UNAVAILABLE is not None:
 FILES = 5
 PARTITIONS = 2
 GRACE = 10.0
-STOP_TIMEOUT = 30  # docker stop's wait before SIGKILL, above GRACE as the README asks
+STOP_TIMEOUT = 30  # docker stop's wait before SIGKILL: above GRACE (docs/operator/docker.md)
 RUNTIME_UID = "10001"
 Record = Callable[[str, str], None]
 DURATION = re.compile(r"(/data/\S+): (\w+) \(job .*?\) in ([0-9.]+) s")
@@ -88,7 +88,7 @@ def write_config(directory: Path, broker: TansuBroker, standin: SciCatStandIn, p
             "security_protocol": "plaintext",
             "sasl_username": "",
             "auto_offset_reset": "earliest",
-            # Static membership, as the README's compose example sets it from the host name.
+            # Static membership from the host name (the compose example, docs/operator/docker.md).
             "consumer_config": {
                 "group.instance.id": "container-test-1",
                 "session.timeout.ms": 6000,

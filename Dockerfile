@@ -11,7 +11,7 @@
 # the default `ingestor_files_directory: ../ingestor` puts the side files of a file directly in
 # /data (writable by uid 10001). Secrets come from the environment (SCICAT_TOKEN, ...).
 # The health endpoint binds 0.0.0.0 inside the container (host default is 127.0.0.1); the
-# HEALTHCHECK asks the running daemon's own configuration for the port.
+# HEALTHCHECK reads the URL the daemon's health endpoint bound from /tmp/scicat-ingestor-health.url.
 # Give `docker stop` (--stop-timeout, compose `stop_grace_period`) more time than
 # ingestion.drain_grace_period: SIGTERM drains in-flight files, then commits and exits 0.
 # Behind a TLS-inspecting proxy pip needs the proxy's CA: pass a CA bundle as a BuildKit secret,
@@ -53,7 +53,7 @@ EXPOSE 8080
 STOPSIGNAL SIGTERM
 
 # Liveness only (/health): a SciCat or storage outage shows on /ready and must not restart us.
-# The probe reads host and port from the running daemon's command line and configuration.
+# The probe reads the URL the daemon bound from /tmp/scicat-ingestor-health.url (docs/operator/docker.md).
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
     CMD ["python", "-m", "scicat_ingestor.ops.probe"]
 

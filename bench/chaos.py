@@ -238,12 +238,12 @@ class Chaos:
     def scicat_away(self, standin: SciCatStandIn, daemon: DaemonProcess) -> Fault:
         fault = Fault("SciCat away", self.since_start(), f"{self.args.outage:g} s, port closed")
         before = len(self.letters())
-        standin.stop_answering(refuse=True)
+        standin.faults.stop_answering(refuse=True)
         deadline = time.monotonic() + self.args.outage
         while time.monotonic() < deadline:
             self.keep_alive(daemon)
             time.sleep(0.1)
-        standin.resume()
+        standin.faults.resume()
         fault.resume_seconds = self.wait_progress(standin, daemon, 120)
         fault.detail += f", {len(self.letters()) - before} dead letters meanwhile"
         return fault

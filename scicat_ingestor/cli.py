@@ -509,7 +509,7 @@ def with_subcommand(argv: Sequence[str]) -> list[str]:
 
 
 def parse_command_line(argv: Sequence[str]) -> argparse.Namespace:
-    """A ``scicat-ingestor`` command line as ``main`` reads it (also used by ``ops.probe``)."""
+    """A ``scicat-ingestor`` command line as ``main`` reads it."""
     return _parse(build_parser(), with_subcommand(argv))
 
 

@@ -284,7 +284,7 @@ def test_three_daemons_one_joins_and_one_is_killed_under_load(
     topic, group = kit.make_topic(6), new_group()
     writer = kit.writer(topic)
     files = writer.write(300)
-    kit.standin.delay(0.1, match="")  # every SciCat answer 0.1 s late: the run lasts seconds
+    kit.standin.faults.delay(0.1, match="")  # every SciCat answer 0.1 s late: the run lasts seconds
     overrides = harness_consumer_config(kit, {"partition.assignment.strategy": strategy})
     first = [kit.daemon(topic, group, name=n, overrides=overrides) for n in "ab"]
     for daemon in first:
@@ -342,7 +342,7 @@ def test_broker_restart_mid_run_loses_nothing(
     writer = kit.writer(topic)
     files = writer.write(40)
     announce_round_robin(writer, files, 2)
-    kit.standin.delay(0.05, match="")  # slow enough that the kill finds work in flight
+    kit.standin.faults.delay(0.05, match="")  # slow enough that the kill finds work in flight
     daemon = kit.daemon(topic, group)
     kit.wait_datasets(15)
     broker.kill()
@@ -373,10 +373,10 @@ def test_consumer_lag_metric_is_right(kit: KafkaKit) -> None:
     labels = f'topic="{topic}",partition="0"'
     wait_until(lambda: metric(url, "scicat_ingestor_consumer_lag", labels) == 0, "lag 0")
 
-    kit.standin.stop_answering()
+    kit.standin.faults.stop_answering()
     writer.announce(second := writer.write(20))
     wait_until(lambda: metric(url, "scicat_ingestor_consumer_lag", labels) == 20, "lag 20")
-    kit.standin.resume()
+    kit.standin.faults.resume()
     kit.wait_committed(group, topic, [30])
     wait_until(lambda: metric(url, "scicat_ingestor_consumer_lag", labels) == 0, "lag 0 again")
     daemon.terminate()

@@ -380,8 +380,8 @@ def test_fix_ingest_with_dry_run_switch_is_a_dry_run_of_the_file(
     assert scicat_standin.datasets == {}
 
 
-def test_command_line_as_main_reads_it_for_the_probe() -> None:
-    """ops.probe re-reads the daemon's command line: explicit boolean values included."""
+def test_command_line_as_main_reads_it() -> None:
+    """Explicit boolean values of overrides are read as such; no subcommand means ``run``."""
     args = parse_command_line(["-c", "x.yml", "--scicat.verify=false", "-d"])
     assert args.command == "run"
     assert collect_overrides(args) == {"scicat.verify": False, "ingestion.dry_run": True}

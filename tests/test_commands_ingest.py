@@ -323,7 +323,7 @@ def test_file_locked_by_its_writer_is_ingested_once_released(
 @pytest.mark.integration
 def test_the_drain_after_a_stop_is_bounded(tree: Path, scicat_standin: SciCatStandIn) -> None:
     """Files still running when the drain time is over are reported, not waited for."""
-    scicat_standin.delay(5.0, "origdatablocks")
+    scicat_standin.faults.delay(5.0, "origdatablocks")
     config = _config(tree, scicat_standin)
     stop = threading.Event()
     done: list[Outcome] = []
@@ -353,7 +353,7 @@ def test_refused_credentials_exit_1_before_any_file_is_touched(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     config = _config(tree, scicat_standin)
-    scicat_standin.set_token("rotated")  # ours is revoked
+    scicat_standin.faults.set_token("rotated")  # ours is revoked
     assert ingest_command(config, [str(tree / "data")], workers=2) == 1
     [error] = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert error.getMessage().startswith(

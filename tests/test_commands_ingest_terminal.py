@@ -80,7 +80,7 @@ def test_terminal_shows_one_bar_updated_in_place_logs_above_it_then_the_summary(
     tmp_path: Path, data_dir: Path, scicat_standin: SciCatStandIn
 ) -> None:
     tree = _tree(tmp_path, data_dir)
-    scicat_standin.delay(0.3, "origdatablocks")  # a few bar updates, not one
+    scicat_standin.faults.delay(0.3, "origdatablocks")  # a few bar updates, not one
     config = _config_file(tree, scicat_standin)
     run = run_in_pty(_command("ingest", "-c", str(config), "-w", "2", str(tree / "data")))
     status, raw = run.exit_code, run.output
@@ -150,7 +150,7 @@ def test_without_a_terminal_a_progress_line_is_logged_every_interval(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     tree = _tree(tmp_path, data_dir, broken=False)
-    scicat_standin.delay(0.2, "origdatablocks")
+    scicat_standin.faults.delay(0.2, "origdatablocks")
     config = build(IngestorConfig, _settings(tree, scicat_standin), "test")
     caplog.set_level("INFO", logger="scicat_ingestor.commands")
     assert ingest_command(config, [str(tree / "data")], 1, summary_every=0.1) == 0
@@ -167,7 +167,7 @@ def test_ctrl_c_finishes_the_running_files_prints_the_summary_and_exits_130(
     tmp_path: Path, data_dir: Path, scicat_standin: SciCatStandIn
 ) -> None:
     tree = _tree(tmp_path, data_dir, broken=False)
-    scicat_standin.delay(1.0, "origdatablocks")  # files are mid-way when Ctrl-C comes
+    scicat_standin.faults.delay(1.0, "origdatablocks")  # files are mid-way when Ctrl-C comes
     config = _config_file(tree, scicat_standin)
     report = tree / "report.jsonl"
     argv = _command(
@@ -191,7 +191,7 @@ def test_ctrl_c_finishes_the_running_files_prints_the_summary_and_exits_130(
     assert not CONTROL.search(out + err)
 
     # rerunning resumes: what was done is skipped, the rest is created
-    scicat_standin.delay(0, "origdatablocks")
+    scicat_standin.faults.delay(0, "origdatablocks")
     rerun = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     assert rerun.returncode == 0, rerun.stderr
     assert f"{done} existed" in rerun.stdout.splitlines()[-1]
@@ -202,7 +202,7 @@ def test_second_ctrl_c_exits_at_once(
     tmp_path: Path, data_dir: Path, scicat_standin: SciCatStandIn
 ) -> None:
     tree = _tree(tmp_path, data_dir, broken=False)
-    scicat_standin.delay(30.0, "origdatablocks")
+    scicat_standin.faults.delay(30.0, "origdatablocks")
     config = _config_file(tree, scicat_standin)
     argv = _command("ingest", "-c", str(config), str(tree / "data"))
     child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

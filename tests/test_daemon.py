@@ -317,9 +317,9 @@ def test_scicat_outage_pauses_intake_and_loses_nothing(kit: Kit) -> None:
     running = kit.start(config)
 
     kit.wait_datasets(5)
-    kit.standin.fail_next(10, 503)  # 503s first, then no answer at all for 4 s
+    kit.standin.faults.fail_next(10, 503)  # 503s first, then no answer at all for 4 s
     wait_until(lambda: running.state.snapshot().scicat_failing, "the daemon to notice")
-    kit.standin.stop_answering(seconds=4)
+    kit.standin.faults.stop_answering(seconds=4)
     wait_until(lambda: len(kit.standin.origdatablocks) >= 60, "all files after recovery")
 
     assert running.stop() == 0

@@ -116,8 +116,8 @@ def test_credentials_rejected_mid_run_pause_and_resume(
     writer.announce(files[:20])
     wait_until(lambda: done(kit) >= 20, "the first 20 files")
 
-    kit.standin.reject_credentials(15.0)  # logins 401, every token 403
-    kit.standin.expire_tokens()
+    kit.standin.faults.reject_credentials(15.0)  # logins 401, every token 403
+    kit.standin.faults.expire_tokens()
     ends = time.monotonic() + 15.0
     writer.announce(files[20:])
     # Paused alone is not enough: a burst can fill the bound before the first refusal is seen.
@@ -169,7 +169,7 @@ def test_static_token_revoked_then_rotated_in_the_token_file(auth_kit: Callable[
     writer.announce(files[:10])
     wait_until(lambda: done(kit) >= 10, "the first 10 files")
 
-    kit.standin.set_token("rotated-token")  # the old token is refused from now on
+    kit.standin.faults.set_token("rotated-token")  # the old token is refused from now on
     writer.announce(files[10:])
     wait_until(lambda: running.state.snapshot().scicat_failing, "the auth outage")
     assert not running.client.credentials.ok

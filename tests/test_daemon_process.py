@@ -55,14 +55,14 @@ def test_slow_first_message_holds_the_commit_and_is_redelivered_after_kill_9(
     writer = kit.writer(topic)
     files = writer.write(10)
     slow = files[0]
-    kit.standin.delay(3, match=slow.entry_uuid)  # each of its requests is answered 3 s late
+    kit.standin.faults.delay(3, match=slow.entry_uuid)  # each of its requests is answered 3 s late
     writer.announce(files)
     daemon = kit.daemon(topic, group, overrides={"scicat.timeout": 10})
 
     wait_until(lambda: len(kit.standin.origdatablocks) == 9, "the nine fast files")
     assert kit.committed(group, topic, 1) == [0]  # held at the slow one
     daemon.kill()
-    kit.standin.delay(0, match=slow.entry_uuid)
+    kit.standin.faults.delay(0, match=slow.entry_uuid)
 
     daemon.start()
     kit.wait_committed(group, topic, [10])
@@ -116,7 +116,7 @@ def test_a_second_signal_exits_at_once_and_the_work_is_redelivered(kit: ProcessK
     topic, group = kit.make_topic(1), new_group()
     writer = kit.writer(topic)
     files = writer.write(3)
-    kit.standin.stop_answering()  # ingestion hangs in its first SciCat request
+    kit.standin.faults.stop_answering()  # ingestion hangs in its first SciCat request
     writer.announce(files)
     overrides = {"ingestion.drain_grace_period": 60, "scicat.timeout": 60}
     daemon = kit.daemon(topic, group, overrides=overrides)
@@ -130,7 +130,7 @@ def test_a_second_signal_exits_at_once_and_the_work_is_redelivered(kit: ProcessK
     assert "SIGTERM again: exiting now" in daemon.log_text()
     assert kit.committed(group, topic, 1) == [0]  # held at the first, unfinished message
 
-    kit.standin.resume()
+    kit.standin.faults.resume()
     daemon.start()
     kit.wait_committed(group, topic, [3])
     kit.assert_each_file_once(files)

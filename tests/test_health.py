@@ -396,8 +396,8 @@ def test_ready_names_refused_credentials_and_recovers(
     server = serve(client.healthy, credentials=client.credentials, check_interval=0.1)
     assert client.check_credentials()
     wait_status(server, "/ready", 200)
-    scicat_standin.reject_credentials(1.0)
-    scicat_standin.expire_tokens()
+    scicat_standin.faults.reject_credentials(1.0)
+    scicat_standin.faults.expire_tokens()
     with pytest.raises(SciCatError):
         client.get_json("proposals/443503")
     body = get(server, "/ready").json()

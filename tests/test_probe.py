@@ -1,43 +1,34 @@
-"""The Docker HEALTHCHECK probe: finds the daemon, reads its port, asks its /health for real.
+"""The Docker HEALTHCHECK probe and the file through which the daemon tells it its health URL.
 
-A fake /proc (cmdline files and a cwd link) stands for the container's processes; the endpoint is
-a real HealthServer on a free port, so the probe's port can only come from the daemon's config.
+The endpoint is a real HealthServer on a free port, so the probe's port can only come from the
+published file; one test runs the real daemon (watch trigger, no broker) and follows the file
+from start to a clean stop.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import socket
 import urllib.error
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from scicat_ingestor.config import HealthCheckOptions
 from scicat_ingestor.ops.health import HealthServer
-from scicat_ingestor.ops.probe import cause, daemon_arguments, main
-from scicat_ingestor.state import ServiceState
-
-IMAGE_CMD = ["run", "-c", "/config/config.yml", "--health-check.host", "0.0.0.0"]
-
-
-@pytest.mark.parametrize(
-    ("cmdline", "expected"),
-    [
-        (["python", "-m", "scicat_ingestor", *IMAGE_CMD], IMAGE_CMD),
-        (["/sbin/docker-init", "--", "python", "-m", "scicat_ingestor", *IMAGE_CMD], IMAGE_CMD),
-        (["/usr/local/bin/scicat-ingestor", "-c", "c.yml"], ["run", "-c", "c.yml"]),
-        (["python3", "/usr/local/bin/scicat_ingestor", "-c", "c.yml"], ["run", "-c", "c.yml"]),
-        (["python", "-m", "scicat_ingestor.ops.probe"], None),
-        (["python", "-m", "scicat_ingestor", "validate-config", "c.yml"], None),
-        (["sh", "-c", "sleep 1"], None),
-        ([], None),
-    ],
+from scicat_ingestor.ops.probe import (
+    URL_FILE_VARIABLE,
+    cause,
+    main,
+    publish_health_url,
+    url_file,
 )
-def test_daemon_arguments(cmdline: list[str], expected: list[str] | None) -> None:
-    assert daemon_arguments(cmdline) == expected
+from scicat_ingestor.state import ServiceState
+from scicat_ingestor.testing.broker import free_port
+from scicat_ingestor.testing.daemon_process import DaemonProcess, daemon_config, write_config
+from scicat_ingestor.testing.scicat import SciCatStandIn
 
 
 @pytest.fixture
@@ -49,99 +40,119 @@ def server() -> Iterator[HealthServer]:
         yield running
 
 
-def fake_proc(root: Path, processes: dict[int, Sequence[str]], cwd: Path) -> Path:
-    for pid, cmdline in processes.items():
-        (root / str(pid)).mkdir(parents=True)
-        (root / str(pid) / "cmdline").write_bytes(b"".join(a.encode() + b"\0" for a in cmdline))
-        (root / str(pid) / "cwd").symlink_to(cwd)
-    (root / "self").mkdir()
-    return root
+@pytest.fixture
+def url_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The file daemon and probe use in this test (never the machine's /tmp one)."""
+    path = tmp_path / "health.url"
+    monkeypatch.setenv(URL_FILE_VARIABLE, str(path))
+    return path
 
 
-def config_dir(tmp_path: Path, health_check: dict[str, object]) -> Path:
-    directory = tmp_path / "app"
-    directory.mkdir()
-    text = yaml.safe_dump({"health_check": health_check})
-    (directory / "config.yml").write_text(text, encoding="utf-8")
-    return directory
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({URL_FILE_VARIABLE: "/run/x/h.url", "XDG_RUNTIME_DIR": "/run/user/7"}, "/run/x/h.url"),
+        ({"XDG_RUNTIME_DIR": "/run/user/7"}, "/run/user/7/scicat-ingestor-health.url"),
+        ({URL_FILE_VARIABLE: "", "XDG_RUNTIME_DIR": ""}, "/tmp/scicat-ingestor-health.url"),
+    ],
+)
+def test_where_the_url_file_is(environ: dict[str, str], expected: str) -> None:
+    assert url_file(environ) == Path(expected)
 
 
-def test_probes_the_port_of_the_daemons_config_file(
-    tmp_path: Path, server: HealthServer, capsys: pytest.CaptureFixture[str]
+def test_probes_the_published_url(
+    url_path: Path, server: HealthServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cwd = config_dir(tmp_path, {"port": server.port})
-    daemon = ["python", "-m", "scicat_ingestor", "run", "-c", "config.yml"]  # relative to its cwd
-    proc = fake_proc(tmp_path / "proc", {1: ["/sbin/docker-init", "--", "x"], 7: daemon}, cwd)
-    assert main([], proc) == 0
+    published = publish_health_url(server.url)
+    assert published is not None
+    assert url_path.read_text() == f"http://127.0.0.1:{server.port}\n"
+    assert main([]) == 0
     assert capsys.readouterr().out == f"http://127.0.0.1:{server.port}/health: 200\n"
+    published.remove()
+    assert not url_path.exists()
+    assert list(url_path.parent.iterdir()) == []  # no temporary file left either
 
 
-def test_a_command_line_override_beats_the_file(
-    tmp_path: Path, server: HealthServer, capsys: pytest.CaptureFixture[str]
+def test_a_clean_stop_leaves_another_daemons_url_alone(url_path: Path) -> None:
+    first = publish_health_url("http://127.0.0.1:8081")
+    assert first is not None
+    publish_health_url("http://127.0.0.1:8082")  # a second daemon with the same file
+    first.remove()
+    assert url_path.read_text() == "http://127.0.0.1:8082\n"
+
+
+def test_an_unwritable_file_is_a_warning_and_the_probe_asks_the_default_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cwd = config_dir(tmp_path, {"port": 1})
-    daemon = [
-        "python",
-        "-m",
-        "scicat_ingestor",
-        *IMAGE_CMD,
-        "--health-check.port",
-        str(server.port),
-    ]
-    daemon[daemon.index("/config/config.yml")] = str(cwd / "config.yml")
-    assert main([], fake_proc(tmp_path / "proc", {1: daemon}, cwd)) == 0
-    assert f":{server.port}/health: 200" in capsys.readouterr().out
+    missing = tmp_path / "no-such-directory" / "health.url"
+    monkeypatch.setenv(URL_FILE_VARIABLE, str(missing))
+    with caplog.at_level(logging.WARNING):
+        assert publish_health_url("http://127.0.0.1:8081") is None
+    (record,) = caplog.records
+    assert f"cannot write the health URL for the Docker HEALTHCHECK to {missing}" in record.message
+    assert URL_FILE_VARIABLE in record.message
 
 
 def test_unhealthy_when_the_poll_loop_stalls(
-    tmp_path: Path, server: HealthServer, capsys: pytest.CaptureFixture[str]
+    url_path: Path, server: HealthServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     server.options = dataclasses.replace(server.options, liveness_timeout=-1.0)
-    cwd = config_dir(tmp_path, {"port": server.port})
-    proc = fake_proc(tmp_path / "proc", {1: ["scicat-ingestor", "-c", "config.yml"]}, cwd)
-    assert main([], proc) == 1
+    publish_health_url(server.url)
+    assert main([]) == 1
     out = capsys.readouterr().out
     assert out.startswith(f"unhealthy: http://127.0.0.1:{server.port}/health: 503 ")
     assert '"live": false' in out
 
 
-Case = tuple[dict[int, list[str]], dict[str, object], int, str]
-
-
-@pytest.mark.parametrize(
-    "case",
-    [
-        ({1: ["sleep", "60"]}, {}, 1, "unhealthy: no scicat-ingestor daemon process found"),
-        ({1: ["scicat-ingestor", "-c", "missing.yml"]}, {}, 1, "unhealthy: cannot read the"),
-        ({1: ["scicat-ingestor", "-c", "config.yml"]}, {"port": "x"}, 1, "unhealthy: cannot read"),
-        ({1: ["scicat-ingestor", "-c", "config.yml"]}, {"enabled": False}, 0, "health endpoint"),
-    ],
-)
-def test_one_line_for_everything_else(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], case: Case
-) -> None:
-    processes, health_check, code, output = case
-    cwd = config_dir(tmp_path, health_check)
-    assert main([], fake_proc(tmp_path / "proc", processes, cwd)) == code
-    out = capsys.readouterr().out
-    assert out.startswith(output)
-    assert out.count("\n") == 1
+def free_local_port() -> int:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def test_an_endpoint_that_does_not_answer_is_named_with_the_cause(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    url_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """It printed '<urlopen error [Errno 111] Connection refused>'."""
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cwd = config_dir(tmp_path, {"host": "127.0.0.1", "port": port})
-    processes = {1: ["scicat-ingestor", "-c", "config.yml"]}
-    assert main([], fake_proc(tmp_path / "proc", processes, cwd)) == 1
+    port = free_local_port()
+    publish_health_url(f"http://127.0.0.1:{port}")
+    assert main([]) == 1
     assert capsys.readouterr().out == (
         f"unhealthy: http://127.0.0.1:{port}/health: not answering "
         "(connection refused: nothing listens on that port)\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "output"),
+    [
+        (None, 1, "unhealthy: http://127.0.0.1:8080/health: not answering (connection refused"),
+        ("disabled\n", 0, "health endpoint disabled (health_check.enabled: false)"),
+        ("127.0.0.1:8080\n", 1, "unhealthy: {path}: not a health URL: '127.0.0.1:8080'"),
+    ],
+)
+def test_one_line_for_everything_else(
+    url_path: Path, capsys: pytest.CaptureFixture[str], text: str | None, code: int, output: str
+) -> None:
+    if text is not None:
+        url_path.write_text(text)
+    with socket.socket() as sock:
+        if sock.connect_ex(("127.0.0.1", 8080)) == 0 and text is None:
+            pytest.skip("something listens on the default port 8080 here")
+    assert main([]) == code
+    out = capsys.readouterr().out
+    assert out.startswith(output.format(path=url_path))
+    assert out.count("\n") == 1
+    if text is None:
+        assert out.endswith(f" (no {url_path}: the default port)\n")
+
+
+def test_a_disabled_endpoint_is_published_as_such(
+    url_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    publish_health_url(None)
+    assert main([]) == 0
+    assert capsys.readouterr().out.startswith("health endpoint disabled")
 
 
 def test_causes_in_plain_words() -> None:
@@ -150,3 +161,39 @@ def test_causes_in_plain_words() -> None:
     assert cause(urllib.error.URLError(gaierror), 5) == (
         "host name not found: Name or service not known"
     )
+
+
+@pytest.mark.integration
+def test_the_daemon_publishes_the_port_it_bound_and_removes_it_on_a_clean_stop(
+    tmp_path: Path,
+    url_path: Path,
+    data_dir: Path,
+    scicat_standin: SciCatStandIn,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "data").mkdir()
+    port = free_port()
+    data = daemon_config(
+        bootstrap="127.0.0.1:9",  # never contacted in watch mode
+        topics=["unused"],
+        group_id="unused",
+        scicat_url=scicat_standin.url,
+        scicat_token=scicat_standin.token,
+        schemas_directory=data_dir / "schemas",
+        overrides={
+            "ingestion.trigger": "watch",
+            "watch.directories": [str(tmp_path / "data")],
+            "watch.state_file": str(tmp_path / "watch.sqlite"),
+            "ingestion.dead_letter.file": str(tmp_path / "dead-letters.jsonl"),
+            "health_check.enabled": True,
+            "health_check.port": port,
+        },
+    )
+    with DaemonProcess(write_config(tmp_path / "c.yml", data), tmp_path / "d.log") as daemon:
+        daemon.wait_for_log(r"watching ", 30)  # the source starts after the file is written
+        assert url_path.read_text() == f"http://127.0.0.1:{port}\n"
+        assert main([]) == 0
+        assert capsys.readouterr().out == f"http://127.0.0.1:{port}/health: 200\n"
+        daemon.terminate()
+        assert daemon.wait(30) == 0
+    assert not url_path.exists()

@@ -135,7 +135,7 @@ def test_ten_workers_on_one_run_make_one_sample(
     into existed. Before, those were SciCat failures (and on 5 every POST was, without
     ``sampleName``)."""
     ingestor = samples(make)
-    scicat_standin.delay(0.5, '"isPublished"')  # in the POST's body only
+    scicat_standin.faults.delay(0.5, '"isPublished"')  # in the POST's body only
     with ThreadPoolExecutor(10) as pool:
         outcomes = list(pool.map(lambda _: ingestor.ingest(SampleJob(str(coda))), range(10)))
     (stored,) = scicat_standin.samples
@@ -180,7 +180,7 @@ def test_a_missing_file_is_transient_for_the_file_retry_schedule(
 def test_scicat_down_is_transient_scicat(
     make: Make, coda: Path, scicat_standin: SciCatStandIn
 ) -> None:
-    scicat_standin.fail_next(1, 503, "samples")
+    scicat_standin.faults.fail_next(1, 503, "samples")
     outcome = samples(make).ingest(SampleJob(str(coda)))
     assert isinstance(outcome, Transient)
     assert outcome.cause == "scicat"

@@ -134,7 +134,7 @@ def test_conflict_is_typed(client: SciCatClient) -> None:
 
 
 def test_503_is_retried_then_succeeds(client: SciCatClient, scicat_standin: SciCatStandIn) -> None:
-    scicat_standin.fail_next(2, 503, "datasets")
+    scicat_standin.faults.fail_next(2, 503, "datasets")
     assert client.create_dataset(DATASET)["pid"] == DATASET["pid"]
     assert _requests(scicat_standin, "POST /datasets 503") == 2
     assert len(scicat_standin.datasets) == 1
@@ -142,14 +142,14 @@ def test_503_is_retried_then_succeeds(client: SciCatClient, scicat_standin: SciC
 
 def test_persistent_503_is_unavailable(scicat_standin: SciCatStandIn) -> None:
     client = _client(scicat_standin, max_retries=1)
-    scicat_standin.fail_next(5, 503, "proposals")
+    scicat_standin.faults.fail_next(5, 503, "proposals")
     with pytest.raises(SciCatUnavailable, match=r"GET proposals/443503 → 503"):
         client.get_json("proposals/443503")
     assert _requests(scicat_standin, "GET /proposals/{pid} 503") == 2
 
 
 def test_other_4xx_is_not_retried(client: SciCatClient, scicat_standin: SciCatStandIn) -> None:
-    scicat_standin.fail_next(1, 400, "datasets")
+    scicat_standin.faults.fail_next(1, 400, "datasets")
     with pytest.raises(SciCatRejected) as info:
         client.create_dataset(DATASET)
     assert not isinstance(info.value, SciCatUnavailable)
@@ -161,7 +161,7 @@ def test_retried_dataset_post_that_was_committed_gives_conflict(
     client: SciCatClient, scicat_standin: SciCatStandIn
 ) -> None:
     """The backend stored it but the 502 hid that: the retry answers 409 ('exists')."""
-    scicat_standin.fail_next(1, 502, "datasets", commit=True)
+    scicat_standin.faults.fail_next(1, 502, "datasets", commit=True)
     with pytest.raises(SciCatConflict):
         client.create_dataset(DATASET)
     assert list(scicat_standin.datasets) == [DATASET["pid"]]
@@ -172,7 +172,7 @@ def test_origdatablock_post_is_not_retried_after_a_500(
 ) -> None:
     """A 500 may come after the write: repeating the POST could duplicate the datablock."""
     client.create_dataset(DATASET)
-    scicat_standin.fail_next(1, 500, "origdatablocks", commit=True)
+    scicat_standin.faults.fail_next(1, 500, "origdatablocks", commit=True)
     block = {
         "datasetId": DATASET["pid"],
         "size": 1,
@@ -185,25 +185,25 @@ def test_origdatablock_post_is_not_retried_after_a_500(
 
 def test_timeout_is_unavailable(scicat_standin: SciCatStandIn) -> None:
     client = _client(scicat_standin, timeout=0.3, max_retries=1)
-    scicat_standin.stop_answering()
+    scicat_standin.faults.stop_answering()
     try:
         with pytest.raises(SciCatUnavailable, match="timed out") as info:
             client.get_dataset("20.500.12269/x")
         assert info.value.status is None
         assert "no answer" in str(info.value)
     finally:
-        scicat_standin.resume()
+        scicat_standin.faults.resume()
     assert client.get_dataset("20.500.12269/x") is None
 
 
 def test_connection_refused_is_unavailable(scicat_standin: SciCatStandIn) -> None:
     client = _client(scicat_standin, max_retries=0)
-    scicat_standin.stop_answering(refuse=True)
+    scicat_standin.faults.stop_answering(refuse=True)
     try:
         with pytest.raises(SciCatUnavailable, match="connection refused"):
             client.find_datasets({"pid": "x"})
     finally:
-        scicat_standin.resume()
+        scicat_standin.faults.resume()
 
 
 def test_refused_static_token_is_an_auth_outage(
@@ -293,7 +293,7 @@ def test_renewal_after_refusal_one_login_for_all_threads(
     client = _login_client(scicat_standin)
     assert client.get_dataset("20.500.12269/x") is None
     assert _requests(scicat_standin, "POST /auth/login 201") == 1
-    scicat_standin.expire_tokens()
+    scicat_standin.faults.expire_tokens()
 
     def work() -> None:
         assert client.get_json("proposals/443503")["proposalId"] == "443503"
@@ -320,7 +320,7 @@ def test_wrong_password_is_an_auth_outage_without_a_login_storm(
 def test_credentials_rejected_for_a_while_then_resume(scicat_standin: SciCatStandIn) -> None:
     client = _login_client(scicat_standin)
     assert client.get_json("proposals/443503")
-    scicat_standin.reject_credentials(1.0)
+    scicat_standin.faults.reject_credentials(1.0)
     with pytest.raises(SciCatAuthRefused) as info:
         client.get_json("proposals/443503")
     assert str(info.value) == (
@@ -345,13 +345,13 @@ def test_token_file_is_reread_when_refused_or_changed(
     token_file.write_text(scicat_standin.token + "\n")
     client = _client(scicat_standin, token="", token_file=str(token_file))
     assert client.get_json("proposals/443503")
-    scicat_standin.set_token("rotated-1")  # revoked: refused until the file has the new one
+    scicat_standin.faults.set_token("rotated-1")  # revoked: refused until the file has the new one
     refused = f"token from {token_file}: GET users/my/self → 401"
     with pytest.raises(SciCatAuthRefused, match=refused):
         client.get_json("proposals/443503")
     token_file.write_text("rotated-1")
     assert client.get_json("proposals/443503")  # no restart
-    scicat_standin.set_token("rotated-2")
+    scicat_standin.faults.set_token("rotated-2")
     os.utime(token_file, ns=(1, 1))  # same size, other mtime: still noticed
     token_file.write_text("rotated-2")
     assert client.get_json("proposals/443503")
@@ -446,7 +446,7 @@ def test_stale_keep_alive_connection_is_repeated_at_once(
 def test_healthy(scicat_standin: SciCatStandIn) -> None:
     client = _client(scicat_standin, token="", max_retries=0)
     assert client.healthy()
-    scicat_standin.fail_next(1, 503, "health")
+    scicat_standin.faults.fail_next(1, 503, "health")
     assert not client.healthy()
     assert client.healthy()
 

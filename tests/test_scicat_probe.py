@@ -117,7 +117,7 @@ def test_without_the_probe_route_one_warning_and_refusals_are_the_records(
 ) -> None:
     standin = scicat_standin_factory()
     for route in NO_PROBE_ROUTES:
-        standin.remove_route(route)
+        standin.faults.remove_route(route)
     client = _client(standin, token="garbage-token", api_version=3)
     assert client.check_credentials()  # cannot tell: not a refusal
     for _ in range(2):
@@ -142,7 +142,7 @@ def test_ingest_without_the_probe_route_ingests_with_one_warning(
 ) -> None:
     """Before: ``SciCatRejected ... users/my/self → 404`` ended ``ingest`` with a traceback."""
     for route in NO_PROBE_ROUTES:
-        scicat_standin.remove_route(route)
+        scicat_standin.faults.remove_route(route)
     config = _config(tree, scicat_standin)
     assert ingest_command(config, [str(tree / "data")], workers=2) == 0
     assert _totals(capsys.readouterr().out) == (
@@ -159,8 +159,8 @@ def test_the_probe_thread_survives_any_answer(
     """The daemon runs ``check_credentials`` in a thread of its own, and /ready's checker runs
     ``recheck``: neither may die of an answer (here 400 to the probe)."""
     standin = scicat_standin_factory()
-    standin.remove_route("auth/whoami")
-    standin.fail_next(10, 400, "users/my/self")
+    standin.faults.remove_route("auth/whoami")
+    standin.faults.fail_next(10, 400, "users/my/self")
     client = _client(standin, api_version=3)
     died: list[BaseException] = []
 
@@ -210,7 +210,7 @@ def test_health_stays_up_with_an_expired_login_on_backend_5(
     standin = scicat_standin_factory(backend="5")
     client = _client(standin, token="", username="ingestor", password="pwd", api_version=3)
     assert client.get_json("proposals/443503")
-    standin.expire_tokens()
+    standin.faults.expire_tokens()
     assert client.healthy()
     assert _requests(standin, "GET /health 200") == 1
     assert client.get_json("proposals/443503")  # 401 SESSION_EXPIRED: renewed and repeated

@@ -179,7 +179,7 @@ def test_v4_attachment_500_without_ours_stays_unavailable(scicat_standin: SciCat
 
     client = _client(scicat_standin, api_version=4, max_retries=0)
     pid = client.create_dataset(V3_DATASET)["pid"]
-    scicat_standin.fail_next(1, 500, "/api/v4/attachments")
+    scicat_standin.faults.fail_next(1, 500, "/api/v4/attachments")
     with pytest.raises(SciCatUnavailable) as info:
         client.create_attachment(pid, _attachment(pid))
     assert not isinstance(info.value, SciCatConflict)

@@ -130,7 +130,7 @@ def test_wrong_password_new_file_redelivery_sample_thumbnail_token_expiry(
     port = start(kit, topic, api_version, overrides)
 
     def fix() -> None:  # the account's password is set to what the daemon has
-        scicat_standin.change_password("ingestor", "wrong")
+        scicat_standin.faults.change_password("ingestor", "wrong")
 
     what = f"wrong password on {scicat_standin.backend} v{api_version}"
     first = outage_then_fix(kit, writer, port, fix, what)
@@ -144,7 +144,7 @@ def test_wrong_password_new_file_redelivery_sample_thumbnail_token_expiry(
     wait_until(lambda: kit.committed_all(topic) == 5, "the file after the token's lifetime")
     refused = 401 if scicat_standin.profile.session_expired else 403  # 4.5: as anonymous
     before = refusals(scicat_standin, refused)
-    scicat_standin.expire_tokens()  # one that dies early: renewed after SciCat refuses it
+    scicat_standin.faults.expire_tokens()  # one that dies early: renewed after SciCat refuses it
     writer.announce([third])
     wait_until(lambda: kit.committed_all(topic) == 6, "the file after the token expired")
     assert refusals(scicat_standin, refused) > before

@@ -165,7 +165,7 @@ def test_scicat_client_at_debug_and_ready_do_not_leak(
         )
         login_client = SciCatClient(login.scicat)
         assert login_client.get_dataset("20.500.12269/none") is None  # logs in first
-        standin.fail_next(5, 503)
+        standin.faults.fail_next(5, 503)
         with pytest.raises(SciCatError) as failure:
             client.get_dataset("20.500.12269/none")
         log.error("SciCat failed: %s", failure.value)

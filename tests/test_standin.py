@@ -342,7 +342,7 @@ def _login(standin: SciCatStandIn, username: str = "ingestor", password: str = "
 
 def _expired_token(standin: SciCatStandIn) -> str:
     token = str(_login(standin).json()["access_token"])
-    standin.expire_tokens()
+    standin.faults.expire_tokens()
     return token
 
 
@@ -522,7 +522,7 @@ def test_dead_credentials_whoami_200_empty_my_self_401(
 @integration
 def test_reject_credentials_for_a_while(scicat_standin: SciCatStandIn) -> None:
     token = _login(scicat_standin).json()["access_token"]
-    scicat_standin.reject_credentials(0.5)
+    scicat_standin.faults.reject_credentials(0.5)
     assert _login(scicat_standin).status_code == 401
     assert Api(scicat_standin).get("/proposals/443503").status_code == 403
     assert Api(scicat_standin, token=token).get("/proposals/443503").status_code == 403
@@ -534,12 +534,12 @@ def test_reject_credentials_for_a_while(scicat_standin: SciCatStandIn) -> None:
 @integration
 def test_change_password_and_rotate_the_static_token(scicat_standin: SciCatStandIn) -> None:
     token = _login(scicat_standin).json()["access_token"]
-    scicat_standin.change_password("ingestor", "new")
+    scicat_standin.faults.change_password("ingestor", "new")
     assert _login(scicat_standin).status_code == 401
     assert _login(scicat_standin, password="new").status_code == 201
     assert Api(scicat_standin, token=token).get("/proposals/443503").status_code == 200
     old = Api(scicat_standin)
-    scicat_standin.set_token("rotated")
+    scicat_standin.faults.set_token("rotated")
     assert old.get("/proposals/443503").status_code == 403
     assert Api(scicat_standin, token="rotated").get("/proposals/443503").status_code == 200
 
@@ -662,7 +662,7 @@ def test_unknown_route_is_404_without_auth(scicat_standin: SciCatStandIn) -> Non
 
 @integration
 def test_fail_next_then_ok(api: Api, scicat_standin: SciCatStandIn) -> None:
-    scicat_standin.fail_next(2, 503)
+    scicat_standin.faults.fail_next(2, 503)
     assert [api.get("/proposals/443503").status_code for _ in range(3)] == [503, 503, 200]
     assert scicat_standin.stats()["requests"]["GET /proposals/{pid} 503"] == 2
 
@@ -670,7 +670,7 @@ def test_fail_next_then_ok(api: Api, scicat_standin: SciCatStandIn) -> None:
 @integration
 def test_fail_next_only_hits_its_path_prefix(api: Api, scicat_standin: SciCatStandIn) -> None:
     pid = api.post("/datasets", _dataset()).json()["pid"]
-    scicat_standin.fail_next(1, 503, "/api/v3/origdatablocks")  # "origdatablocks" works too
+    scicat_standin.faults.fail_next(1, 503, "/api/v3/origdatablocks")  # "origdatablocks" works too
     assert api.get("/proposals/443503").status_code == 200
     assert api.post("/origdatablocks", _block(pid)).status_code == 503
     assert api.post("/origdatablocks", _block(pid)).status_code == 201
@@ -678,7 +678,7 @@ def test_fail_next_only_hits_its_path_prefix(api: Api, scicat_standin: SciCatSta
 
 @integration
 def test_fail_next_with_commit_stores_but_fails(api: Api, scicat_standin: SciCatStandIn) -> None:
-    scicat_standin.fail_next(1, 502, "datasets", commit=True)
+    scicat_standin.faults.fail_next(1, 502, "datasets", commit=True)
     assert api.post("/datasets", _dataset()).status_code == 502
     assert list(scicat_standin.datasets) == ["20.500.12269/0b4e9d0c-standin"]
     assert api.post("/datasets", _dataset()).status_code == 409  # the client's retry
@@ -689,10 +689,10 @@ def test_stop_answering_makes_clients_time_out_then_resume(
     scicat_standin: SciCatStandIn,
 ) -> None:
     url = scicat_standin.url + "/health"
-    scicat_standin.stop_answering()
+    scicat_standin.faults.stop_answering()
     with pytest.raises(requests.ReadTimeout):
         requests.get(url, timeout=0.5)
-    scicat_standin.resume()
+    scicat_standin.faults.resume()
     assert requests.get(url, timeout=5).status_code == 200
     assert ("GET", "/api/v3/health", 0) in scicat_standin.requests_log  # never answered
 
@@ -702,20 +702,46 @@ def test_refusing_closes_the_port_until_resume(scicat_standin: SciCatStandIn) ->
     url = scicat_standin.url + "/health"
     session = requests.Session()
     assert session.get(url, timeout=5).status_code == 200
-    scicat_standin.stop_answering(refuse=True)
+    scicat_standin.faults.stop_answering(refuse=True)
     with pytest.raises(requests.ConnectionError):
         requests.get(url, timeout=5)
-    scicat_standin.resume()
+    scicat_standin.faults.resume()
     assert session.get(url, timeout=5).status_code == 200  # same port, new connection
 
 
 @integration
+def test_a_timed_refusal_ends_by_itself_but_not_after_stop(
+    scicat_standin_factory: Callable[..., SciCatStandIn],
+) -> None:
+    first, second = scicat_standin_factory(), scicat_standin_factory()
+    for standin in (first, second):
+        standin.faults.stop_answering(refuse=True, seconds=0.2)
+    second.stop()  # its faults' timer must not open the port again
+    time.sleep(0.5)
+    assert requests.get(first.url + "/health", timeout=5).status_code == 200
+    with pytest.raises(requests.ConnectionError):
+        requests.get(second.url + "/health", timeout=5)
+
+
+@integration
+def test_expire_tokens_spares_the_logins_after_it(scicat_standin: SciCatStandIn) -> None:
+    def my_self(token: str) -> int:
+        headers = {"Authorization": f"Bearer {token}"}
+        url = scicat_standin.url + "/users/my/self"
+        return requests.get(url, headers=headers, timeout=5).status_code
+
+    before = _expired_token(scicat_standin)
+    after = str(_login(scicat_standin).json()["access_token"])
+    assert (my_self(before), my_self(after)) == (401, 200)
+
+
+@integration
 def test_delay_holds_only_matching_requests(api: Api, scicat_standin: SciCatStandIn) -> None:
-    scicat_standin.delay(30, "876380")
+    scicat_standin.faults.delay(30, "876380")
     with pytest.raises(requests.ReadTimeout):
         api.session.get(api.base + "/proposals/876380", timeout=0.3)
     assert api.get("/proposals/443503").status_code == 200
-    scicat_standin.delay(0, "876380")
+    scicat_standin.faults.delay(0, "876380")
     assert api.get("/proposals/876380").status_code == 200
 
 

@@ -212,7 +212,7 @@ def test_expire_tokens_on_5_is_401_session_expired_everywhere(
 ) -> None:
     token = _login(scicat_standin)
     assert _call(scicat_standin, "GET", "v3/users/my/self", token=token).ok
-    scicat_standin.expire_tokens()
+    scicat_standin.faults.expire_tokens()
     for path in ("v3/users/my/self", "v3/auth/whoami", "v3/samples", "v4/datasets"):
         answer = _call(scicat_standin, "GET", path, token=token)
         assert (answer.status_code, answer.json()["message"]) == (401, "SESSION_EXPIRED"), path
@@ -222,7 +222,7 @@ def test_expire_tokens_on_5_is_401_session_expired_everywhere(
 @backend_45
 def test_expire_tokens_on_4_5_looks_anonymous(scicat_standin: SciCatStandIn) -> None:
     token = _login(scicat_standin)
-    scicat_standin.expire_tokens()
+    scicat_standin.faults.expire_tokens()
     whoami = _call(scicat_standin, "GET", "v3/auth/whoami", token=token)
     assert (whoami.status_code, whoami.content) == (200, b"")
     assert _call(scicat_standin, "GET", "v3/users/my/self", token=token).status_code == 401
@@ -232,7 +232,7 @@ def test_remove_route_answers_404_like_a_backend_without_it(
     scicat_standin: SciCatStandIn,
 ) -> None:
     assert _call(scicat_standin, "GET", "v3/users/my/self").ok
-    scicat_standin.remove_route("users/my/self")
+    scicat_standin.faults.remove_route("users/my/self")
     answer = _call(scicat_standin, "GET", "v3/users/my/self")
     assert (answer.status_code, answer.json()["message"]) == (
         404,

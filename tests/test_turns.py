@@ -142,7 +142,7 @@ def _waits_without_the_turn(fast: Callable[[], Any], slow: Callable[[], Any]) ->
 @pytest.mark.integration
 def test_waiting_for_scicat_gives_the_turn_away(scicat_standin: SciCatStandIn) -> None:
     client = _client(scicat_standin)
-    scicat_standin.delay(SLOW, "slow-answer")
+    scicat_standin.faults.delay(SLOW, "slow-answer")
     try:
         result = _waits_without_the_turn(
             lambda: client.get_dataset("20.500.12269/fast"),
@@ -190,7 +190,7 @@ def test_waiting_for_scicat_through_a_proxy_gives_the_turn_away(slow_proxy: None
 def test_a_retry_back_off_gives_the_turn_away(scicat_standin: SciCatStandIn) -> None:
     # urllib3 repeats a first failure at once and backs off from the second: 2 x 0.5 x SLOW
     client = _client(scicat_standin, backoff_factor=SLOW / 2, max_retries=2)
-    scicat_standin.fail_next(2, 503, "datasets")
+    scicat_standin.faults.fail_next(2, 503, "datasets")
     try:
         finished, result = _in_turn(lambda: client.get_dataset("20.500.12269/after-503s"))
         _until(lambda: scicat_standin.stats()["requests"].get("GET /datasets/{pid} 503") == 2)
@@ -206,7 +206,7 @@ def test_a_retry_back_off_gives_the_turn_away(scicat_standin: SciCatStandIn) -> 
 def test_a_silent_scicat_still_times_out_in_a_turn(scicat_standin: SciCatStandIn) -> None:
     """The wait without the turn keeps the read timeout (it is not the socket's any more)."""
     client = _client(scicat_standin, timeout=0.3, max_retries=0)
-    scicat_standin.delay(3 * SLOW, "silent")
+    scicat_standin.faults.delay(3 * SLOW, "silent")
     try:
         started = time.monotonic()
         with TURNS.hold(), pytest.raises(SciCatUnavailable, match="timed out"):
@@ -225,7 +225,7 @@ def test_a_login_in_progress_does_not_deadlock_the_turn(
     back to finish."""
     scicat_standin = scicat_standin_factory(accounts={"ingestor": Account("s3cret")})
     client = _client(scicat_standin, token="", username="ingestor", password="s3cret")
-    scicat_standin.delay(SLOW / 4, "auth/login")
+    scicat_standin.faults.delay(SLOW / 4, "auth/login")
     try:
         workers = [_in_turn(lambda: client.get_dataset("20.500.12269/x")) for _ in range(2)]
         for finished, result in workers:

@@ -302,11 +302,11 @@ def test_a_missing_watch_directory_is_a_config_error(kit: WatchKit) -> None:
 
 def test_a_scicat_outage_pauses_and_every_file_lands_once_after_it(kit: WatchKit) -> None:
     daemon = kit.daemon()
-    kit.standin.stop_answering()
+    kit.standin.faults.stop_answering()
     files = DirectoryWriter(kit.data).write(20)
     daemon.wait_for_log(r"SciCat is failing", 60)
     assert kit.standin.origdatablocks == []
-    kit.standin.resume()
+    kit.standin.faults.resume()
     kit.wait_blocks(20)
     time.sleep(3)
     kit.assert_each_file_once(files)

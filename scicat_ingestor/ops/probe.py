@@ -1,92 +1,128 @@
 """Docker HEALTHCHECK (`python -m scicat_ingestor.ops.probe`): GET the running daemon's `/health`.
 
 The port is not known when the image is built: ``health_check.port`` comes from the mounted
-config file or from a ``--health-check.port`` in the container's command. So the probe finds the
-daemon process (``python -m scicat_ingestor run ...``, or the ``scicat-ingestor`` /
-``scicat_ingestor`` scripts), parses its command line with the real parser, loads the same config
-file with the same overrides, and asks ``/health`` there. Exit 0 alive, 1 not, with one line on
-stdout that Docker keeps in ``docker inspect`` (``.State.Health.Log``).
+config file or from a ``--health-check.port`` in the container's command. So the daemon
+publishes the URL its health endpoint actually bound in a file (:func:`publish_health_url`,
+called by ``run``; removed on a clean stop) and the probe reads it. Both sides of that file are
+here, so they agree on its place and form. The file is ``$SCICAT_INGESTOR_HEALTH_URL_FILE`` if
+set, else ``scicat-ingestor-health.url`` in ``$XDG_RUNTIME_DIR`` if set, else in ``/tmp``
+(writable by the image's uid 10001, also with a read-only root and a tmpfs ``/tmp``). Without
+the file (the daemon still starting, or it could not write it) the probe asks the default
+port. Exit 0 alive, 1 not, with one line on stdout that Docker keeps in ``docker inspect``
+(``.State.Health.Log``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
 import socket
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from scicat_ingestor.cli import collect_overrides, parse_command_line, with_subcommand
-from scicat_ingestor.config import ConfigError, HealthCheckOptions, load_config
+from scicat_ingestor.config import HealthCheckOptions
 from scicat_ingestor.ops.health import local_url
 
-PROC = Path("/proc")
+URL_FILE_VARIABLE = "SCICAT_INGESTOR_HEALTH_URL_FILE"
+URL_FILE_NAME = "scicat-ingestor-health.url"
+DEFAULT_DIRECTORY = Path("/tmp")
+DISABLED = "disabled"  # the file's text when health_check.enabled is false
 TIMEOUT = 5.0
-_SCRIPTS = {"scicat-ingestor", "scicat_ingestor"}
+
+logger = logging.getLogger("scicat_ingestor.daemon")
 
 
 class ProbeError(RuntimeError):
-    """The daemon or its endpoint could not be found; the message says which."""
+    """The endpoint could not be found or did not answer 200; the message says which."""
 
 
-def daemon_arguments(cmdline: Sequence[str]) -> list[str] | None:
-    """The CLI arguments of a daemon process's command line (``run ...``), None for any other."""
-    for index, word in enumerate(cmdline):
-        if word == "-m" and cmdline[index + 1 : index + 2] == ["scicat_ingestor"]:
-            rest = cmdline[index + 2 :]
-            break
-        if Path(word).name in _SCRIPTS:
-            rest = cmdline[index + 1 :]
-            break
-    else:
-        return None
-    argv = with_subcommand(rest)
-    return argv if argv[:1] == ["run"] else None
+def url_file(environ: Mapping[str, str] = os.environ) -> Path:
+    """Where the daemon publishes its health URL and the probe looks for it."""
+    explicit = environ.get(URL_FILE_VARIABLE)
+    if explicit:
+        return Path(explicit)
+    return Path(environ.get("XDG_RUNTIME_DIR") or DEFAULT_DIRECTORY) / URL_FILE_NAME
 
 
-def find_daemon(proc: Path = PROC) -> tuple[Path, list[str]]:
-    """The lowest-numbered daemon process: its /proc directory and CLI arguments."""
-    pids = sorted(int(entry.name) for entry in proc.iterdir() if entry.name.isdigit())
-    for pid in pids:
+@dataclass(frozen=True)
+class PublishedUrl:
+    """A health URL the daemon published: removed again on a clean stop."""
+
+    path: Path
+    text: str
+
+    def remove(self) -> None:
+        """Remove the file unless another daemon has published its own there since."""
         try:
-            raw = (proc / str(pid) / "cmdline").read_bytes()
-        except OSError:  # gone meanwhile, or not ours to read
-            continue
-        argv = daemon_arguments([part.decode(errors="replace") for part in raw.split(b"\0")[:-1]])
-        if argv is not None:
-            return proc / str(pid), argv
-    raise ProbeError("no scicat-ingestor daemon process found")
+            if self.path.read_text(encoding="utf-8").strip() == self.text:
+                self.path.unlink()
+        except OSError:  # gone already, or never readable: nothing of ours to remove
+            return
 
 
-def health_options(argv: Sequence[str], cwd: Path) -> HealthCheckOptions:
-    """The health_check section the daemon with these arguments (started in ``cwd``) uses."""
+def publish_health_url(url: str | None, path: Path | None = None) -> PublishedUrl | None:
+    """Write the health endpoint's base URL (``None``: the endpoint is disabled) for the probe.
+
+    Written whole (a temporary file renamed), so the probe never reads half of it. A file that
+    cannot be written is a WARNING, not a failure: the probe then asks the default port.
+    """
+    target = url_file() if path is None else path
+    text = DISABLED if url is None else url
+    partial = target.with_name(f".{target.name}.{os.getpid()}")
     try:
-        args = parse_command_line(argv)
-    except SystemExit:
-        raise ProbeError(f"cannot parse the daemon's arguments: {' '.join(argv)}") from None
-    config_file = cwd / args.config_file
+        partial.write_text(text + "\n", encoding="utf-8")
+        os.replace(partial, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        logger.warning(
+            "health_check: cannot write the health URL for the Docker HEALTHCHECK to %s (%s); "
+            "it will ask the default port; set %s to a writable path",
+            target,
+            exc.strerror or exc,
+            URL_FILE_VARIABLE,
+        )
+        return None
+    return PublishedUrl(target, text)
+
+
+def health_url(path: Path) -> tuple[str | None, str]:
+    """The daemon's health base URL (None: disabled) from ``path``, and a note when it is the
+    default because the file is missing."""
     try:
-        return load_config(config_file, collect_overrides(args)).health_check
-    except (ConfigError, OSError) as exc:
-        raise ProbeError(f"cannot read the daemon's configuration: {exc}") from None
+        text = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        defaults = HealthCheckOptions()
+        return local_url(defaults.host, defaults.port), f" (no {path}: the default port)"
+    except OSError as exc:
+        raise ProbeError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if text == DISABLED:
+        return None, ""
+    if not text.startswith(("http://", "https://")):
+        raise ProbeError(f"{path}: not a health URL: {text[:80]!r}")
+    return text, ""
 
 
-def probe(proc: Path = PROC, timeout: float = TIMEOUT) -> str:
+def probe(path: Path, timeout: float = TIMEOUT) -> str:
     """GET the daemon's /health; its URL and status when alive, ProbeError otherwise."""
-    process, argv = find_daemon(proc)
-    options = health_options(argv, process / "cwd")
-    if not options.enabled:
+    base, note = health_url(path)
+    if base is None:
         return "health endpoint disabled (health_check.enabled: false): nothing to probe"
-    url = local_url(options.host, options.port) + "/health"
+    url = base + "/health"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            return f"{url}: {response.status}"
+            return f"{url}: {response.status}{note}"
     except urllib.error.HTTPError as exc:
-        raise ProbeError(f"{url}: {exc.code} {exc.read().decode(errors='replace')}") from None
+        body = exc.read().decode(errors="replace")
+        raise ProbeError(f"{url}: {exc.code} {body}{note}") from None
     except OSError as exc:
-        raise ProbeError(f"{url}: not answering ({cause(exc, timeout)})") from None
+        raise ProbeError(f"{url}: not answering ({cause(exc, timeout)}){note}") from None
 
 
 def cause(exc: OSError, timeout: float) -> str:
@@ -103,13 +139,15 @@ def cause(exc: OSError, timeout: float) -> str:
     return str(reason)
 
 
-def main(argv: Sequence[str] | None = None, proc: Path = PROC) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     argparse.ArgumentParser(
         prog="python -m scicat_ingestor.ops.probe",
         description="Exit 0 when the running daemon's /health answers 200 (Docker HEALTHCHECK).",
+        epilog=f"The daemon's health URL is read from {URL_FILE_VARIABLE}, "
+        f"$XDG_RUNTIME_DIR/{URL_FILE_NAME} or {DEFAULT_DIRECTORY / URL_FILE_NAME}.",
     ).parse_args(argv)
     try:
-        print(probe(proc))
+        print(probe(url_file()))
     except ProbeError as exc:
         print(f"unhealthy: {exc}")
         return 1

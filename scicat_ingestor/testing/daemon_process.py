@@ -9,6 +9,7 @@ signals and reports the exit code.
 from __future__ import annotations
 
 import ctypes
+import os
 import re
 import signal
 import subprocess
@@ -137,6 +138,11 @@ class DaemonProcess:
         self._log = self.log_path.open("ab")
         self._process = subprocess.Popen(
             self.command,
+            # the health URL file beside the log, so test daemons leave the shared /tmp one alone
+            env={
+                **os.environ,
+                "SCICAT_INGESTOR_HEALTH_URL_FILE": str(self.log_path.parent / "health.url"),
+            },
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -245,7 +245,7 @@ def test_status_page_in_chromium(request: pytest.FixtureRequest, tmp_path: Path)
         browser.screenshot(proxy.url, "status-page.png")
 
         # An auth outage: intake pauses and the page says why.
-        kit.standin.reject_credentials(60.0)
+        kit.standin.faults.reject_credentials(60.0)
         writer.write_and_announce(2)
 
         def paused() -> bool:

@@ -5,9 +5,9 @@ One module per job: ``profiles`` (what differs between the backend versions), ``
 (request bodies against the real OpenAPI documents), ``filters`` (``?filter=``), ``server`` (HTTP
 plumbing), ``routing`` (the route entry type), ``backend`` (the in-memory store, auth and the v3
 endpoints: :class:`SciCatStandIn`), ``v4`` (backend 5's API v4 and jobs), ``shapes`` (documents
-as v3 and v4 show them), ``faults`` (fault injection, also over ``/_standin/``), ``accounts``,
-``messages`` (request/reply types), ``fixtures`` (pytest plugin), ``conformance`` (the recorded
-scenarios against the stand-in), ``__main__`` (CLI).
+as v3 and v4 show them), ``faults`` (fault injection: ``standin.faults``, also over
+``/_standin/``), ``accounts``, ``messages`` (request/reply types), ``fixtures`` (pytest plugin),
+``conformance`` (the recorded scenarios against the stand-in), ``__main__`` (CLI).
 """
 
 from scicat_ingestor.testing.scicat.accounts import DEFAULT_ACCOUNTS, Account

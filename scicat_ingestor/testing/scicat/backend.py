@@ -9,24 +9,23 @@ idle keep-alive connections are closed after ``idle_timeout`` seconds.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import logging
 import secrets
-import socket
 import threading
 import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from scicat_ingestor.testing.scicat import faults, v4
+from scicat_ingestor.testing.scicat import v4
 from scicat_ingestor.testing.scicat.accounts import DEFAULT_ACCOUNTS, STATIC_TOKEN_USER, Account
-from scicat_ingestor.testing.scicat.faults import _FailRule
+from scicat_ingestor.testing.scicat.faults import Faults
 from scicat_ingestor.testing.scicat.filters import FilterError, apply_filter
 from scicat_ingestor.testing.scicat.messages import (
     BASE_PATH,
@@ -42,7 +41,7 @@ from scicat_ingestor.testing.scicat.messages import (
 )
 from scicat_ingestor.testing.scicat.profiles import DEFAULT_BACKEND, profile
 from scicat_ingestor.testing.scicat.routing import _Route
-from scicat_ingestor.testing.scicat.server import _Server
+from scicat_ingestor.testing.scicat.server import Connections, _Server
 from scicat_ingestor.testing.scicat.shapes import (
     _add_read_back_fields,
     _attached_to,
@@ -115,7 +114,8 @@ SEED_PROPOSALS: tuple[Mapping[str, Any], ...] = (
 
 
 class SciCatStandIn:
-    """An in-memory SciCat backend on 127.0.0.1, with fault injection. Thread-safe.
+    """An in-memory SciCat backend on 127.0.0.1, with fault injection (:attr:`faults`).
+    Thread-safe.
 
     ``backend`` is the version played: ``"5"`` (default; API v3 under ``/api/v3`` and v4 under
     ``/api/v4``) or ``"4.5"`` (v3 only). Auth: every endpoint but ``/auth/login`` and
@@ -128,26 +128,21 @@ class SciCatStandIn:
     idle for more than ``idle_timeout`` seconds is not answered: the connection is closed
     (``RemoteDisconnected`` at the client).
 
-    Faults (also over HTTP for a stand-in in another process, without auth: ``POST
-    /_standin/fail {"count", "status", "path_prefix", "commit"}``, ``/_standin/stop_answering
-    {"refuse", "seconds"}`` (``refuse`` needs ``seconds``), ``/_standin/resume``,
-    ``/_standin/delay {"seconds", "match"}``, ``/_standin/expire_tokens``,
-    ``/_standin/reject_credentials {"seconds"}``, ``/_standin/change_password {"username",
-    "password"}``, ``/_standin/set_token {"token"}``, ``/_standin/proposals
-    {proposal}``; ``GET /_standin/stats`` and ``/_standin/datasets``):
+    Faults (``standin.faults``, a :class:`~scicat_ingestor.testing.scicat.faults.Faults`; also
+    over HTTP under ``/_standin/`` for a stand-in in another process):
 
-    * :meth:`fail_next` — the next N matching requests get a given status (default 503).
-    * :meth:`stop_answering` — requests are read but never answered, so clients time out; with
+    * ``fail_next`` — the next N matching requests get a given status (default 503).
+    * ``stop_answering`` — requests are read but never answered, so clients time out; with
       ``refuse=True`` the listening socket is closed and open connections are cut (connection
-      refused / reset). :meth:`resume` ends either; requests held during the outage are then
+      refused / reset). ``resume`` ends either; requests held during the outage are then
       dropped without an answer (the client sees its timeout, or a closed connection).
-    * :meth:`delay` — requests whose URL or body contains a string are answered late.
-    * :meth:`expire_tokens` — login-issued tokens expire now, the static token stays.
-    * :meth:`remove_route` — a route answers 404 as if this backend had none (e.g. no
+    * ``delay`` — requests whose URL or body contains a string are answered late.
+    * ``expire_tokens`` — login-issued tokens expire now, the static token stays.
+    * ``remove_route`` — a route answers 404 as if this backend had none (e.g. no
       ``users/my/self``).
-    * :meth:`reject_credentials` — for N seconds logins get 401 and every token counts as dead.
-    * :meth:`change_password`, :meth:`set_token` — rotate a password or the static token
-      (``""`` revokes it).
+    * ``reject_credentials`` — for N seconds logins get 401 and every token counts as dead.
+    * ``change_password``, ``set_token`` — rotate a password or the static token (``""``
+      revokes it).
     """
 
     def __init__(
@@ -173,25 +168,18 @@ class SciCatStandIn:
         self._accounts = {
             name: a if isinstance(a, Account) else Account(a) for name, a in given.items()
         }
-        self._reject_until = 0.0  # monotonic: until then every credential is refused
         self._validators = load_validators(
             openapi_path or self.profile.openapi_path, self.profile.dtos
         )
-        self._lock = threading.Lock()  # guards the store, counters, connections and fault rules
-        self._no_connections = threading.Condition(self._lock)
-        self._gate = threading.Condition(threading.Lock())  # guards answering/stopping
-        self._lifecycle = threading.RLock()  # start/stop/refuse/resume
-        self._stopping = threading.Event()
-        self._answering = True
+        self.faults = Faults(self)
+        self._lock = threading.Lock()  # guards the store and counters
+        self._lifecycle = threading.RLock()  # start/stop, a refusing outage and its end
+        self._stopped = True
         self._server: _Server | None = None
         self._serve_thread: threading.Thread | None = None
-        self._resume_timer: threading.Timer | None = None
-        self._connections: set[socket.socket] = set()
-        self._accepted = 0
-        self._login_tokens: dict[str, tuple[str, float]] = {}  # token → (user, expires at)
-        self._idle_closed = 0
-        self._fail_rules: list[_FailRule] = []
-        self._delays: dict[str, float] = {}
+        self._connections = Connections()
+        # token → (user, issued at, expires at), monotonic
+        self._login_tokens: dict[str, tuple[str, float, float]] = {}
         self._counts: Counter[str] = Counter()
         self._log: deque[tuple[str, str, int]] = deque(maxlen=REQUEST_LOG_SIZE)
         self._datasets: dict[str, JSONDict] = {}
@@ -201,7 +189,6 @@ class SciCatStandIn:
         self._attachments_of: dict[str, list[JSONDict]] = {}  # v3 shape, by dataset pid
         self._attachments: dict[str, JSONDict] = {}  # v4 shape, by aid
         self._jobs: dict[str, JSONDict] = {}
-        self._removed_routes: set[str] = set()  # "METHOD /api/vN/template" ("*": any method)
         self._proposals: dict[str, JSONDict] = {}
         self._instruments: list[JSONDict] = [self._instrument(seed) for seed in SEED_INSTRUMENTS]
         for proposal in SEED_PROPOSALS:
@@ -227,21 +214,18 @@ class SciCatStandIn:
         with self._lifecycle:
             if self._server is not None:
                 raise RuntimeError("the SciCat stand-in is already running")
-            self._stopping.clear()
+            self._stopped = False
+            self.faults.start()
             self._listen()
             logger.info("SciCat stand-in listening on %s", self.url)
 
     def stop(self) -> None:
         """Stop serving, cut open connections and release anyone waiting in a fault."""
+        self.faults.stop()  # first, outside _lifecycle: a fault's resume takes both in that order
         with self._lifecycle:
-            self._stopping.set()
-            if self._resume_timer is not None:
-                self._resume_timer.cancel()
-                self._resume_timer = None
-            with self._gate:
-                self._gate.notify_all()
+            self._stopped = True
             self._close_listener()
-            self._cut_connections()
+            self._connections.cut()
         logger.info("SciCat stand-in on port %s stopped", self.port)
 
     def __enter__(self) -> SciCatStandIn:
@@ -257,7 +241,7 @@ class SciCatStandIn:
         self.stop()
 
     def _listen(self) -> None:
-        server = _Server((self.host, self.port), self)
+        server = _Server((self.host, self.port), self._handle, self._connections, self.idle_timeout)
         self.port = server.server_address[1]
         thread = threading.Thread(
             target=server.serve_forever,
@@ -276,32 +260,24 @@ class SciCatStandIn:
             server.server_close()
             thread.join()
 
-    def _cut_connections(self, wait: float = 2.0) -> None:
-        """Shut down open connections so their handler threads end (clients see a reset/EOF)."""
+    # ---- what the faults do to the stand-in (faults.Host) -----------------------------------
+
+    def _refuse_connections(self) -> None:
+        with self._lifecycle:
+            self._close_listener()
+            self._connections.cut()
+
+    def _accept_connections(self) -> None:
+        with self._lifecycle:
+            if self._server is None and not self._stopped:
+                self._listen()
+
+    def _set_password(self, username: str, password: str) -> None:
         with self._lock:
-            open_now = list(self._connections)
-        for conn in open_now:
-            with contextlib.suppress(OSError):  # already closed by the peer
-                conn.shutdown(socket.SHUT_RDWR)
-        with self._no_connections:
-            self._no_connections.wait_for(lambda: not self._connections, timeout=wait)
+            account = self._accounts.get(username, Account(password))
+            self._accounts[username] = replace(account, password=password)
 
-    # ---- fault injection (scicat.faults) -------------------------------------------------
-
-    fail_next = faults.fail_next
-    stop_answering = faults.stop_answering
-    resume = faults.resume
-    delay = faults.delay
-    expire_tokens = faults.expire_tokens
-    reject_credentials = faults.reject_credentials
-    change_password = faults.change_password
-    set_token = faults.set_token
-    _wait_for_delay = faults._wait_for_delay
-    _await_answering = faults._await_answering
-    _take_fail_rule = faults._take_fail_rule
-    remove_route = faults.remove_route
-    _control = faults._control
-    _control_action = faults._control_action
+    # ---- the store ---------------------------------------------------------------------------
 
     def add_proposal(self, proposal: Mapping[str, Any]) -> None:
         """Add (or replace) a proposal; backend-managed fields get defaults."""
@@ -336,43 +312,30 @@ class SciCatStandIn:
 
     def stats(self) -> JSONDict:
         """Counts per ``"METHOD /route STATUS"``, stored documents and accepted connections."""
+        answering = self.faults.answering
         with self._lock:
             return {
                 "requests": dict(self._counts),
                 "datasets": len(self._datasets),
                 "origdatablocks": len(self._origdatablocks),
                 "samples": len(self._samples),
-                "connections": self._accepted,
-                "idle_closed": self._idle_closed,
-                "answering": self._answering,
+                "connections": self._connections.accepted,
+                "idle_closed": self._connections.idle_closed,
+                "answering": answering,
             }
 
     # ---- request processing (called from handler threads) ---------------------------------
 
-    def _connection_opened(self, conn: socket.socket) -> None:
-        with self._lock:
-            self._accepted += 1
-            self._connections.add(conn)
-
-    def _closed_idle(self) -> None:
-        with self._lock:
-            self._idle_closed += 1
-
-    def _connection_closed(self, conn: socket.socket) -> None:
-        with self._no_connections:
-            self._connections.discard(conn)
-            self._no_connections.notify_all()
-
     def _handle(self, request: _Request) -> Reply | None:
         """Answer one request, or ``None`` to drop it unanswered (outage)."""
         if request.path.startswith(CONTROL_PATH + "/"):
-            return self._control(request)
+            return self.faults.control(request)
         route, params = self._route(request)
         name = route.name if route else "unrouted"
-        if not self._wait_for_delay(request) or not self._await_answering():
+        if not self.faults.hold(request):
             self._record(request, name, 0)
             return None
-        rule = self._take_fail_rule(request.path)
+        rule = self.faults.take_fail_rule(request.path)
         if rule is not None and not rule.commit:
             reply = Reply(rule.status, _error(rule.status, "injected by the SciCat stand-in"))
         elif route is None:
@@ -396,7 +359,7 @@ class SciCatStandIn:
         for route in routes:
             params = route.match(request.method, segments)
             if params is not None:
-                if self._removed_routes and self._is_removed(route, base):
+                if self.faults.route_removed(route.method, base, route.segments):
                     return None, {}
                 return route, params
         return None, {}
@@ -404,12 +367,6 @@ class SciCatStandIn:
     @property
     def _routes(self) -> tuple[_Route, ...]:
         return _ROUTES_V5 if self.profile.serves_v4 else _ROUTES
-
-    def _is_removed(self, route: _Route, base: str) -> bool:
-        template = f"{base}/{'/'.join(route.segments)}"
-        with self._lock:
-            removed = self._removed_routes
-            return f"{route.method} {template}" in removed or f"* {template}" in removed
 
     def _authorised(self, route: _Route, request: _Request) -> Reply:
         try:
@@ -433,11 +390,11 @@ class SciCatStandIn:
         if not token:
             return None, False
         now = time.monotonic()
+        if self.faults.rejecting(now):
+            return None, False  # as if the secret changed: not expired, just unknown
         with self._lock:
-            if now < self._reject_until:
-                return None, False  # as if the secret changed: not expired, just unknown
-            user, expires = self._login_tokens.get(token, ("", 0.0))
-            if user and now >= expires:
+            user, issued, expires = self._login_tokens.get(token, ("", 0.0, 0.0))
+            if user and (now >= expires or self.faults.expired(issued)):
                 return None, True
             if not user and token == self.token:
                 user = STATIC_TOKEN_USER
@@ -471,11 +428,12 @@ class SciCatStandIn:
             account = self._accounts.get(username)
             if account is None or account.password != password:
                 return unauthorised
-            if time.monotonic() < self._reject_until:
+            now = time.monotonic()
+            if self.faults.rejecting(now):
                 return unauthorised
             token = secrets.token_urlsafe(24)
             # Kept after expiry: a dead JWT still says it expired (backend 5 answers 401).
-            self._login_tokens[token] = (username, time.monotonic() + self.token_lifetime)
+            self._login_tokens[token] = (username, now, now + self.token_lifetime)
         user_id = _seed_id(f"user/{username}")
         return Reply(
             201,

@@ -1,19 +1,46 @@
 """The route table's entry type: which handler answers a method and path, and what the backend
-answers without valid credentials."""
+answers without valid credentials; and :class:`StandIn`, the stand-in as the handlers outside
+``backend`` (``v4``) see it, so they need not import ``backend`` (which imports them)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 from urllib.parse import unquote
 
-from scicat_ingestor.testing.scicat.messages import Reply, _Request
+from scicat_ingestor.testing.scicat.accounts import Account
+from scicat_ingestor.testing.scicat.messages import JSONDict, Reply, _Request
 
-if TYPE_CHECKING:
-    from scicat_ingestor.testing.scicat.backend import SciCatStandIn
 
-Handler = Callable[["SciCatStandIn", _Request], Reply]
+class StandIn(Protocol):
+    """The store a handler reads and writes (the stand-in itself, :class:`SciCatStandIn`)."""
+
+    _lock: threading.Lock  # guards everything below
+    _datasets: dict[str, JSONDict]
+    _origdatablocks: list[JSONDict]
+    _attachments: dict[str, JSONDict]
+    _jobs: dict[str, JSONDict]
+
+    def _account(self, user: str) -> Account: ...
+
+    def _validated(self, request: _Request, dto_name: str) -> JSONDict | Reply: ...
+
+    def _readable_datasets(self, request: _Request) -> list[JSONDict]: ...
+
+    def _store_dataset(
+        self, request: _Request, dataset: JSONDict, view: Callable[[JSONDict], JSONDict]
+    ) -> Reply: ...
+
+    def _store_block(self, request: _Request, block: JSONDict, *, owner_only: bool) -> Reply: ...
+
+    def _store_attachment(self, request: _Request, attachment: JSONDict, aid: str) -> JSONDict: ...
+
+
+# The first argument is the stand-in: backend's unbound methods take the concrete class, v4's
+# functions the StandIn protocol; no one type is a subtype of both, hence Any.
+Handler = Callable[[Any, _Request], Reply]
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,21 @@
 """HTTP plumbing: keep-alive, ``TCP_NODELAY``, each response written with one ``sendall``, idle
-connections closed, no per-request logging (the benchmark measures through it)."""
+connections closed, no per-request logging (the benchmark measures through it).
+
+The server knows nothing of SciCat: it is given a :data:`Handle` (a parsed request in, a reply
+or ``None`` for "drop it unanswered" out) and the :class:`Connections` it reports to."""
 
 from __future__ import annotations
 
+import contextlib
 import http
 import logging
 import socket
 import socketserver
+import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from scicat_ingestor.testing.scicat.messages import (
@@ -20,12 +26,48 @@ from scicat_ingestor.testing.scicat.messages import (
     _Request,
 )
 
-if TYPE_CHECKING:
-    from scicat_ingestor.testing.scicat.backend import SciCatStandIn
-
 logger = logging.getLogger("scicat_ingestor.testing.scicat")
 
 MAX_BODY_BYTES = 16 * 1024 * 1024  # the real backend's body-parser limit ("16mb")
+
+Handle = Callable[[_Request], Reply | None]
+"""Answers one request; ``None`` drops it unanswered (the connection is closed)."""
+
+
+class Connections:
+    """The open connections of one stand-in, across the listeners it closes and opens again
+    (an outage that refuses connections), so they can be cut and counted. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._none_open = threading.Condition(self._lock)
+        self._open: set[socket.socket] = set()
+        self.accepted = 0  # connections accepted so far
+        self.idle_closed = 0  # requests answered by closing an idle connection
+
+    def opened(self, conn: socket.socket) -> None:
+        with self._lock:
+            self.accepted += 1
+            self._open.add(conn)
+
+    def closed(self, conn: socket.socket) -> None:
+        with self._none_open:
+            self._open.discard(conn)
+            self._none_open.notify_all()
+
+    def closed_idle(self) -> None:
+        with self._lock:
+            self.idle_closed += 1
+
+    def cut(self, wait: float = 2.0) -> None:
+        """Shut down open connections so their handler threads end (clients see a reset/EOF)."""
+        with self._lock:
+            open_now = list(self._open)
+        for conn in open_now:
+            with contextlib.suppress(OSError):  # already closed by the peer
+                conn.shutdown(socket.SHUT_RDWR)
+        with self._none_open:
+            self._none_open.wait_for(lambda: not self._open, timeout=wait)
 
 
 class _Server(ThreadingHTTPServer):
@@ -34,8 +76,16 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], standin: SciCatStandIn) -> None:
-        self.standin = standin
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handle: Handle,
+        connections: Connections,
+        idle_timeout: float | None,
+    ) -> None:
+        self.answer = handle
+        self.connections = connections
+        self.idle_timeout = idle_timeout  # seconds a keep-alive connection may idle; None: ever
         super().__init__(address, _RequestHandler)
 
     def server_bind(self) -> None:
@@ -51,11 +101,11 @@ class _Server(ThreadingHTTPServer):
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         conn = cast(socket.socket, request)
-        self.standin._connection_opened(conn)
+        self.connections.opened(conn)
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self.standin._connection_closed(conn)
+            self.connections.closed(conn)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         logger.debug("SciCat stand-in: connection from %s failed", client_address, exc_info=True)
@@ -96,14 +146,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._send(refusal)
             return
         body = self.rfile.read(length) if length else b""
-        standin = cast(_Server, self.server).standin
-        idle = standin.idle_timeout
+        server = cast(_Server, self.server)
+        idle = server.idle_timeout
         last = self._last_answer
         control = self.path.startswith(CONTROL_PATH + "/")  # test plumbing, not the backend
         if last is not None and idle is not None and not control and time.monotonic() - last > idle:
             # The server closed this idle connection as the request came in: the client sees it
             # closed before any answer (the race a real keep-alive timeout produces, made sure).
-            standin._closed_idle()
+            server.connections.closed_idle()
             self.close_connection = True
             return
         parts = urlsplit(self.path)
@@ -116,7 +166,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.headers.get("Content-Type") or "",
         )
         try:
-            reply = standin._handle(request)
+            reply = server.answer(request)
         except Exception:
             logger.exception("SciCat stand-in failed on %s %s", self.command, parts.path)
             reply = Reply(500, {"statusCode": 500, "message": "Internal server error"})
@@ -134,7 +184,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             "Content-Type: application/json; charset=utf-8",
             f"Content-Length: {len(body)}",
         ]
-        idle = cast(_Server, self.server).standin.idle_timeout
+        idle = cast(_Server, self.server).idle_timeout
         if self.close_connection:
             head.append("Connection: close")
         elif idle is not None:

@@ -1,6 +1,6 @@
 """Backend 5's API v4 (``/api/v4``: datasets, origdatablocks, attachments, jobs) and its v3
-``POST jobs``, answered like ``data/scicat-backend-v5-behaviour.md`` §4 and the recorded
-scenarios.
+jobs (``POST``, ``GET ?filter=``; each version lists every job in its own shape), answered like
+``data/scicat-backend-v5-behaviour.md`` §4 and the recorded scenarios.
 
 v4 differs from v3 in ways a client must see: searches without valid credentials are 403, not
 ``[]``; ``findOne`` without a match is 200 with an empty body; validation errors are NestJS'
@@ -10,6 +10,8 @@ list; an origdatablock needs the dataset's ownerGroup (or an admin account); att
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import uuid
 from typing import TYPE_CHECKING
 
@@ -34,7 +36,7 @@ from scicat_ingestor.testing.scicat.validation import (
 )
 
 if TYPE_CHECKING:
-    from scicat_ingestor.testing.scicat.backend import SciCatStandIn
+    from scicat_ingestor.testing.scicat.routing import StandIn as SciCatStandIn
 
 # The job configuration the recordings ran with (JOB_CONFIGURATION_FILE).
 JOB_TYPES = ("archive", "embargo_period")
@@ -244,16 +246,70 @@ def get_job(standin: SciCatStandIn, request: _Request) -> Reply:
         job = standin._jobs.get(job_id)
         if job is None:
             return Reply(404, _error(404, f"Job: {job_id} not found"))
-        return Reply(200, job)
+        return Reply(200, _v4_job_view(job))
 
 
 def list_jobs(standin: SciCatStandIn, request: _Request) -> Reply:
+    """``GET v4/jobs?filter=``: every job (v3-created ones too) in v4's shape, filtered on it
+    (``jobParams.datasetList.pid``: the ingestor's look-up before it creates a job)."""
     with standin._lock:
-        return Reply(200, apply_filter(list(standin._jobs.values()), request.filter()))
+        jobs = [_v4_job_view(job) for job in standin._jobs.values()]
+    return Reply(200, apply_filter(jobs, request.filter()))
+
+
+def list_v3_jobs(standin: SciCatStandIn, request: _Request) -> Reply:
+    """``GET v3/jobs?filter=``: every job (v4-created ones too) in v3's shape, filtered on it
+    (``datasetList.pid``)."""
+    with standin._lock:
+        jobs = [_v3_job_view(job) for job in standin._jobs.values()]
+    return Reply(200, apply_filter(jobs, request.filter()))
+
+
+def _v4_job_view(job: JSONDict) -> JSONDict:
+    """A job as v4 shows it; a v3-created one gets its datasets back into ``jobParams``."""
+    if "statusCode" in job:
+        return job
+    params = {k: v for k, v in (job.get("jobParams") or {}).items() if k != "username"}
+    return {
+        "_id": job["_id"],
+        "id": job["id"],
+        "type": job["type"],
+        "ownerUser": (job.get("jobParams") or {}).get("username"),
+        "contactEmail": job.get("emailJobInitiator"),
+        "createdAt": job.get("creationTime"),
+        "statusCode": job.get("jobStatusMessage"),
+        "jobParams": {**params, "datasetList": job.get("datasetList") or []},
+        "jobResultObject": job.get("jobResultObject") or {},
+    }
+
+
+def _v3_job_view(job: JSONDict) -> JSONDict:
+    """A job as v3 shows it; a v4-created one gets its datasets out of ``jobParams``."""
+    if "jobStatusMessage" in job:
+        return job
+    params = dict(job.get("jobParams") or {})
+    datasets = params.pop("datasetList", [])
+    return {
+        "_id": job["_id"],
+        "id": job["id"],
+        "emailJobInitiator": job.get("contactEmail"),
+        "type": job["type"],
+        "creationTime": job.get("createdAt"),
+        "jobParams": {**params, "username": job.get("createdBy")},
+        "jobStatusMessage": job.get("statusCode"),
+        "datasetList": datasets,
+        "jobResultObject": job.get("jobResultObject") or {},
+    }
 
 
 def create_v3_job(standin: SciCatStandIn, request: _Request) -> Reply:
-    """``POST v3/jobs`` (backend 5): the v3 body and answer shape, same job types."""
+    """``POST v3/jobs`` (backend 5): the v3 body and answer shape, same job types.
+
+    ``ownerGroup`` is accepted although ``CreateJobDtoV3`` in the OpenAPI document lacks it: the
+    v5 record (§4.4) shows ``{type, ownerGroup, emailJobInitiator, datasetList}`` answered 201."""
+    owner_group = _json_field(request, "ownerGroup")
+    if owner_group is not None:
+        request = _without_field(request, "ownerGroup")
     body = standin._validated(request, DTO_V3_JOB)
     if isinstance(body, Reply):
         return body
@@ -272,9 +328,26 @@ def create_v3_job(standin: SciCatStandIn, request: _Request) -> Reply:
         "datasetList": body["datasetList"],
         "jobResultObject": {},
     }
+    if owner_group is not None:
+        job["ownerGroup"] = owner_group
     with standin._lock:
         standin._jobs[job_id] = job
     return Reply(201, job)
+
+
+def _json_field(request: _Request, name: str) -> object:
+    """A top-level field of a JSON object body (None when absent or not such a body)."""
+    try:
+        body = json.loads(request.body or b"null")
+    except ValueError:
+        return None
+    return body.get(name) if isinstance(body, dict) else None
+
+
+def _without_field(request: _Request, name: str) -> _Request:
+    body = json.loads(request.body)
+    body.pop(name, None)
+    return dataclasses.replace(request, body=json.dumps(body).encode())
 
 
 ROUTES: tuple[_Route, ...] = (
@@ -324,4 +397,7 @@ ROUTES: tuple[_Route, ...] = (
     _Route("GET", ("jobs", "{id}"), "GET /v4/jobs/{id}", get_job),
 )
 
-V3_ROUTES: tuple[_Route, ...] = (_Route("POST", ("jobs",), "POST /jobs", create_v3_job),)
+V3_ROUTES: tuple[_Route, ...] = (
+    _Route("POST", ("jobs",), "POST /jobs", create_v3_job),
+    _Route("GET", ("jobs",), "GET /jobs", list_v3_jobs),
+)

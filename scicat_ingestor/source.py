@@ -24,6 +24,7 @@ from scicat_ingestor.offsets import TopicPartition
 from scicat_ingestor.ops import metrics
 from scicat_ingestor.redact import masked_settings
 from scicat_ingestor.state import ServiceState
+from scicat_ingestor.triage import WritingFinished
 
 logger = logging.getLogger(__name__)
 _librdkafka = logging.getLogger("scicat_ingestor.librdkafka")
@@ -43,13 +44,18 @@ class SourceError(RuntimeError):
 
 @dataclass(frozen=True)
 class Record:
-    """One consumed message, detached from the client objects."""
+    """One consumed message, detached from the client objects.
+
+    ``announcement``: the announced file, for a source that knows it without any bytes to decode
+    (the watch source); the daemon takes it instead of triaging ``value`` (then None).
+    """
 
     topic: str
     partition: int
     offset: int
     value: bytes | None
     key: bytes | None = None
+    announcement: WritingFinished | None = None
 
     @property
     def tp(self) -> TopicPartition:
@@ -67,10 +73,25 @@ class RebalanceListener(Protocol):
 
 
 class Source(Protocol):
-    """What the daemon consumes from: ``KafkaSource``, or ``testing.fake_source.FakeSource``.
+    """What the daemon consumes from: ``KafkaSource``, ``watch.WatchSource`` or
+    ``testing.fake_source.FakeSource``. Every method is called on the poll thread.
 
-    Every method is called on the poll thread; assignment changes reach ``listener`` only from
-    inside ``poll``, as librdkafka's rebalance callbacks do.
+    The contract is Kafka's; a source without partitions (the watch source) fits it like this:
+
+    - **Address**: each record has a topic, partition and offset; offsets grow within a partition.
+      A source without partitions gives all its records one partition: its name as the topic,
+      partition 0, a sequence of its own as the offset. Metrics, log lines and dead letters name
+      records by this address whatever the source.
+    - **Assignment**: the daemon tracks and commits only assigned partitions. Kafka's changes
+      reach ``listener`` from inside ``poll`` (librdkafka's rebalance callbacks); a source without
+      partitions assigns its one partition in ``start`` and never revokes or loses it.
+    - **pause / resume**: no records while paused; ``poll`` is still called (for Kafka it keeps
+      the group membership).
+    - **commit**: the daemon's ``{partition: next offset}`` once every record before it ended; the
+      answer is what is now durable. A source that records each record's end in ``finished``
+      has nothing left to store and answers with the offsets as given.
+    - **finished**: each record's end, once (its dataset exists or its letter is stored); Kafka
+      keeps no per-record progress and ignores it.
     """
 
     @property

@@ -96,6 +96,12 @@ def triage(value: bytes | None, run_start: bool = False) -> Triaged:
         )
     except Exception as exc:
         return Poison(f"undecodable wrdn message: {type(exc).__name__}: {str(exc)!r}")
+    return vet(finished)
+
+
+def vet(finished: WritingFinished) -> WritingFinished | Skip | Poison:
+    """The checks of an announcement's content, whether decoded from a ``wrdn`` message or made
+    by a source that needs no message (the watch source): one rule for both."""
     if finished.error_encountered:
         # repr() of untrusted text: a newline in it must not forge log lines.
         logger.warning(

@@ -14,10 +14,12 @@ moved into place; a file only a rescan saw, or one a rescan finds unchanged for 
 after inotify's last event, counts as closed: an overflow can drop a close event), its size and
 mtime did not change for ``watch.settle_seconds``, and h5py can open it (the writer's HDF5 lock
 is released). Then the
-version is recorded as seen in the ``WatchState`` database and handed to the daemon as a
-synthetic ``wrdn`` record, so triage, dead letters and ``replay`` work unchanged. The version is
-recorded as ingested / dead-lettered when the daemon reports it ``finished``, i.e. after its
-dataset exists or its letter is stored.
+version is recorded as seen in the ``WatchState`` database and handed to the daemon as a record
+that carries its announcement already decoded (no message bytes: the daemon does not triage it),
+at the address ``watch[0]@<sequence>`` (see ``source.Source`` for how a source without partitions
+fits the daemon's Kafka-shaped contract). The version is recorded as ingested / dead-lettered when
+the daemon reports it ``finished``, i.e. after its dataset exists or its letter is stored: that
+database, not ``commit``, is the watch trigger's durable progress.
 
 Threads: watchdog's observer thread only updates the candidate table; one watcher thread rescans
 and settles; the daemon's poll thread calls the ``Source`` methods.
@@ -32,12 +34,10 @@ import queue
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from streaming_data_types import serialise_wrdn
 from watchdog.events import (
     FileClosedEvent,
     FileSystemEvent,
@@ -52,6 +52,7 @@ from scicat_ingestor.offsets import TopicPartition
 from scicat_ingestor.ops import metrics
 from scicat_ingestor.source import RebalanceListener, Record, SourceError
 from scicat_ingestor.state import ServiceState, WatchStatus
+from scicat_ingestor.triage import WritingFinished
 from scicat_ingestor.watch_state import FileVersion, WatchState, WatchStateError
 
 logger = logging.getLogger(__name__)
@@ -88,14 +89,17 @@ def job_id_of(version: FileVersion) -> str:
 
 
 def record_of(seq: int, version: FileVersion) -> Record:
-    """The synthetic ``wrdn`` message announcing ``version`` (offset = its database sequence)."""
-    value = serialise_wrdn(
+    """The record announcing ``version`` (offset = its database sequence; key = its path, which
+    a Kafka dead-letter sink keeps as the letter's key)."""
+    announcement = WritingFinished(
         service_id=SERVICE_ID,
         job_id=job_id_of(version),
         error_encountered=False,
         file_name=version.path,
+        metadata=None,
+        message=None,
     )
-    return Record(TOPIC, PARTITION.partition, seq, value, version.path.encode())
+    return Record(TOPIC, PARTITION.partition, seq, None, os.fsencode(version.path), announcement)
 
 
 @dataclass
@@ -145,8 +149,6 @@ class WatchSource:
         self._in_flight_paths: set[str] = set()
         self._ready: queue.SimpleQueue[Record] = queue.SimpleQueue()
         self._paused = False
-        self._listener: RebalanceListener | None = None
-        self._assigned = False
         self._stop = threading.Event()
         self._observer: InotifyObserver | None = None
         self._thread: threading.Thread | None = None
@@ -163,14 +165,9 @@ class WatchSource:
         return self._paused
 
     def start(self, listener: RebalanceListener) -> None:
-        """Hand over versions a previous run left unfinished, start inotify, then rescan."""
-        self._listener = listener
+        """Hand over versions a previous run left unfinished, start inotify, then rescan; the
+        one partition is assigned here, for good."""
         self._resume_unfinished()
-        # watchdog warns when a new subdirectory's watch is added twice (nested mkdir -p); it is
-        # harmless, but a warning turned into an error would end its emitter thread.
-        warnings.filterwarnings(
-            "ignore", message="Callback with id", category=RuntimeWarning, module="watchdog"
-        )
         # Full events: a file moved in from outside the tree is a move (finished), not a create.
         observer = InotifyObserver(generate_full_events=True)
         handler = _Events(self)
@@ -190,12 +187,10 @@ class WatchSource:
             self._options.rescan_interval,
             self._options.state_file,
         )
+        listener.on_assign([PARTITION])
 
     def poll(self, timeout: float) -> Record | None:
         self._state.polled()
-        if not self._assigned and self._listener is not None:
-            self._assigned = True  # as a Kafka rebalance callback: from inside poll
-            self._listener.on_assign([PARTITION])
         if self._thread is not None and not self._thread.is_alive() and not self._stop.is_set():
             raise SourceError("the directory watcher thread died (see the log above)")
         self._publish_status()
@@ -213,7 +208,7 @@ class WatchSource:
         self._paused = False
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
-        """Nothing to commit: each version's end is recorded by ``finished`` as it happens."""
+        """Durable already: each version's end is recorded by ``finished`` as it happens."""
         return dict(offsets)
 
     def finished(self, record: Record, label: str) -> None:

@@ -1,27 +1,43 @@
-"""The watch trigger without the daemon: the state database, the settle rule, restarts, rescans."""
+"""The watch trigger in-process: the state database, the settle rule, restarts, rescans, and what
+the daemon does with a watch record (its announcement, not a message to triage)."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import h5py
 import pytest
+from streaming_data_types import serialise_wrdn
 
+from scicat_ingestor import daemon as daemon_module
+from scicat_ingestor.commands.replay import read_dead_letters
 from scicat_ingestor.config import ConfigError, IngestorConfig, WatchOptions, build
+from scicat_ingestor.daemon import Daemon
+from scicat_ingestor.deadletter import DeadLetter, DeadLetters, Done
 from scicat_ingestor.offsets import TopicPartition
+from scicat_ingestor.outcome import Created, Outcome
+from scicat_ingestor.pipeline import Job
 from scicat_ingestor.source import Record
 from scicat_ingestor.state import ServiceState
 from scicat_ingestor.testing.filewriter import SAMPLE_FILES, write_nexus_copy
-from scicat_ingestor.triage import WritingFinished, triage
-from scicat_ingestor.watch import WatchConfigError, WatchSource, _Events, job_id_of
+from scicat_ingestor.triage import Triaged, WritingFinished
+from scicat_ingestor.watch import WatchConfigError, WatchSource, _Events, job_id_of, record_of
 from scicat_ingestor.watch_state import FileVersion, WatchState, WatchStateError
 
 SETTLE = 0.3
+
+# watchdog >= 7 warns (RuntimeWarning "Callback with id ... already exists") when it re-registers a
+# directory it already watches, e.g. one moved or re-created inside the tree; harmless, but pytest's
+# ``filterwarnings = error`` would turn it into an exception that ends watchdog's shared dispatcher
+# thread. The source leaves the process's filters alone, so the tests say so here.
+pytestmark = pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
 
 
 class Listener:
@@ -83,9 +99,10 @@ def no_record(source: WatchSource, seconds: float) -> None:
 
 
 def announced(record: Record) -> WritingFinished:
-    verdict = triage(record.value)
-    assert isinstance(verdict, WritingFinished)
-    return verdict
+    """The record's announcement: made by the source, no message bytes to decode."""
+    assert record.value is None
+    assert record.announcement is not None
+    return record.announcement
 
 
 def finished(source: WatchSource, record: Record, label: str) -> None:
@@ -318,3 +335,133 @@ def test_dry_run_records_nothing(tmp_path: Path, started: list[WatchSource]) -> 
     started.remove(source)
     source = start(opts, started)
     assert announced(next_record(source)).file_name.endswith("dry.nxs")
+
+
+def test_the_one_partition_is_assigned_in_start_for_good(
+    tmp_path: Path, started: list[WatchSource]
+) -> None:
+    source = WatchSource(options(tmp_path), ServiceState())
+    listener = Listener()  # fails the test on a revoke or a loss
+    source.start(listener)
+    started.append(source)
+    assert listener.assigned == [TopicPartition("watch", 0)]
+    no_record(source, 0.2)
+    assert listener.assigned == [TopicPartition("watch", 0)]
+
+
+def test_start_and_close_leave_the_process_warnings_filters_alone(
+    tmp_path: Path, started: list[WatchSource]
+) -> None:
+    before = list(warnings.filters)
+    source = start(options(tmp_path), started)
+    assert warnings.filters == before
+    source.close()
+    started.remove(source)
+    assert warnings.filters == before
+
+
+# -- the daemon with a watch source ---------------------------------------------------------
+
+
+class RecordingIngestor:
+    """Creates every dataset and keeps the jobs it was given."""
+
+    def __init__(self) -> None:
+        self.jobs: list[Job] = []
+
+    def ingest(self, job: Job) -> Outcome:
+        self.jobs.append(job)
+        return Created(job.job_id)
+
+
+class MemorySink:
+    """A dead-letter sink that keeps its letters in memory."""
+
+    name = "test.dead_letter.sink"
+    label = "test"
+
+    def __init__(self) -> None:
+        self.stored: list[DeadLetter] = []
+
+    def write(self, letter: DeadLetter, done: Done) -> None:
+        self.stored.append(letter)
+        done(None)
+
+    def poll(self) -> None:
+        """Answers are given in ``write``."""
+
+    def close(self, timeout: float) -> None:
+        """Nothing to release."""
+
+
+def test_the_daemon_takes_a_watch_record_as_announced_not_triaged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No message bytes are made or decoded; the announcement gets triage's content checks."""
+
+    def no_triage(value: bytes | None, run_start: bool = False) -> Triaged:
+        raise AssertionError(f"a watch record was triaged: {value!r}")
+
+    monkeypatch.setattr(daemon_module, "triage", no_triage)
+    config = build(IngestorConfig, {"kafka": {"commit_interval": 0.05}}, "test")
+    opts = options(tmp_path)
+    state = ServiceState()
+    ingestor, sink = RecordingIngestor(), MemorySink()
+    daemon = Daemon(config, ingestor, DeadLetters([sink]), WatchSource(opts, state), state)
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(daemon.run()), name="daemon-watch")
+    thread.start()
+    try:
+        good = nexus(tmp_path / "data" / "good.nxs")
+        bad = nexus(tmp_path / "data" / "two\nlines.nxs")
+        deadline = time.monotonic() + 10
+        while not (ingestor.jobs and sink.stored) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        daemon.request_stop("test over")
+        thread.join(10)
+    assert codes == [0]
+    (job,) = ingestor.jobs
+    st = good.stat()
+    assert job.message == {  # what message_to_file writes, as with the former synthetic wrdn
+        "service_id": "scicat-ingestor-watch",
+        "job_id": job_id_of(FileVersion(str(good), st.st_size, st.st_mtime_ns)),
+        "error_encountered": False,
+        "file_name": str(good),
+        "metadata": None,
+        "message": None,
+    }
+    (letter,) = sink.stored  # the file-name rule of wrdn messages holds for watch records too
+    assert letter.reason == f"wrdn file_name has control characters: {str(bad)!r}"
+    assert (letter.record.topic, letter.record.value) == ("watch", None)
+    assert daemon.totals.messages == {"wrdn": 1, "poison": 1}
+    snapshot = state.snapshot()  # what /ready and the status page show
+    assert snapshot.assigned_partitions == 1
+    assert snapshot.watch is not None and snapshot.watch.directories == (str(tmp_path / "data"),)
+    db = WatchState(opts.state_file)
+    # the poison file's stored letter ends it too: left 'seen', every restart dead-lettered it again
+    assert db.counts() == {"ingested": 1, "dead_lettered": 1}
+    db.close()
+
+
+def test_watch_letters_old_and_new_replay_the_same_file_and_job() -> None:
+    """Letters of earlier versions carry the synthetic ``wrdn`` the watch source used to build;
+    today's carry no value. ``replay`` gets the same file and job id (so pid) from both."""
+    version = FileVersion("/data/run-7.nxs", 1234, 5678)
+    job_id = job_id_of(version)
+    former_value = serialise_wrdn(
+        service_id="scicat-ingestor-watch",
+        job_id=job_id,
+        error_encountered=False,
+        file_name=version.path,
+    )
+    former = Record("watch", 0, 7, former_value, version.path.encode())
+    letters = [
+        DeadLetter("not an HDF5 file", record, version.path, job_id)
+        for record in (former, record_of(7, version))
+    ]
+    lines = [json.dumps(letter.as_json()) for letter in letters]
+    (_, old_job, _), (_, new_job, _) = read_dead_letters(iter(lines), "dead.jsonl")
+    assert isinstance(old_job, Job) and isinstance(new_job, Job)
+    assert (old_job.file_path, old_job.job_id) == (new_job.file_path, new_job.job_id)
+    assert (new_job.file_path, new_job.job_id) == (version.path, job_id)

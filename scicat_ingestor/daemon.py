@@ -50,7 +50,7 @@ from scicat_ingestor.retry import backoff_delay, file_retry_delays
 from scicat_ingestor.samples import SampleJob
 from scicat_ingestor.source import Record, Source, SourceError
 from scicat_ingestor.state import ServiceState
-from scicat_ingestor.triage import Poison, RunStart, Skip, WritingFinished, triage
+from scicat_ingestor.triage import Poison, RunStart, Skip, WritingFinished, triage, vet
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +237,10 @@ class Daemon:
 
     def _accept(self, record: Record) -> None:
         self._tracker.add(record.tp, record.offset)
-        verdict = triage(record.value, run_start=self._samples is not None)
+        if record.announcement is None:
+            verdict = triage(record.value, run_start=self._samples is not None)
+        else:  # the source announced the file itself: nothing to decode
+            verdict = vet(record.announcement)
         kind = _KINDS.get(type(verdict)) or type(verdict).__name__.lower()
         metrics.MESSAGES.labels(record.topic, kind).inc()
         self.totals.messages[kind] += 1
@@ -360,6 +363,7 @@ class Daemon:
                 self._finish(letter.work, "dead_lettered")
             elif letter.poison is not None:
                 self._tracker.done(letter.poison.tp, letter.poison.offset)
+                self._source.finished(letter.poison, "dead_lettered")
             if self._sink_error:
                 self._sink_recovered()
             return

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -16,6 +17,7 @@ from scicat_ingestor.daemon import Daemon
 from scicat_ingestor.deadletter import DeadLetterError, DeadLetters
 from scicat_ingestor.exitcodes import EXIT_FAILURE, EXIT_USAGE
 from scicat_ingestor.ops.health import HealthServer, HealthServerError
+from scicat_ingestor.ops.probe import PublishedUrl, publish_health_url
 from scicat_ingestor.ops.status import SourceInfo, StatusRecorder
 from scicat_ingestor.pipeline import Pipeline
 from scicat_ingestor.samples import SampleIngestor
@@ -76,11 +78,18 @@ def run_daemon(config: IngestorConfig) -> int:
         return EXIT_USAGE
     client = SciCatClient(config.scicat)
     health: HealthServer | None = None
+    published: PublishedUrl | None = None
     dead_letters: DeadLetters | None = None
     try:
         pipeline = Pipeline(config, registry.current, client)  # each attempt: the current set
         samples = SampleIngestor(config, client) if ingestion.sample_ingestion else None
         dead_letters = DeadLetters.from_config(ingestion.dead_letter, config.kafka)
+        # watchdog >= 7 warns, from its dispatcher thread, each time it re-registers a directory
+        # deleted and re-created: harmless, but printed raw on stderr, one per directory.
+        # The program's policy, set here once: the watch source itself leaves the filters alone.
+        warnings.filterwarnings(
+            "ignore", message="Callback with id", category=RuntimeWarning, module="watchdog"
+        )
         source: Source = (
             WatchSource(config.watch, state)
             if ingestion.trigger == "watch"
@@ -103,6 +112,7 @@ def run_daemon(config: IngestorConfig) -> int:
                     ingestion.trigger, config.kafka.topics, config.scicat.frontend_url or ""
                 ),
             ).start()
+        published = publish_health_url(health.url if health is not None else None)  # for ops.probe
         # Start-up probe, beside the start (never delaying it or the signal handlers): one line
         # if SciCat refuses the credentials; files then wait and /ready says why.
         threading.Thread(target=client.check_credentials, name="scicat-probe", daemon=True).start()
@@ -118,6 +128,8 @@ def run_daemon(config: IngestorConfig) -> int:
         registry.stop()
         if health is not None:
             health.stop()
+        if published is not None:
+            published.remove()
         if dead_letters is not None:
             dead_letters.close()
         client.close()

@@ -35,7 +35,7 @@ import yaml
 from scicat_ingestor import cli
 from scicat_ingestor.config import SECRET_ENV_VARS, IngestorConfig, iter_leaf_fields, to_dict
 from scicat_ingestor.fieldtypes import Check, describe, is_section
-from scicat_ingestor.ops import metrics
+from scicat_ingestor.ops import health, metrics
 from scicat_ingestor.redact import Secret
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -331,7 +331,9 @@ class MetricDoc:
 
 
 def metric_docs() -> list[MetricDoc]:
-    """Every metric of ``ops/metrics.py``'s registry, with the names Prometheus scrapes."""
+    """Every metric of ``ops/metrics.py``'s registry, with the names Prometheus scrapes: its own
+    and those of collectors registered on it elsewhere (``ops/health.py``'s readiness gauges,
+    computed at scrape time)."""
     collectors = {
         id(v): v
         for v in vars(metrics).values()
@@ -352,7 +354,12 @@ def metric_docs() -> list[MetricDoc]:
                     family.documentation,
                 )
             )
-    unlisted = registered - {d.name.removesuffix("_total") for d in docs}
+    listed = {d.name.removesuffix("_total") for d in docs}
+    for family in health.READINESS.describe():
+        labels = tuple(getattr(family, "_labelnames", ()))
+        docs.append(MetricDoc(family.name, family.type, labels, family.documentation))
+        listed.add(family.name)
+    unlisted = registered - listed
     if unlisted:
         raise ReferenceError(f"metrics registered outside ops/metrics.py: {sorted(unlisted)}")
     return docs

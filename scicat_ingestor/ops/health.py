@@ -234,7 +234,7 @@ class HealthServer:
             daemon=True,
         )
         self._thread.start()
-        _READINESS.server = self
+        READINESS.server = self
         bound_host, bound_port = httpd.server_address[:2]
         logger.info(
             "Health endpoint listening on %s (%s/ status page, /health, /ready, /metrics)",
@@ -244,8 +244,8 @@ class HealthServer:
         return self
 
     def stop(self) -> None:
-        if _READINESS.server is self:
-            _READINESS.server = None
+        if READINESS.server is self:
+            READINESS.server = None
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -465,8 +465,8 @@ class _Readiness(Collector):
         )
 
 
-_READINESS = _Readiness()
-REGISTRY.register(_READINESS)
+READINESS = _Readiness()
+REGISTRY.register(READINESS)
 
 
 def _dead_letter_check(snap: StateSnapshot) -> Check:

@@ -38,7 +38,8 @@ GRACE = 10.0
 STOP_TIMEOUT = 30  # docker stop's wait before SIGKILL: above GRACE (docs/operator/docker.md)
 RUNTIME_UID = "10001"
 Record = Callable[[str, str], None]
-DURATION = re.compile(r"(/data/\S+): (\w+) \(job .*?\) in ([0-9.]+) s")
+# The per-file line: "<file>: <outcome>[, dataset <pid>], <seconds> s[: reason]".
+DURATION = re.compile(r"(/data/\S+): (\w+)(?:, dataset \S+)?, ([0-9.]+) s")
 
 
 @dataclass

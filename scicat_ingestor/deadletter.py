@@ -20,7 +20,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -99,6 +99,37 @@ def file_letter(file_name: str, reason: str, job_id: str = "") -> dict[str, Any]
         "file_name": file_name,
         "job_id": job_id,
     }
+
+
+# ``kind`` of a letter that holds a SciCat job to re-submit (``scicat_jobs``), not a message
+JOB_KIND = "scicat_job"
+
+
+def job_letter(
+    file_name: str, reason: str, dataset_pid: str, name: str, body: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A letter for a SciCat job given up after its dataset was created: the file letter's
+    fields plus ``kind`` and the job (``replay`` re-submits it instead of re-ingesting the file)."""
+    letter = file_letter(file_name, reason)
+    letter["kind"] = JOB_KIND
+    letter["scicat_job"] = {"dataset_pid": dataset_pid, "name": name, "body": dict(body)}
+    return letter
+
+
+def append_letter(path: str | Path, letter: Mapping[str, Any]) -> str | None:
+    """Append one letter (JSON-lines) and fsync it; None when stored, else why not (one line).
+
+    The file is opened per letter in append mode, so the daemon's file sink and the pipeline's job
+    letters (``scicat_jobs``) may both write to ``ingestion.dead_letter.file``."""
+    line = json.dumps(letter, ensure_ascii=False) + "\n"
+    try:
+        with Path(path).open("a", encoding="utf-8") as out:
+            out.write(line)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as exc:
+        return f"{path}: {exc.strerror or exc}"
+    return None
 
 
 class DeadLetterSink(Protocol):
@@ -222,15 +253,7 @@ class FileSink:
             done(self._append(letter))
 
     def _append(self, letter: DeadLetter) -> str | None:
-        line = json.dumps(letter.as_json(), ensure_ascii=False) + "\n"
-        try:
-            with self._path.open("a", encoding="utf-8") as out:
-                out.write(line)
-                out.flush()
-                os.fsync(out.fileno())
-        except OSError as exc:
-            return f"{self._path}: {exc.strerror or exc}"
-        return None
+        return append_letter(self._path, letter.as_json())
 
     def close(self, timeout: float) -> None:
         """Write what is queued (up to ``timeout`` seconds), then stop the writer thread."""

@@ -3,6 +3,8 @@
 ``Pipeline.ingest`` never raises for a bad file, schema or SciCat answer: every such problem becomes
 a ``Permanent`` or ``Transient`` outcome whose reason names the file, field or response at fault.
 Retrying (when and how often) is the caller's business: the daemon and ``commands.jobs`` decide.
+Once the dataset and its origdatablock exist, the thumbnail and the schema's SciCat jobs
+(``scicat_jobs``) follow; neither can change the outcome.
 
 Compared with the ESS ingestor: an existing dataset is detected *before* the file is hashed (a
 redelivered message costs two GETs, not a full read of the file); an existing dataset without an
@@ -13,6 +15,7 @@ SciCat returned; dry runs write nothing; one file is never ingested twice at the
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import threading
@@ -39,7 +42,7 @@ from scicat_ingestor.files import (
 )
 from scicat_ingestor.logcontext import current_context, log_context, update_context
 from scicat_ingestor.nexus import FileNotReady, NotNexus, open_nexus
-from scicat_ingestor.ops.metrics import INGEST_SECONDS, THUMBNAILS
+from scicat_ingestor.ops.metrics import INGEST_SECONDS, JOBS, THUMBNAILS
 from scicat_ingestor.outcome import (
     Created,
     DryRun,
@@ -50,6 +53,7 @@ from scicat_ingestor.outcome import (
     is_failure,
     outcome_label,
 )
+from scicat_ingestor.schema.jobs import build_jobs
 from scicat_ingestor.schema.loader import SchemaSet
 from scicat_ingestor.schema.model import MetadataSchema, SampleAttachment
 from scicat_ingestor.schema.payload import DatasetDraft, build_dataset
@@ -63,6 +67,7 @@ from scicat_ingestor.scicat import (
     SciCatRejected,
     SciCatUnavailable,
 )
+from scicat_ingestor.scicat_jobs import DEFAULT_JOB_RETRY, JobRetry, JobSubmitter
 from scicat_ingestor.thumbnail import ThumbnailError, thumbnail_of_file
 from scicat_ingestor.turns import TURNS
 
@@ -143,8 +148,10 @@ class Pipeline:
         config: IngestorConfig,
         schemas: SchemaSet | Callable[[], SchemaSet],
         client: SciCatClient,
+        job_retry: JobRetry = DEFAULT_JOB_RETRY,
     ) -> None:
-        """``schemas``: a fixed set, or a function giving the current one (a live reload)."""
+        """``schemas``: a fixed set, or a function giving the current one (a live reload);
+        ``job_retry``: how long the schemas' SciCat jobs are retried on server errors."""
         self._config = config
         self._fh = config.ingestion.file_handling
         self._dry_run = config.ingestion.dry_run
@@ -152,6 +159,7 @@ class Pipeline:
         self._client = client
         self._lookups = LookupCache(client.get_json, config.scicat.lookup_cache_seconds)
         self._serial = _OneAtATime()
+        self._jobs = JobSubmitter(client, config.ingestion.dead_letter.file, job_retry)
 
     @property
     def client(self) -> SciCatClient:
@@ -269,7 +277,7 @@ class Pipeline:
         existing = self._existing_pid(payload)
         if existing is not None:
             outcome = self._ensure_datablock(existing, payload, nexus, real)
-            return self._with_thumbnail(outcome, schema, payload, real)
+            return self._finish(outcome, planned, real)
         entries = self._file_list(nexus, real, payload)
         # SciCat counts the origdatablocks into the dataset: 4.5 sets the sum of its blocks, 5
         # adds each block on top of what the dataset was created with (sent: doubled).
@@ -281,7 +289,7 @@ class Pipeline:
                 len(entries),
                 _total_size(entries),
             )
-            return DryRun(str(payload.get("pid") or ""))
+            return self._finish(DryRun(str(payload.get("pid") or "")), planned, real)
         try:
             created = self._client.create_dataset(payload)
         except SciCatConflict:
@@ -290,14 +298,14 @@ class Pipeline:
                 raise
             logger.info("Dataset %s was created meanwhile (409)", pid)
             outcome = self._ensure_datablock(pid, payload, nexus, real)
-            return self._with_thumbnail(outcome, schema, payload, real)
+            return self._finish(outcome, planned, real)
         pid = str(created.get("pid") or payload.get("pid") or "")
         if not pid:
             raise _Refused(f"{nexus}: SciCat created the dataset but returned no pid")
         update_context(dataset_pid=pid)
         block = self._client.create_origdatablock(self._datablock(pid, payload, entries))
         created_outcome = Created(pid, str(block.get("_id") or block.get("id") or ""))
-        return self._with_thumbnail(created_outcome, schema, payload, real)
+        return self._finish(created_outcome, planned, real)
 
     # ----------------------------------------------------------------------------------------
 
@@ -400,6 +408,37 @@ class Pipeline:
             "accessGroups": payload.get("accessGroups"),
         }
         return {k: v for k, v in body.items() if v is not None}
+
+    def _finish(self, outcome: Outcome, planned: Draft, real: Path) -> Outcome:
+        """What follows a dataset with its origdatablock: the thumbnail, then the schema's jobs
+        (an archive job then sees the whole dataset). Neither changes ``outcome``."""
+        payload = planned.dataset.payload
+        outcome = self._with_thumbnail(outcome, planned.schema, payload, real)
+        return self._with_jobs(outcome, planned, real)
+
+    # ---- jobs (the schema's jobs: section) ------------------------------------------------
+
+    def _with_jobs(self, outcome: Outcome, planned: Draft, real: Path) -> Outcome:
+        """Create the schema's jobs for a dataset that exists now; a dry run logs their bodies.
+        Whatever happens, ``outcome`` stands: the dataset is in SciCat."""
+        schema = planned.schema
+        if not schema.jobs or not isinstance(outcome, Created | Existed | DryRun):
+            return outcome
+        # a dry run without a pid of its own: SciCat would assign one
+        drafts, failures = build_jobs(schema, planned.variables, outcome.pid or "<pid>")
+        if self._dry_run:
+            for draft in drafts:
+                body = json.dumps(draft.body, ensure_ascii=False, default=str)
+                logger.info("Dry run: would create job %s: %s", draft.name, body)
+            for failure in failures:
+                logger.warning("Dry run: job %s not renderable: %s", failure.name, failure.error)
+            return outcome
+        try:
+            self._jobs.submit_all(drafts, failures, str(real))
+        except Exception:  # a job must never cost a dataset
+            JOBS.labels("", "error").inc()
+            logger.warning("%s: jobs of dataset %s not created", real, outcome.pid, exc_info=True)
+        return outcome
 
     # ---- thumbnail ------------------------------------------------------------------------
 

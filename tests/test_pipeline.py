@@ -184,9 +184,9 @@ def test_failed_origdatablock_is_repaired_on_rerun(
     """Upstream left the dataset without its datablock forever (the rerun skipped it)."""
     pipeline = make_pipeline(scicat={"max_retries": 1})
     if failure == "400":
-        scicat_standin.fail_next(1, 400, "origdatablocks")
+        scicat_standin.faults.fail_next(1, 400, "origdatablocks")
     else:
-        scicat_standin.fail_next(2, 503, "origdatablocks")  # the first try and its one retry
+        scicat_standin.faults.fail_next(2, 503, "origdatablocks")  # the first try and its one retry
     first = _ingest(pipeline, coda)
     if failure == "400":
         assert isinstance(first, Permanent)
@@ -218,7 +218,7 @@ def test_scicat_503_then_ok(
             "check_if_dataset_exists_by_metadata": False,
         }
     )
-    scicat_standin.fail_next(2, 503, "datasets")
+    scicat_standin.faults.fail_next(2, 503, "datasets")
     assert isinstance(_ingest(pipeline, coda), Created)
     assert scicat_standin.stats()["requests"]["POST /datasets 503"] == 2
     assert len(scicat_standin.datasets) == 1
@@ -236,7 +236,7 @@ def test_lost_answer_to_dataset_post_still_ends_with_one_dataset(
             "check_if_dataset_exists_by_metadata": False,
         }
     )
-    scicat_standin.fail_next(1, 502, "datasets", commit=True)
+    scicat_standin.faults.fail_next(1, 502, "datasets", commit=True)
     assert _ingest(pipeline, coda) == Existed(PID, repaired=True)
     assert list(scicat_standin.datasets) == [PID]
     assert len(scicat_standin.origdatablocks) == 1
@@ -255,7 +255,7 @@ def test_scicat_400_is_permanent_with_the_reason(
             "check_if_dataset_exists_by_metadata": False,
         }
     )
-    scicat_standin.fail_next(1, 400, "datasets")
+    scicat_standin.faults.fail_next(1, 400, "datasets")
     outcome = _ingest(pipeline, coda)
     assert isinstance(outcome, Permanent)
     assert outcome.reason.startswith("SciCat POST datasets → 400: ")
@@ -271,7 +271,7 @@ def test_expired_login_is_renewed(
 ) -> None:
     pipeline = make_pipeline(scicat={"token": "", "username": "ingestor", "password": "pwd"})
     assert isinstance(_ingest(pipeline, coda), Created)
-    scicat_standin.expire_tokens()
+    scicat_standin.faults.expire_tokens()
     assert _ingest(pipeline, coda) == Existed(PID)
     logins = scicat_standin.stats()["requests"].get("POST /auth/login 201")
     assert logins == 2
@@ -283,12 +283,12 @@ def test_scicat_not_answering_is_transient_then_works(
 ) -> None:
     """The first SciCat call is an SC variable: its timeout must not become 'missing field'."""
     pipeline = make_pipeline(scicat={"timeout": 0.3, "max_retries": 0})
-    scicat_standin.stop_answering()
+    scicat_standin.faults.stop_answering()
     outcome = _ingest(pipeline, coda)
     assert isinstance(outcome, Transient)
     assert outcome.cause == "scicat"
     assert "timed out" in outcome.reason
-    scicat_standin.resume()
+    scicat_standin.faults.resume()
     assert isinstance(_ingest(pipeline, coda), Created)
 
 
@@ -374,7 +374,7 @@ def test_missing_mandatory_field_names_the_fields_and_causes(
     make_pipeline: MakePipeline, coda: Path, scicat_standin: SciCatStandIn
 ) -> None:
     """Proposal unknown to SciCat: the PI fields stay empty, and the reason says why."""
-    scicat_standin.fail_next(3, 404, "proposals")
+    scicat_standin.faults.fail_next(3, 404, "proposals")
     outcome = _ingest(make_pipeline(), coda)
     assert isinstance(outcome, Permanent)
     assert "mandatory dataset fields empty: " in outcome.reason
@@ -495,7 +495,7 @@ def test_same_file_twice_at_once_gives_one_dataset_one_datablock(
     make_pipeline: MakePipeline, coda: Path, scicat_standin: SciCatStandIn
 ) -> None:
     pipeline = make_pipeline()
-    scicat_standin.delay(0.2, "proposals")  # widen the window for a race
+    scicat_standin.faults.delay(0.2, "proposals")  # widen the window for a race
     outcomes: list[Outcome] = []
     threads = [
         threading.Thread(target=lambda: outcomes.append(_ingest(pipeline, coda))) for _ in range(3)

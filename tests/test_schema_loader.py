@@ -149,7 +149,7 @@ def test_packaged_fallback_is_the_upstream_file() -> None:
     assert lines[1:] == upstream
 
 
-@pytest.mark.parametrize("key", ["id", "name", "instrument", "selector", "order", "variables"])
+@pytest.mark.parametrize("key", ["id", "name", "instrument", "selector", "order"])
 def test_required_top_level_keys(tmp_path: Path, key: str) -> None:
     data = minimal()
     del data[key]

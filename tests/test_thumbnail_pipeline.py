@@ -167,7 +167,7 @@ def test_failing_attachment_requests_do_not_cost_the_dataset(
     path = coda_with("line_1d")
     before = _count(result)
     # every attachment request fails (retries included); the dataset's requests do not
-    scicat_standin.fail_next(10, status, f"datasets/{PID.replace('/', '%2F')}/attachments")
+    scicat_standin.faults.fail_next(10, status, f"datasets/{PID.replace('/', '%2F')}/attachments")
     with caplog.at_level(logging.WARNING, logger="scicat_ingestor.pipeline"):
         outcome = _ingest(make_pipeline(), path)
     assert isinstance(outcome, Created), outcome
@@ -190,7 +190,7 @@ class FirstPostAnswered(SciCatClient):
         if self._fault is not None:
             standin, status, stored = self._fault
             self._fault = None
-            standin.fail_next(1, status, commit=stored)  # the next request: this POST
+            standin.faults.fail_next(1, status, commit=stored)  # the next request: this POST
         return super().create_attachment(pid, payload)
 
 

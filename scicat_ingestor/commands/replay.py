@@ -4,7 +4,9 @@ Letters without a file (tombstones, garbage) are reported as skipped: replay can
 A file dead-lettered several times is ingested once. ``--still-failing FILE`` closes the loop:
 the letters whose file failed again (or was not reached) are written there, with the new reason,
 ready for the next replay, so a dead-letter file can be worked down instead of only growing.
-The letters of ``ingest --dead-letters`` have the same form.
+The letters of ``ingest --dead-letters`` have the same form. A job letter (``kind: scicat_job``,
+a SciCat job given up after its dataset was created) is re-submitted, not re-ingested: the job is
+looked up first, so a job created meanwhile is not created twice.
 """
 
 from __future__ import annotations
@@ -30,12 +32,24 @@ from scicat_ingestor.commands.summary import (
     write_text,
 )
 from scicat_ingestor.config import IngestorConfig
-from scicat_ingestor.deadletter import file_letter
+from scicat_ingestor.deadletter import JOB_KIND, file_letter
 from scicat_ingestor.exitcodes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from scicat_ingestor.ops.metrics import FILES
-from scicat_ingestor.outcome import Outcome, Skipped, is_failure, outcome_label
+from scicat_ingestor.outcome import (
+    Created,
+    Existed,
+    Outcome,
+    Permanent,
+    Skipped,
+    Transient,
+    is_failure,
+    outcome_label,
+)
 from scicat_ingestor.pipeline import Job
 from scicat_ingestor.retry import file_retry_delays
+from scicat_ingestor.schema.jobs import JobDraft
+from scicat_ingestor.scicat import SciCatClient
+from scicat_ingestor.scicat_jobs import JobResult, JobSubmitter
 from scicat_ingestor.triage import RunStart, WritingFinished, triage
 
 Letter = dict[str, Any]
@@ -110,6 +124,7 @@ def replay_command(
         return EXIT_FAILURE
     tally = Tally()
     jobs: dict[str, _Replay] = {}
+    scicat_jobs: list[_JobReplay] = []
     with report_file(report) as report_out:
 
         def record(result: FileResult) -> None:
@@ -118,17 +133,27 @@ def replay_command(
                 report_out.write(report_line(result))
 
         for where, entry, letter in entries:
-            if isinstance(entry, str):
+            if letter is not None and letter.get("kind") == JOB_KIND:
+                draft = _job_draft(letter)
+                if isinstance(draft, str):
+                    record(FileResult("", Skipped(f"not replayable: {draft}"), where=where))
+                else:
+                    scicat_jobs.append(_JobReplay(where, draft, letter))
+            elif isinstance(entry, str):
                 record(FileResult("", Skipped(f"not replayable: {entry}"), where=where))
             else:
                 jobs.setdefault(os.path.normpath(entry.file_path), _Replay(where, entry, letter))
         skipped = tally.done
         interrupted = _ingest_all(config, list(jobs.values()), record)
+        if not interrupted:
+            _submit_all(config, scicat_jobs, record)
     heading = f"{len(entries)} dead letter(s), {len(jobs)} file(s)"
-    not_done = len(jobs) - (tally.done - skipped)
+    if scicat_jobs:
+        heading += f", {len(scicat_jobs)} SciCat job(s)"
+    not_done = len(jobs) + len(scicat_jobs) - (tally.done - skipped)
     write_text(tally, out, heading, Ending(interrupted, not_done, report))
     if still_failing:
-        _write_still_failing(still_failing, jobs.values(), out)
+        _write_still_failing(still_failing, jobs.values(), scicat_jobs, out)
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_FAILURE if tally.failed else EXIT_OK
@@ -144,6 +169,57 @@ class _Replay:
     outcome: Outcome | None = None
 
 
+@dataclass
+class _JobReplay:
+    """One SciCat job to re-submit, its letter, and the outcome once it is known."""
+
+    where: str
+    draft: JobDraft
+    letter: Letter
+    outcome: Outcome | None = None
+
+
+def _job_draft(letter: Mapping[str, Any]) -> JobDraft | str:
+    """The job of a job letter, or why it cannot be re-submitted."""
+    job = letter.get("scicat_job")
+    body = job.get("body") if isinstance(job, Mapping) else None
+    if not isinstance(job, Mapping) or not isinstance(body, Mapping):
+        return "a job letter without its job (scicat_job.body)"
+    pid, kind = job.get("dataset_pid"), body.get("type")
+    if not isinstance(pid, str) or not pid or not isinstance(kind, str) or not kind:
+        return "a job letter without dataset_pid or type"
+    return JobDraft(str(job.get("name") or kind), kind, pid, dict(body))
+
+
+def _submit_all(
+    config: IngestorConfig, replays: Sequence[_JobReplay], record: Callable[[FileResult], None]
+) -> None:
+    """Re-submit the job letters one by one (each looked up first), recording each outcome."""
+    if not replays:
+        return
+    client = SciCatClient(config.scicat)
+    try:
+        submitter = JobSubmitter(client, None)
+        for item in replays:
+            name = str(item.letter.get("file_name") or "")
+            result = submitter.submit(item.draft, name)
+            outcome = _job_outcome(item.draft, result)
+            item.outcome = outcome
+            record(FileResult(name, outcome, where=item.where))
+    finally:
+        client.close()
+
+
+def _job_outcome(draft: JobDraft, result: JobResult) -> Outcome:
+    """A job's result as the outcome the summary counts (its dataset is the 'file')."""
+    if result.outcome == "created":
+        return Created(draft.dataset_pid)
+    if result.outcome == "exists":
+        return Existed(draft.dataset_pid)
+    reason = f"job {draft.name} of dataset {draft.dataset_pid}: {result.reason}"
+    return Permanent(reason) if result.outcome == "rejected" else Transient(reason, "scicat")
+
+
 def _same_file(a: str, b: str) -> bool:
     try:
         return os.path.samefile(a, b)
@@ -151,10 +227,20 @@ def _same_file(a: str, b: str) -> bool:
         return os.path.abspath(a) == os.path.abspath(b)
 
 
-def _write_still_failing(path: str, replays: Iterable[_Replay], out: TextIO) -> None:
-    """The letters whose file failed again or was not reached, with the new reason."""
+def _write_still_failing(
+    path: str, replays: Iterable[_Replay], job_replays: Iterable[_JobReplay], out: TextIO
+) -> None:
+    """The letters whose file (or job) failed again or was not reached, with the new reason."""
     count = 0
     with open(path, "w", encoding="utf-8") as target:
+        for job in job_replays:
+            if job.outcome is not None and not is_failure(job.outcome):
+                continue
+            reason = getattr(job.outcome, "reason", "") or "not replayed (interrupted)"
+            letter = {**job.letter, "reason": reason}
+            letter["dead_lettered_at"] = datetime.now(UTC).isoformat(timespec="milliseconds")
+            target.write(json.dumps(letter, ensure_ascii=False) + "\n")
+            count += 1
         for item in replays:
             if item.outcome is not None and not is_failure(item.outcome):
                 continue

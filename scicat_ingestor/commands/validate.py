@@ -28,6 +28,7 @@ from scicat_ingestor.config import (
 )
 from scicat_ingestor.exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from scicat_ingestor.pipeline import Draft, Job, Pipeline
+from scicat_ingestor.schema.jobs import build_jobs
 from scicat_ingestor.schema.loader import SchemaSet
 from scicat_ingestor.schema.model import MetadataSchema
 from scicat_ingestor.schema.payload import DatasetDraft
@@ -131,6 +132,7 @@ def validate_schema(
     if planned is None:
         return EXIT_FAILURE
     ok &= _mandatory_ok(planned, out)
+    _print_jobs(planned, out)
     if thumbnail:
         ok &= _write_thumbnail(config, planned.schema, job.file_path, thumbnail, out)
     return EXIT_OK if ok else EXIT_FAILURE
@@ -273,6 +275,24 @@ def _print_payload(draft: DatasetDraft, out: TextIO) -> None:
         )
     if draft.missing_mandatory:
         out.write(f"  MISSING mandatory fields: {', '.join(draft.missing_mandatory)}\n")
+
+
+def _print_jobs(planned: Draft, out: TextIO) -> None:
+    """The schema's SciCat jobs, rendered as the ingestor would post them (API v4's body)."""
+    if not planned.schema.jobs:
+        return
+    pid = str(planned.dataset.payload.get("pid") or "<pid>")
+    drafts, failures = build_jobs(planned.schema, planned.variables, pid)
+    out.write(
+        "\nJobs (created after the dataset and its origdatablock; <pid> is the pid SciCat "
+        "assigns, here the one sent)\n"
+    )
+    for draft in drafts:
+        text = yaml.safe_dump(draft.body, sort_keys=False, allow_unicode=True, width=100)
+        out.write(f"  {draft.name}:\n")
+        out.writelines(f"    {line}\n" for line in text.splitlines())
+    for failure in failures:
+        out.write(f"  FAILED job {failure.name}: {failure.error}\n")
 
 
 def _short(value: Any, limit: int = 100) -> str:

@@ -97,6 +97,15 @@ THUMBNAILS = Counter(
     ["result"],
     registry=REGISTRY,
 )
+JOBS = Counter(
+    "scicat_ingestor_jobs",
+    "SciCat jobs of the schemas' jobs: section (archive, embargo, ...), by job type and "
+    "outcome: created, exists (found by the look-up: a redelivery), rejected (4xx: given up), "
+    "unavailable (5xx or no answer until the retry bound: given up), invalid (a value could "
+    "not be rendered). Given-up jobs are written to the dead-letter file for replay.",
+    ["type", "outcome"],
+    registry=REGISTRY,
+)
 DEAD_LETTERS = Counter(
     "scicat_ingestor_dead_letters",
     "Messages written to the dead-letter sink, by sink (kafka, file).",

@@ -24,9 +24,11 @@ import yaml
 
 from scicat_ingestor.nexus import is_wildcard
 from scicat_ingestor.schema.model import (
+    JOB_PID,
     NAME,
     Compiled,
     FieldType,
+    JobSpec,
     MetadataSchema,
     NxsRecipe,
     Recipe,
@@ -55,8 +57,11 @@ logger = logging.getLogger(__name__)
 SUFFIXES = (".imsc.yml", ".imsc.yaml", ".imsc.json")
 FALLBACK_NAME = "ess-fallback"
 
-_TOP_REQUIRED = ("id", "name", "instrument", "selector", "order", "variables", "schema")
-_TOP_OPTIONAL = ("sample_attachment", "thumbnail")
+_TOP_REQUIRED = ("id", "name", "instrument", "selector", "order")
+# ``variables`` and ``schema`` became optional with the ESS format's ``jobs:`` section
+_TOP_OPTIONAL = ("variables", "schema", "sample_attachment", "thumbnail", "jobs")
+_JOB_REQUIRED = ("type", "job_params")
+_JOB_OWNERS = ("owner_user", "owner_group", "contact_email")
 _SOURCE_KEYS: dict[str, tuple[str, ...]] = {
     "NXS": ("path",),
     "SC": ("url", "field"),
@@ -305,6 +310,11 @@ class _Checker:
             self.fail(f"{where}{key}", f"must be a non-empty string, found {short_repr(value)}")
         return value
 
+    def section(self, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+        """An optional top-level mapping (absent or empty: ``{}``)."""
+        value = data.get(key)
+        return {} if value is None else self.mapping(value, key)
+
     def mapping(self, value: Any, key: str) -> Mapping[str, Any]:
         if not isinstance(value, Mapping):
             self.fail(key, f"must be a mapping, found {type(value).__name__}")
@@ -321,9 +331,9 @@ class _Checker:
             selector = parse_selector(data["selector"])
         except SelectorError as exc:
             self.fail(exc.key, exc.reason)
-        raw_vars = self.mapping(data["variables"], "variables")
+        raw_vars = self.section(data, "variables")
         variables = self.variables(raw_vars)
-        fields = self.fields(self.mapping(data["schema"], "schema"), set(raw_vars))
+        fields = self.fields(self.section(data, "schema"), set(raw_vars))
         return MetadataSchema(
             id=self.text(data, "id", ""),
             name=self.text(data, "name", ""),
@@ -334,6 +344,7 @@ class _Checker:
             fields=fields,
             sample_attachment=self.sample_attachment(data.get("sample_attachment")),
             thumbnail=self.thumbnail_path(data.get("thumbnail")),
+            jobs=self.jobs(data.get("jobs"), set(raw_vars)),
             file=self.file,
         )
 
@@ -354,6 +365,57 @@ class _Checker:
         if not isinstance(raw, str) or not raw.startswith("/"):
             self.fail("thumbnail", f"must be an absolute HDF5 path, found {short_repr(raw)}")
         return raw
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    def jobs(self, raw: Any, variables: set[str]) -> tuple[JobSpec, ...]:
+        """``jobs:`` (ESS format, optional): SciCat jobs to create after the dataset."""
+        if raw is None:
+            return ()
+        known = variables | set(BUILTIN_NAMES) | {JOB_PID}
+        result: list[JobSpec] = []
+        by_type: dict[str, str] = {}
+        for name, spec in self.mapping(raw, "jobs").items():
+            key = f"jobs.{name}"
+            if not isinstance(name, str) or not name.strip():
+                self.fail(key, "job names must be non-empty strings")
+            job = self.job(name, self.mapping(spec, key), key)
+            for ref in _job_refs(job):
+                if ref not in known:
+                    self.warn(key, f"<{ref}> is not a variable; this job will not be created")
+            if isinstance(job.type, Template) and not job.type.refs:
+                other = by_type.setdefault(job.type.text, name)
+                if other != name:
+                    self.warn(
+                        f"{key}.type",
+                        f"same type as jobs.{other}: the ingestor creates one job per dataset "
+                        "and type, so only the first of them",
+                    )
+            result.append(job)
+        return tuple(result)
+
+    def job(self, name: str, spec: Mapping[str, Any], key: str) -> JobSpec:
+        self.keys(spec, f"{key}.", _JOB_REQUIRED, _JOB_OWNERS)
+        self.text(spec, "type", f"{key}.")
+        params = self.mapping(spec["job_params"], f"{key}.job_params")
+        for owner in _JOB_OWNERS:
+            if owner in spec:
+                self.text(spec, owner, f"{key}.")
+        if not any(owner in spec for owner in _JOB_OWNERS):
+            self.fail(
+                key,
+                f"needs one of {', '.join(_JOB_OWNERS)}: SciCat refuses a job without "
+                "owner or contact (422 'anonymous job')",
+            )
+        optional = {o: compile_value(spec[o]) if o in spec else None for o in _JOB_OWNERS}
+        return JobSpec(
+            name=name,
+            type=Template.parse(spec["type"]),
+            job_params=compile_value(dict(params)),
+            owner_user=optional["owner_user"],
+            owner_group=optional["owner_group"],
+            contact_email=optional["contact_email"],
+        )
 
     # -- variables ------------------------------------------------------------------------
 
@@ -517,6 +579,11 @@ class _Checker:
                 f"{m!r} is also set by schema.{seen[m]}; the later entry wins",
             )
         seen[m] = item.key
+
+
+def _job_refs(job: JobSpec) -> tuple[str, ...]:
+    values = (job.type, job.job_params, job.owner_user, job.owner_group, job.contact_email)
+    return tuple(ref for value in values if value is not None for ref in references(value))
 
 
 def _recipe_refs(recipe: Recipe) -> tuple[str, ...]:

@@ -187,6 +187,25 @@ class SampleAttachment:
     proposal_id_path: str = "/entry/experiment_identifier"
 
 
+# In ``jobs:``, ``<pid>`` is the pid SciCat assigned to the dataset (it overrides a variable
+# of that name: SciCat may have assigned another than the one sent).
+JOB_PID = "pid"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One entry of ``jobs:`` (the ESS format): a SciCat job to create once the dataset and its
+    origdatablock exist. Each value may hold ``<variable>`` references; ``<pid>`` is the pid
+    SciCat assigned. ``None``: the key is not in the file (the job is sent without it)."""
+
+    name: str
+    type: Template
+    job_params: Compiled
+    owner_user: Compiled | None = None
+    owner_group: Compiled | None = None
+    contact_email: Compiled | None = None
+
+
 @dataclass(frozen=True)
 class MetadataSchema:
     """One loaded schema file."""
@@ -201,6 +220,8 @@ class MetadataSchema:
     sample_attachment: SampleAttachment = SampleAttachment()
     # (new) HDF5 path of the NXdata group or dataset to draw as the thumbnail; '' = default plot
     thumbnail: str = ""
+    # (ESS format) SciCat jobs to create after the dataset and its origdatablock
+    jobs: tuple[JobSpec, ...] = ()
     file: str = ""
 
 

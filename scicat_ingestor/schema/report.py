@@ -91,6 +91,9 @@ def _print_ok(schema: MetadataSchema, warnings: list[str], out: TextIO, label: s
         f"  OK    {what}{schema.file}  ({schema.name!r}, id {schema.id}, order {schema.order}, "
         f"selector {schema.selector.describe()!r})\n"
     )
+    if schema.jobs:
+        jobs = ", ".join(f"{job.name} (type {job.type.text})" for job in schema.jobs)
+        out.write(f"        SciCat jobs after ingestion: {jobs}\n")
     prefix = f"{schema.file}: "
     for warning in warnings:
         out.write(f"        warning: {warning.removeprefix(prefix)}\n")

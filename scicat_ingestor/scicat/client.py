@@ -139,6 +139,21 @@ class SciCatClient:
             raise SciCatConflict(err.method, err.endpoint, 409, message) from err
         return created
 
+    # ---- jobs (after ingestion: archive, embargo; the schema's ``jobs:``) -------------------
+
+    def find_jobs(self, pid: str, job_type: str) -> list[dict[str, Any]]:
+        """The jobs of type ``job_type`` on the dataset ``pid`` (an empty list when none)."""
+        _, version = self._route("find_jobs")
+        params = routes.job_lookup(version, pid, job_type)
+        found: list[dict[str, Any]] = self._do("find_jobs", list, params=params)
+        return found
+
+    def create_job(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """POST a job (API v4's body: ``type, jobParams, ownerUser, ownerGroup, contactEmail``;
+        mapped for v3). Never repeated after an ambiguous answer: the caller looks first."""
+        created: dict[str, Any] = self._do("create_job", dict, body=payload)
+        return created
+
     # ---------------------------------------------------------------------------------------
 
     def api_version(self) -> ApiVersion:

@@ -22,6 +22,11 @@ What differs, operation by operation (``ROUTES``):
 - ``create_attachment``: ``POST datasets/{pid}/attachments`` (backend 5 ignores our ``id``) |
   ``POST v4/attachments`` with ``aid`` = our id and a ``relationships`` entry to the dataset
   (a repeated ``aid`` answers 500, not 409)
+- ``find_jobs``: ``GET jobs?filter={"where":{"type","datasetList.pid"}}`` |
+  ``GET v4/jobs?filter={"where":{"type","jobParams.datasetList.pid"}}`` (``job_lookup``)
+- ``create_job``: ``POST jobs`` with ``type, ownerGroup, emailJobInitiator, datasetList`` |
+  ``POST v4/jobs`` with ``type, jobParams, ownerUser, ownerGroup, contactEmail``; the caller's body
+  is v4's here (the schema's ``jobs:`` format follows v4), mapped for v3 by ``v3_job``
 """
 
 from __future__ import annotations
@@ -93,6 +98,29 @@ def v4_attachment(body: Body, pid: str) -> dict[str, Any]:
         {"targetId": pid, "targetType": "dataset", "relationType": "is attached to"}
     ]
     return mapped
+
+
+def v3_job(body: Body, pid: str) -> dict[str, Any]:
+    """A v4 job body for ``POST v3/jobs`` (``CreateJobDtoV3``): the datasets leave ``jobParams``
+    for ``datasetList``, ``contactEmail`` becomes ``emailJobInitiator``; v3 has no ``ownerUser``."""
+    params = dict(body.get("jobParams") or {})
+    datasets = params.pop("datasetList", [])
+    mapped: dict[str, Any] = {"type": body.get("type"), "datasetList": datasets}
+    if params:
+        mapped["jobParams"] = params
+    for v4_name, v3_name in (("ownerGroup", "ownerGroup"), ("contactEmail", "emailJobInitiator")):
+        if body.get(v4_name):
+            mapped[v3_name] = body[v4_name]
+    return mapped
+
+
+# Where each version keeps the datasets of a job (the look-up before a job is created).
+_JOB_DATASET_KEY: Mapping[ApiVersion, str] = {3: "datasetList.pid", 4: "jobParams.datasetList.pid"}
+
+
+def job_lookup(version: ApiVersion, pid: str, job_type: str) -> dict[str, str]:
+    """The ``filter`` finding the jobs of type ``job_type`` on the dataset ``pid``."""
+    return {"filter": json.dumps({"where": {"type": job_type, _JOB_DATASET_KEY[version]: pid}})}
 
 
 def _where(key: str) -> QueryMap:
@@ -175,6 +203,16 @@ ROUTES: Mapping[str, Mapping[ApiVersion, Route]] = {
         4: Route(
             "POST", "attachments", "", "datasets/{pid}/attachments", "unsafe", body=v4_attachment
         ),
+    },
+    "find_jobs": {
+        3: Route("GET", "jobs", "", "jobs", "idempotent"),
+        4: Route("GET", "jobs", "", "jobs", "idempotent"),
+    },
+    # The server picks the job's id, so a POST is never repeated after an answer that leaves
+    # open whether it was carried out (``scicat_jobs`` looks the job up again first).
+    "create_job": {
+        3: Route("POST", "jobs", "", "jobs", "unsafe", body=v3_job),
+        4: Route("POST", "jobs", "", "jobs", "unsafe"),
     },
 }
 

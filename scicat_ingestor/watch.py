@@ -384,6 +384,12 @@ class WatchSource:
             return None
         except NexusError:
             pass  # not HDF5 at all: the pipeline dead-letters it with the reason
+        after = _stat(candidate.path)
+        if after != stat:
+            # Its writer wrote and let go while the lock was probed: the version above is stale.
+            with self._lock:
+                candidate.stat, candidate.changed_at = after, now
+            return None
         return version
 
     def _hand_over(self, candidate: _Candidate, version: FileVersion) -> None:

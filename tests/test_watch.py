@@ -21,6 +21,7 @@ from scicat_ingestor.commands.replay import read_dead_letters
 from scicat_ingestor.config import ConfigError, IngestorConfig, WatchOptions, build
 from scicat_ingestor.daemon import Daemon
 from scicat_ingestor.deadletter import DeadLetter, DeadLetters, Done
+from scicat_ingestor.nexus import open_nexus
 from scicat_ingestor.offsets import TopicPartition
 from scicat_ingestor.outcome import Created, Outcome
 from scicat_ingestor.pipeline import Job
@@ -442,6 +443,34 @@ def test_the_daemon_takes_a_watch_record_as_announced_not_triaged(
     # the poison file's stored letter ends it too: left 'seen', every restart dead-lettered it again
     assert db.counts() == {"ingested": 1, "dead_lettered": 1}
     db.close()
+
+
+def test_a_last_write_during_the_lock_probe_hands_over_the_final_version(
+    tmp_path: Path, started: list[WatchSource]
+) -> None:
+    """The settle rule stat'ed the file, then its writer made its last write and let go while the
+    lock was probed: the stale version was handed over, and the final one again by a rescan (a
+    second state row; seen 1 run in 3 in test_watch_daemon's concurrent writers)."""
+    opts = options(tmp_path)
+    path = nexus(tmp_path / "data" / "late.nxs")
+    writes = [b"-the writer's last bytes-"]
+
+    def probe(probed: Path) -> None:
+        if writes:
+            with probed.open("ab") as f:
+                f.write(writes.pop())
+        with open_nexus(probed):
+            pass
+
+    source = WatchSource(opts, ServiceState(), probe=probe)
+    source.start(Listener())
+    started.append(source)
+    record = next_record(source)
+    st = path.stat()
+    final = FileVersion(str(path), st.st_size, st.st_mtime_ns)
+    assert announced(record).job_id == job_id_of(final)
+    finished(source, record, "created")
+    no_record(source, 3 * SETTLE)
 
 
 def test_watch_letters_old_and_new_replay_the_same_file_and_job() -> None:

@@ -19,18 +19,17 @@ import json
 import logging
 import os
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+from scicat_ingestor.attempt import Attempted, Refused, Reporting, attempt, classify
 from scicat_ingestor.config import IngestorConfig
 from scicat_ingestor.files import (
     FileEntry,
-    PathRefused,
     checksum,
     ingestor_directory,
     relative_to_source_folder,
@@ -40,8 +39,8 @@ from scicat_ingestor.files import (
     write_hash_file,
     write_message_file,
 )
-from scicat_ingestor.logcontext import current_context, log_context, update_context
-from scicat_ingestor.nexus import FileNotReady, NotNexus, open_nexus
+from scicat_ingestor.logcontext import update_context
+from scicat_ingestor.nexus import FileNotReady, open_nexus
 from scicat_ingestor.ops.metrics import INGEST_SECONDS, JOBS, THUMBNAILS
 from scicat_ingestor.outcome import (
     Created,
@@ -50,7 +49,6 @@ from scicat_ingestor.outcome import (
     Outcome,
     Permanent,
     Transient,
-    is_failure,
     outcome_label,
 )
 from scicat_ingestor.schema.jobs import build_jobs
@@ -64,7 +62,6 @@ from scicat_ingestor.scicat import (
     SciCatClient,
     SciCatConflict,
     SciCatError,
-    SciCatRejected,
     SciCatUnavailable,
 )
 from scicat_ingestor.scicat_jobs import DEFAULT_JOB_RETRY, JobRetry, JobSubmitter
@@ -72,8 +69,6 @@ from scicat_ingestor.thumbnail import ThumbnailError, thumbnail_of_file
 from scicat_ingestor.turns import TURNS
 
 logger = logging.getLogger("scicat_ingestor.pipeline")
-
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -92,10 +87,6 @@ class Job:
     file_path: str
     job_id: str = ""
     message: Mapping[str, Any] | None = None
-
-
-class _Refused(Exception):  # noqa: N818 - internal signal, becomes Permanent(reason)
-    """This file cannot be ingested as it is (schema, payload, file list)."""
 
 
 class _Fetcher:
@@ -168,34 +159,7 @@ class Pipeline:
 
     def ingest(self, job: Job) -> Outcome:
         """One attempt at ``job``; logs one line with the outcome and its duration."""
-        started = time.perf_counter()
-        with log_context(job_id=job.job_id, file=job.file_path):
-            # the turn (see turns.py) is taken after the per-file hold, which may wait for
-            # another attempt on the same file, and given away whenever this attempt waits
-            with self._serial.hold(os.path.normpath(job.file_path)), TURNS.hold():
-                outcome = self._attempt(job)
-            seconds = time.perf_counter() - started
-            INGEST_SECONDS.observe(seconds)
-            # a failure after the pid was known still names it (from the context)
-            pid = getattr(outcome, "pid", "") or current_context().get("dataset_pid", "")
-            label = outcome_label(outcome)
-            update_context(outcome=label, dataset_pid=pid)
-            failed = is_failure(outcome)
-            # each fact once: the text format adds the job id from the context, JSON adds all
-            logger.log(
-                logging.WARNING if failed else logging.INFO,
-                "%s: %s%s, %.3f s%s",
-                job.file_path,
-                label,
-                f", dataset {pid}" if pid else "",
-                seconds,
-                # the reason without the path in front: the line starts with it
-                ": " + getattr(outcome, "reason", "").removeprefix(f"{job.file_path}: ")
-                if failed
-                else "",
-                extra={"seconds": round(seconds, 3)},
-            )
-        return outcome
+        return attempt(_REPORTING, job.job_id, job.file_path, lambda: self._held(job))
 
     # ----------------------------------------------------------------------------------------
 
@@ -207,26 +171,15 @@ class Pipeline:
         ``fetch`` replaces the SciCat lookups of SC variables (``validate-schema`` without SciCat);
         the pid seed is the one ``ingest`` uses, so the previewed pid is the one it would send.
         """
-        return self._guard(lambda: self._plan(job, self._locate(job), fetch))
+        return classify(lambda: self._plan(job, self._locate(job), fetch))
 
     # ----------------------------------------------------------------------------------------
 
-    def _attempt(self, job: Job) -> Outcome:
-        return self._guard(lambda: self._run(job))
-
-    @staticmethod
-    def _guard(step: Callable[[], _T]) -> _T | Permanent | Transient:
-        """Run ``step``, turning every expected failure into an outcome."""
-        try:
-            return step()
-        except (PathRefused, NotNexus, SciCatRejected, _Refused) as err:
-            return Permanent(str(err))
-        except FileNotReady as err:
-            return Transient(str(err), cause="file")
-        except SciCatAuthRefused as err:
-            return Transient(str(err), cause="scicat-auth")
-        except SciCatUnavailable as err:
-            return Transient(str(err), cause="scicat")
+    def _held(self, job: Job) -> Outcome:
+        # the turn (see turns.py) is taken after the per-file hold, which may wait for
+        # another attempt on the same file, and given away whenever this attempt waits
+        with self._serial.hold(os.path.normpath(job.file_path)), TURNS.hold():
+            return self._run(job)
 
     def _locate(self, job: Job) -> Path:
         """The real path of the job's file, refused outside the data roots or if not a file."""
@@ -267,7 +220,7 @@ class Pipeline:
             causes = [f"variable {f.name}: {f.error}" for f in results.failures]
             causes += [f"field {f.machine_name}: {f.error}" for f in draft.failures]
             because = f" (because: {'; '.join(causes)})" if causes else ""
-            raise _Refused(
+            raise Refused(
                 f"{nexus}: schema {schema.id!r} leaves mandatory dataset fields empty: "
                 f"{', '.join(draft.missing_mandatory)}{because}"
             )
@@ -301,7 +254,7 @@ class Pipeline:
             return self._finish(outcome, planned, real)
         pid = str(created.get("pid") or payload.get("pid") or "")
         if not pid:
-            raise _Refused(f"{nexus}: SciCat created the dataset but returned no pid")
+            raise Refused(f"{nexus}: SciCat created the dataset but returned no pid")
         update_context(dataset_pid=pid)
         block = self._client.create_origdatablock(self._datablock(pid, payload, entries))
         created_outcome = Created(pid, str(block.get("_id") or block.get("id") or ""))
@@ -313,7 +266,7 @@ class Pipeline:
         """The schema of this attempt, from the set current now (a reload does not change it)."""
         schema = self._schemas().select(nexus.as_posix())
         if schema is None:
-            raise _Refused(
+            raise Refused(
                 f"{nexus}: no metadata schema matches this file and no fallback schema is "
                 "configured (ingestion.fallback_schema_file_path)"
             )
@@ -388,12 +341,12 @@ class Pipeline:
                 side = write_hash_file(directory, nexus, chk, fh.hash_file_extension)
                 entries.append(stat_entry(side, fh.compute_file_stats, None))
             except OSError as err:
-                raise _Refused(f"{nexus}: cannot write the hash file: {err}") from err
+                raise Refused(f"{nexus}: cannot write the hash file: {err}") from err
         source_folder = payload.get("sourceFolder")
         try:
             return relative_to_source_folder(entries, str(source_folder), fh.file_path_type)
         except ValueError as err:
-            raise _Refused(f"{nexus}: {err}") from err
+            raise Refused(f"{nexus}: {err}") from err
 
     def _datablock(
         self, pid: str, payload: Mapping[str, Any], entries: list[FileEntry]
@@ -523,6 +476,19 @@ class Pipeline:
             write_message_file(directory, nexus, message, self._fh.message_file_extension)
         except OSError as err:
             logger.warning("%s: cannot write the message file: %s", nexus, err)
+
+
+def _file_line(done: Attempted) -> str:
+    """``<file>: <outcome>[, dataset <pid>], <seconds> s[: <reason>]`` (each fact once: the text
+    format adds the job id from the context, JSON adds all)."""
+    dataset = f", dataset {done.pid}" if done.pid else ""
+    # the reason without the path in front: the line starts with it
+    reason = done.reason.removeprefix(f"{done.file}: ")
+    because = f": {reason}" if reason else ""
+    return f"{done.file}: {outcome_label(done.outcome)}{dataset}, {done.seconds:.3f} s{because}"
+
+
+_REPORTING = Reporting(logger, INGEST_SECONDS, _file_line, pid_field="dataset_pid")
 
 
 def _thumbnail_failure(err: ThumbnailError | SciCatError) -> str:

@@ -21,24 +21,16 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from scicat_ingestor.attempt import Attempted, Refused, Reporting, attempt
 from scicat_ingestor.config import IngestorConfig
-from scicat_ingestor.files import PathRefused, require_regular_file, resolve_in_roots
-from scicat_ingestor.logcontext import log_context
-from scicat_ingestor.nexus import FileNotReady, NexusError, open_nexus
-from scicat_ingestor.outcome import (
-    Created,
-    DryRun,
-    Existed,
-    Outcome,
-    Permanent,
-    Transient,
-    outcome_label,
-)
+from scicat_ingestor.files import require_regular_file, resolve_in_roots
+from scicat_ingestor.nexus import open_nexus
+from scicat_ingestor.ops.metrics import SAMPLE_SECONDS
+from scicat_ingestor.outcome import Created, DryRun, Existed, Outcome, outcome_label
 from scicat_ingestor.pipeline import Job
 from scicat_ingestor.scicat import (
     SciCatAuthRefused,
@@ -95,10 +87,6 @@ def sample_filter(info: SampleInfo) -> dict[str, str]:
     return {"description": info.name, "proposalId": info.proposal_id}
 
 
-class _Refused(Exception):  # noqa: N818 - internal signal, becomes Permanent(reason)
-    """This run's sample cannot be created as it is."""
-
-
 class SampleIngestor:
     """Creates one run's sample per ``ingest`` call; thread-safe (share one between workers)."""
 
@@ -114,33 +102,7 @@ class SampleIngestor:
 
     def ingest(self, job: Job) -> Outcome:
         """One attempt; logs one line with the outcome and its duration."""
-        started = time.perf_counter()
-        with log_context(job_id=job.job_id, file=job.file_path):
-            outcome = self._attempt(job)
-            failed = isinstance(outcome, Permanent | Transient)
-            logger.log(
-                logging.WARNING if failed else logging.INFO,
-                "sample of %s: %s (job %s, sample %s) in %.3f s%s",
-                job.file_path,
-                outcome_label(outcome),
-                job.job_id or "-",
-                getattr(outcome, "pid", "") or "-",
-                time.perf_counter() - started,
-                f": {getattr(outcome, 'reason', '')}" if failed else "",
-            )
-        return outcome
-
-    def _attempt(self, job: Job) -> Outcome:
-        try:
-            return self._run(job)
-        except FileNotReady as err:  # before NexusError, its base
-            return Transient(str(err), cause="file")
-        except SciCatAuthRefused as err:  # before SciCatUnavailable, its base
-            return Transient(str(err), cause="scicat-auth")
-        except SciCatUnavailable as err:
-            return Transient(str(err), cause="scicat")
-        except (PathRefused, NexusError, SciCatRejected, _Refused) as err:
-            return Permanent(str(err))
+        return attempt(_REPORTING, job.job_id, job.file_path, lambda: self._run(job))
 
     def _run(self, job: Job) -> Outcome:
         info = self.read(job.file_path)
@@ -189,8 +151,20 @@ class SampleIngestor:
             proposal = reader.read_text(self._proposal_path).strip()
         if not name or not proposal:
             path = self._name_path if not name else self._proposal_path
-            raise _Refused(f"{file_path}: {path} is empty, so the run has no sample to create")
+            raise Refused(f"{file_path}: {path} is empty, so the run has no sample to create")
         return SampleInfo(name, proposal)
+
+
+def _sample_line(done: Attempted) -> str:
+    """``sample of <file>: <outcome> (job <id>, sample <id>) in <seconds> s[: <reason>]``."""
+    because = f": {done.reason}" if done.reason else ""
+    return (
+        f"sample of {done.file}: {outcome_label(done.outcome)} (job {done.job_id or '-'}, "
+        f"sample {done.pid or '-'}) in {done.seconds:.3f} s{because}"
+    )
+
+
+_REPORTING = Reporting(logger, SAMPLE_SECONDS, _sample_line)
 
 
 def _maybe_duplicate(err: SciCatError) -> bool:

@@ -11,6 +11,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
+_ATTEMPT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
 MESSAGES = Counter(
     "scicat_ingestor_messages",
     "Kafka messages consumed, by topic and triage kind (wrdn, skip, poison).",
@@ -51,7 +53,13 @@ PAUSED = Gauge(
 INGEST_SECONDS = Histogram(
     "scicat_ingestor_ingest_duration_seconds",
     "Time to ingest one file (one attempt), from start of work to the last SciCat answer.",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    buckets=_ATTEMPT_BUCKETS,
+    registry=REGISTRY,
+)
+SAMPLE_SECONDS = Histogram(
+    "scicat_ingestor_sample_duration_seconds",
+    "Time to create one run's sample (one attempt), from start of work to the last SciCat answer.",
+    buckets=_ATTEMPT_BUCKETS,
     registry=REGISTRY,
 )
 SCICAT_REQUEST_SECONDS = Histogram(

@@ -1,10 +1,12 @@
 """``make demo``: the whole service running locally, from a fresh clone, with nothing else running.
 
 It starts a Kafka broker (Tansu) and a SciCat stand-in on free 127.0.0.1 ports, runs the daemon
-(``python -m scicat_ingestor run``) with ``config/demo.yml`` filled in, lets the fake file-writer
-write and announce a handful of NeXus files, prints each dataset as SciCat receives it, shows where
-to look (``/ready``, ``/metrics``) and stops everything: after the run, or at Ctrl-C. Exit 0 when
-every file became a dataset and the daemon stopped cleanly.
+(``python -m scicat_ingestor run``) with ``config/demo.yml`` filled in, shows where to look (status
+page, ``/ready``, ``/metrics``, the stand-in, the daemon's log) once the daemon is ready, lets the
+fake file-writer write and announce a handful of NeXus files, prints each dataset as SciCat receives
+it and stops everything: after the run, or at Ctrl-C. The work directory (config, data, logs) is
+kept. Exit 0 when every file became a dataset and the daemon stopped cleanly; 2 when the
+``testing`` extra (the stand-in's jsonschema) is not installed.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,16 +24,18 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml
 
 from scicat_ingestor.config import ConfigError, load_config, read_config_file
-from scicat_ingestor.exitcodes import EXIT_FAILURE, EXIT_OK
+from scicat_ingestor.exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from scicat_ingestor.testing.broker import BrokerError, TansuBroker, free_port
 from scicat_ingestor.testing.dirwriter import DirectoryWriter
 from scicat_ingestor.testing.filewriter import FakeFileWriter
-from scicat_ingestor.testing.scicat import SciCatStandIn
+
+if TYPE_CHECKING:
+    from scicat_ingestor.testing.scicat import SciCatStandIn
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "config" / "demo.yml"
@@ -40,6 +43,11 @@ PARTITIONS = 2
 LOG_TAIL_LINES = 25
 # The metrics worth a glance at the end of the run.
 SUMMARY_METRICS = ("scicat_ingestor_messages_total", "scicat_ingestor_files_total")
+# ``pip install .`` leaves out what the stand-in needs (jsonschema): say which extra brings it.
+MISSING_EXTRA = (
+    "error: the demo needs the 'testing' extra ({missing} is not installed): "
+    "pip install '.[testing]' in the checkout (or 'scicat-ingestor[testing]')"
+)
 
 
 class DemoError(RuntimeError):
@@ -118,6 +126,8 @@ class Demo:
         config: Path,
         files: int,
         out: TextIO,
+        standin: SciCatStandIn,
+        *,
         workdir: Path | None = None,
         trigger: str = "kafka",
     ) -> None:
@@ -125,13 +135,12 @@ class Demo:
         self.watch = trigger == "watch"
         self.files = files
         self.out = out
-        self.keep_workdir = workdir is not None
         if workdir is None:
             workdir = Path(tempfile.mkdtemp(prefix="scicat-ingestor-demo-"))
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.broker = TansuBroker(log_file=self.workdir / "tansu.log")
-        self.standin = SciCatStandIn()
+        self.standin = standin
         self.daemon: subprocess.Popen[bytes] | None = None
         self.daemon_log = self.workdir / "daemon.log"
         self.health_url = ""
@@ -193,6 +202,7 @@ class Demo:
             status, body = get(self.health_url + "/ready")
             if status == 200:
                 self.say(f"Daemon ready:          {self.health_url}/ready answers 200")
+                self.show_urls()
                 return
             time.sleep(0.25)
         raise DemoError(f"the daemon did not become ready in {timeout:g} s: {status} {body}")
@@ -231,7 +241,7 @@ class Demo:
                     f"of {self.daemon_log}:\n{log_tail(self.daemon_log)}"
                 )
             time.sleep(0.1)
-        self.show_endpoints()
+        self.show_metrics()
 
     def _write_and_announce(self) -> None:
         self.say(f"\nWriting and announcing {self.files} NeXus file(s) on topic {self.topic!r} ...")
@@ -248,14 +258,20 @@ class Demo:
             found.setdefault(block["datasetId"], []).extend(names)
         return found
 
-    def show_endpoints(self) -> None:
+    def show_urls(self) -> None:
+        """Where to look, as soon as the daemon is ready (it runs on while files come in)."""
         self.say("\nWhere to look while it runs:")
         for path, what in (
+            ("/", "status page: state, recent files, dead letters"),
             ("/health", "liveness: is the poll loop alive?"),
             ("/ready", "readiness: broker, SciCat, data roots (JSON, 200 or 503)"),
             ("/metrics", "Prometheus metrics"),
         ):
             self.say(f"  {self.health_url}{path:<9} {what}")
+        self.say(f"  {self.standin.url}/datasets  the SciCat stand-in's datasets")
+        self.say(f"  {self.daemon_log}  the daemon's log")
+
+    def show_metrics(self) -> None:
         status, text = get(self.health_url + "/metrics")
         if status == 200:
             self.say("\nFrom /metrics:")
@@ -320,14 +336,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--workdir",
         type=Path,
         default=None,
-        help="keep config, data and logs here (default: "
-        "a temporary directory, removed after a successful run)",
+        help="keep config, data and logs here (default: a new temporary directory, kept)",
     )
     args = parser.parse_args(argv)
     if not args.config.is_file():
         print(f"error: {args.config}: demo config not found (run from a checkout)", file=sys.stderr)
         return EXIT_FAILURE
-    demo = Demo(args.config, args.files, sys.stdout, args.workdir, args.trigger)
+    try:
+        from scicat_ingestor.testing.scicat import SciCatStandIn  # noqa: PLC0415 - checked here
+    except ImportError as exc:
+        print(MISSING_EXTRA.format(missing=exc.name or exc), file=sys.stderr)
+        return EXIT_USAGE
+    demo = Demo(
+        args.config,
+        args.files,
+        sys.stdout,
+        SciCatStandIn(),
+        workdir=args.workdir,
+        trigger=args.trigger,
+    )
     failed = False
     with _signals():
         try:
@@ -352,8 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if failed:
         print(f"Files kept for inspection in {demo.workdir}", file=sys.stderr)
         return EXIT_FAILURE
-    if not demo.keep_workdir:
-        shutil.rmtree(demo.workdir, ignore_errors=True)
+    demo.say(f"The daemon's log: {demo.daemon_log} (config and data beside it)")
     demo.say("Done.")
     return EXIT_OK
 

@@ -82,6 +82,13 @@ def test_demo_runs_and_exits_0(tmp_path: Path) -> None:
     assert re.search(r"http://127\.0\.0\.1:\d+/metrics", out)
     assert re.search(r"http://127\.0\.0\.1:\d+/ready", out)
     assert out.rstrip().endswith("Done.")
+    # The URLs came only after the datasets, just before it stopped; the log was deleted
+    # (without --workdir) and its path no longer on screen.
+    ready = out.index("Daemon ready:")
+    assert ready < out.index("/ready ") < out.index("Datasets created")
+    assert ready < out.index(f"{workdir / 'daemon.log'}  the daemon's log") < out.index("Datasets")
+    assert re.search(r"http://127\.0\.0\.1:\d+/api/v3/datasets  the SciCat stand-in", out)
+    assert f"The daemon's log: {workdir / 'daemon.log'}" in out.splitlines()[-2]
     assert_gone(daemon_pid(out))
     log = (workdir / "daemon.log").read_text()
     assert " - DEBUG - " in log
@@ -119,3 +126,21 @@ def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     assert_gone(daemon_pid(output))
     log = (tmp_path / "work" / "daemon.log").read_text()
     assert "received SIGTERM: stopping, draining" in log
+
+
+def test_without_the_testing_extra_one_line_names_it() -> None:
+    """After ``pip install .`` it died in a traceback on ``import jsonschema``."""
+    code = (
+        "import sys; sys.modules['jsonschema'] = None\n"
+        "from scicat_ingestor.demo import main\n"
+        "sys.exit(main(['--files', '1']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr == (
+        "error: the demo needs the 'testing' extra (jsonschema is not installed): "
+        "pip install '.[testing]' in the checkout (or 'scicat-ingestor[testing]')\n"
+    )
+    assert done.stdout == ""

@@ -273,7 +273,7 @@ def test_probe_errors_and_hangs_make_scicat_not_ready(serve: Callable[..., Healt
 
     server = serve(probe=broken)
     body = wait_status(server, "/ready", 503)
-    assert body["checks"]["scicat"]["detail"] == "health endpoint not answering"
+    assert body["checks"]["scicat"]["detail"] == "SciCat health probe raised RuntimeError"
 
     release = threading.Event()
     started = threading.Event()
@@ -301,10 +301,18 @@ def test_ready_follows_the_real_scicat_stand_in(serve: Callable[..., HealthServe
             SciCatOptions(host=standin.url, token=Secret(standin.token), timeout=5.0)
         )
         server = serve(probe=client.healthy, check_interval=0.1)
-        wait_status(server, "/ready", 200)
+        body = wait_status(server, "/ready", 200)
+        url = f"{standin.url}/health"
+        assert body["checks"]["scicat"]["detail"] == f"SciCat health endpoint {url} answered 200"
         standin.stop()
         body = wait_status(server, "/ready", 503)
         assert body["scicat"] is False
+        # It said "health endpoint not answering": no URL, no cause.
+        where = url.split("/")[2]
+        assert body["checks"]["scicat"]["detail"] == (
+            f"SciCat health endpoint {url} not reachable: "
+            f"connection refused by {where} (nothing listens there)"
+        )
         assert get(server, "/health").status_code == 200
         standin.start()
         body = wait_status(server, "/ready", 200)

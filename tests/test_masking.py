@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
+from helpers.http import EchoHandler, serving
 from scicat_ingestor.cli import main
-from scicat_ingestor.config import load_config, secret_values
+from scicat_ingestor.config import HealthCheckOptions, Secret, load_config, secret_values
 from scicat_ingestor.deadletter import DeadLetter, file_letter
+from scicat_ingestor.ops.health import HealthServer
 from scicat_ingestor.ops.logs import reset_logging, setup_logging
 from scicat_ingestor.redact import REDACTED, is_secret_key, masked_settings
+from scicat_ingestor.scicat import SciCatClient, SciCatRejected
 from scicat_ingestor.source import Record
+from scicat_ingestor.state import ServiceState
 
 # (section, mapping key, entry name, value): every value here must never be shown.
 CASES = [
@@ -105,3 +112,64 @@ def test_dead_letters_redact(config_path: Path, case: tuple[str, str, str, str])
     shown = [letter.as_json()["reason"], dict(letter.headers())["reason"]]
     shown.append(file_letter("/d/f.hdf", f"refused with {value}")["reason"])
     assert all(value not in str(text) and REDACTED in str(text) for text in shown), shown
+
+
+class _QuotesHeaders(EchoHandler):
+    """A backend or proxy that quotes every request header in its error (health: 503)."""
+
+    def _echo(self, body: str = "") -> None:
+        sent = "; ".join(f"{name}: {value}" for name, value in self.headers.items())
+        status = 503 if self.path.endswith("/health") else 400
+        self._reply(status, {"statusCode": status, "message": f"you sent {sent} {body}"})
+
+
+@pytest.fixture
+def quoting_scicat(config_path: Path) -> Iterator[SciCatClient]:
+    """A client with the table's headers and a token, talking to ``_QuotesHeaders``."""
+    config = load_config(config_path, environ={})
+    for port in serving(_QuotesHeaders):
+        options = dataclasses.replace(
+            config.scicat,
+            host=f"http://127.0.0.1:{port}/api/v3",
+            token=Secret("tok-1357"),
+            max_retries=0,
+            api_version=3,
+        )
+        client = SciCatClient(options)
+        yield client
+        client.close()
+
+
+HEADER_VALUES = [c[3] for c in CASES if c[1] == "additional_headers"]
+
+
+def test_scicat_error_texts_mask_quoted_headers(quoting_scicat: SciCatClient) -> None:
+    """Error texts reach outcome reasons, ``ingest``'s report and summary, which no log filter
+    sees: a header value quoted by SciCat or a proxy was shown in clear (the token was not)."""
+    with pytest.raises(SciCatRejected) as info:
+        quoting_scicat.get_json("proposals/1")
+    text = str(info.value)
+    assert "you sent " in text
+    for value in [*HEADER_VALUES, "tok-1357"]:
+        assert value not in text
+    assert text.count(REDACTED) >= len(HEADER_VALUES)
+
+
+def test_ready_masks_what_scicat_quoted(quoting_scicat: SciCatClient) -> None:
+    """``/ready`` names the health URL and SciCat's answer: never a header value in it."""
+    state = ServiceState()
+    state.polled()
+    state.set_broker_connected(True)
+    with HealthServer(
+        HealthCheckOptions(port=0), state, quoting_scicat.healthy, check_interval=0.1
+    ) as server:
+        deadline = time.monotonic() + 20
+        detail = "not checked yet"
+        while detail == "not checked yet" and time.monotonic() < deadline:
+            body = requests.get(server.url + "/ready", timeout=10).json()
+            detail = body["checks"]["scicat"]["detail"]
+            time.sleep(0.05)
+        shown = requests.get(server.url + "/ready", timeout=10).text
+    assert "answered 503: you sent " in detail
+    for value in HEADER_VALUES:
+        assert value not in shown

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ import pytest
 import yaml
 
 from scicat_ingestor.config import DatasetOptions
+from scicat_ingestor.logcontext import ContextFilter, log_context
 from scicat_ingestor.nexus import open_nexus
 from scicat_ingestor.schema.loader import load_schema_file, load_schemas
 from scicat_ingestor.schema.model import MetadataSchema
@@ -267,6 +270,38 @@ def _build(
     schema = _one_field_schema(tmp_path, fields)
     results = VariableResults({"t": Value(3.5, "K"), "pid": Value("p/1")})
     return build_dataset(schema, results, options or DatasetOptions())
+
+
+def test_field_failures_are_one_summary_naming_the_file_and_one_debug_line_each(
+    tmp_path: Path,
+) -> None:
+    """It warned '2 metadata fields failed ... [{"name": ...}]': a raw JSON list."""
+    bad = {"field_type": "high_level", "value": "<nope>", "type": "string"}
+    fields = {
+        "title": {**bad, "machine_name": "datasetName"},
+        "who": {**bad, "machine_name": "owner"},
+    }
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(ContextFilter())
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s [file=%(file)s]"))
+    handler.setLevel(logging.DEBUG)
+    log = logging.getLogger("scicat_ingestor.schema.payload")
+    log.addHandler(handler)
+    level = log.level
+    log.setLevel(logging.DEBUG)
+    try:
+        with log_context(file="/d/run.hdf"):
+            _build(tmp_path, fields)
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+    why = "unresolved variable name <nope> (not defined before this point) [file=/d/run.hdf]"
+    assert stream.getvalue().splitlines() == [
+        f"DEBUG Metadata field title (datasetName) failed: {why}",
+        f"DEBUG Metadata field who (owner) failed: {why}",
+        "WARNING 2 metadata field(s) failed and were left out: title, who [file=/d/run.hdf]",
+    ]
 
 
 PID_FIELD = {"pid": {"field_type": "high_level", "machine_name": "pid", "value": "p/1",

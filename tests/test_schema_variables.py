@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,12 @@ from scicat_ingestor.nexus import NexusReader, open_nexus
 from scicat_ingestor.schema.loader import load_schema_file
 from scicat_ingestor.schema.model import MetadataSchema
 from scicat_ingestor.schema.operators import Value
-from scicat_ingestor.schema.variables import Builtins, VariableResults, evaluate_variables
+from scicat_ingestor.schema.variables import (
+    Builtins,
+    VariableResults,
+    evaluate_variables,
+    name_list,
+)
 
 
 @pytest.fixture(scope="module")
@@ -343,8 +349,22 @@ def test_sample_attachment_failure_is_reported(tmp_path: Path, reader: NexusRead
     assert errors(results) == {"sample_attachment": "/entry/sample/nope: no such dataset"}
 
 
-def test_failures_are_logged_once(
+def test_failures_are_one_summary_and_one_debug_line_each(
     tmp_path: Path, reader: NexusReader, caplog: pytest.LogCaptureFixture
 ) -> None:
-    evaluate(tmp_path, reader, {"a": nxs("/nope"), "b": nxs("/nope2")})
-    assert caplog.text.count("2 variables failed to be constructed and ignored") == 1
+    """It warned '2 variables failed ... [{"name": ...}]': a raw JSON list without the file."""
+    caplog.set_level(logging.DEBUG, logger="scicat_ingestor")
+    evaluate(tmp_path, reader, {"a": nxs("/nope"), "b": nxs("/nope2"), "c": nxs("/entry/title")})
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert lines == [
+        ("DEBUG", "Variable a (NXS) failed: /nope: no such dataset"),
+        ("DEBUG", "Variable b (NXS) failed: /nope2: no such dataset"),
+        ("WARNING", f"2 variable(s) failed for {reader.path} and were left out: a, b"),
+    ]
+
+
+def test_a_long_failure_list_is_cut_in_the_summary() -> None:
+    assert (
+        name_list([f"v{i}" for i in range(12)])
+        == "v0, v1, v2, v3, v4, v5, v6, v7, v8, v9 and 2 more"
+    )

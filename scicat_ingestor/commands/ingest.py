@@ -130,8 +130,10 @@ def ingest_command(
         letters_out = stack.enter_context(report_file(dead_letters))
         shown = stack.enter_context(display(state, verbose, summary_every))
         pipeline = stack.enter_context(open_pipeline(config))
+        credentials = pipeline.client.credentials
+        credentials.ends_run()  # nothing waits for SciCat here: no daemon "files wait" ERROR
         if not pipeline.client.check_credentials():
-            return _refused(tally, as_json)  # no file touched
+            return _refused(credentials.refusal(), tally, as_json)  # no file touched
         counter = threading.Thread(
             target=_count, args=(paths, state, stop), name="ingest-count", daemon=True
         )
@@ -183,13 +185,9 @@ def ingest_command(
     return EXIT_FAILURE if tally.failed else EXIT_OK
 
 
-def _refused(tally: Tally, as_json: bool) -> int:
-    """SciCat refuses the credentials: one clear line (the cause was logged), then the summary."""
-    print(
-        "error: SciCat refuses the credentials (scicat.token, scicat.token_file or "
-        "scicat.username/password): nothing was ingested",
-        file=sys.stderr,
-    )
+def _refused(refusal: str, tally: Tally, as_json: bool) -> int:
+    """SciCat refuses the credentials: one line with the cause and the fix, then the summary."""
+    print(f"error: nothing was ingested: {refusal}", file=sys.stderr)
     _print_summary(tally, Ending(), as_json, sys.stdout)
     return EXIT_FAILURE
 

@@ -268,6 +268,7 @@ def _ingest_all(
         record(FileResult(job.file_path, outcome, seconds, where=item.where))
 
     with ctrl_c_stops(stop), open_pipeline(config) as pipeline:
+        pipeline.client.credentials.ends_run()  # nothing waits for SciCat: no "files wait" ERROR
         end = run_jobs(
             pipeline,
             [item.job for item in replays],

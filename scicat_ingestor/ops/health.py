@@ -20,9 +20,11 @@ reading them keep working; only ``/ready``'s status code depends on them. The sl
 (SciCat over the network, data roots on possibly remote file systems) run in one background thread
 every ``check_interval`` seconds, so requests never wait on them and SciCat is never called more
 often than that, however often the endpoints are scraped. A check that has not finished for a long
-time (a hung mount, an unanswered request) counts as failed. Bodies carry no URLs, exception texts
-or configuration values, so no secret can appear in them; the one exception is a failing
-dead-letter sink, named by its config key with the error it gave (an OS or Kafka error line).
+time (a hung mount, an unanswered request) counts as failed. Bodies carry no configuration values
+and no exception texts but two: the ``scicat`` check names the health URL it asked (without user
+info or query) and the cause in plain words (DNS, refused, timeout, TLS, or SciCat's answer with
+the token, password and header values masked by the client); a failing dead-letter sink is named by
+its config key with the error it gave (an OS or Kafka error line).
 The status page and ``/status.json`` add what operators look for first: why intake is paused, the
 partitions' offsets and lag, the last files and dead letters (their names and reasons are the
 untrusted part, escaped on the page) and an hour of outcomes. ``/metrics`` also carries the
@@ -72,6 +74,19 @@ class Credentials(Protocol):
         ...
 
 
+class ProbeAnswer(Protocol):
+    """What the SciCat probe (``SciCatClient.healthy``) returns: truthy when SciCat answered,
+    ``detail`` one line naming the URL and the cause (no user info, no query)."""
+
+    @property
+    def detail(self) -> str: ...
+
+    def __bool__(self) -> bool: ...
+
+
+Probe = Callable[[], "bool | ProbeAnswer"]
+
+
 class HealthServerError(RuntimeError):
     """The endpoint could not start; ``str()`` is one line naming the address."""
 
@@ -107,7 +122,7 @@ class SlowChecks:
 
     def __init__(
         self,
-        scicat_probe: Callable[[], bool],
+        scicat_probe: Probe,
         data_roots: Sequence[str],
         interval: float,
         clock: Callable[[], float] = time.monotonic,
@@ -152,11 +167,15 @@ class SlowChecks:
 
     def _scicat(self) -> Check:
         try:
-            ok = bool(self._probe())
+            answer = self._probe()
         except Exception as exc:  # a probe bug must not kill the checking thread
             logger.warning("SciCat health probe raised %s", type(exc).__name__)
-            ok = False
-        return Check(ok, "health endpoint answered" if ok else "health endpoint not answering")
+            return Check(False, f"SciCat health probe raised {type(exc).__name__}")
+        if isinstance(answer, bool):
+            return Check(
+                answer, "health endpoint answered" if answer else "health endpoint not answering"
+            )
+        return Check(bool(answer), answer.detail)
 
     def _store(self, name: str, check: Check) -> None:
         stamped = Check(check.ok, check.detail, self._clock())
@@ -185,7 +204,7 @@ class HealthServer:
         self,
         options: HealthCheckOptions,
         state: ServiceState,
-        scicat_probe: Callable[[], bool],
+        scicat_probe: Probe,
         data_roots: Sequence[str] = (),
         *,
         check_interval: float = DEFAULT_CHECK_INTERVAL,

@@ -7,7 +7,6 @@ pipeline (to 0: SciCat counts the origdatablock into them).
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +15,7 @@ from uuid import NAMESPACE_URL, uuid4, uuid5
 from scicat_ingestor.config import DatasetOptions
 from scicat_ingestor.schema.model import MetadataSchema, SchemaField
 from scicat_ingestor.schema.types import convert
-from scicat_ingestor.schema.variables import VariableResults, describe_error, render
+from scicat_ingestor.schema.variables import VariableResults, describe_error, name_list, render
 
 logger = logging.getLogger(__name__)
 
@@ -181,14 +180,24 @@ def build_dataset(
     top["scientificMetadata"] = scientific
     payload = _ordered({k: v for k, v in top.items() if v is not None})
     if failures:
-        logger.warning(
-            "%d metadata fields failed to be constructed and ignored: %s",
-            len(failures),
-            json.dumps([f.as_dict() for f in failures], default=str),
-        )
+        _log_failures(failures)
     mandatory = [m for m in MANDATORY if not (m == "pid" and _pid_optional(options))]
     missing = tuple(m for m in mandatory if payload.get(m) in (None, ""))
     return DatasetDraft(payload, tuple(failures), missing)
+
+
+def _log_failures(failures: list[FieldFailure]) -> None:
+    """One DEBUG line per field with its reason, one WARNING naming them all (the file being
+    ingested is in the log context)."""
+    for failure in failures:
+        logger.debug(
+            "Metadata field %s (%s) failed: %s", failure.name, failure.machine_name, failure.error
+        )
+    logger.warning(
+        "%d metadata field(s) failed and were left out: %s",
+        len(failures),
+        name_list([f.name for f in failures]),
+    )
 
 
 def _scientific_entry(item: SchemaField, value: Any, unit: str) -> dict[str, Any]:

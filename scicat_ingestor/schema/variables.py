@@ -13,7 +13,7 @@ import json
 import logging
 import posixpath
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -273,9 +273,24 @@ def evaluate_variables(
             recipe = dataclasses.asdict(schema.sample_attachment)
             failures.append(VariableFailure("sample_attachment", recipe, describe_error(exc)))
     if failures:
+        for failure in failures:
+            source = failure.recipe.get("source", "lookup")
+            logger.debug("Variable %s (%s) failed: %s", failure.name, source, failure.error)
         logger.warning(
-            "%d variables failed to be constructed and ignored: %s",
+            "%d variable(s) failed for %s and were left out: %s",
             len(failures),
-            json.dumps([f.as_dict() for f in failures], default=str),
+            reader.path,
+            name_list([f.name for f in failures]),
         )
     return VariableResults(ev.values, tuple(failures), sample_ids)
+
+
+MAX_NAMES_SHOWN = 10
+
+
+def name_list(names: Sequence[str]) -> str:
+    """The names for a one-line summary: the first ten, then a count (the reasons, one line
+    each, are logged at DEBUG)."""
+    shown = ", ".join(names[:MAX_NAMES_SHOWN])
+    more = len(names) - MAX_NAMES_SHOWN
+    return f"{shown} and {more} more" if more > 0 else shown

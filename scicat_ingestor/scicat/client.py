@@ -13,6 +13,7 @@ import json
 import logging
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -34,6 +35,37 @@ logger = logging.getLogger("scicat_ingestor.scicat")
 
 # The api_endpoints a schema's SC variable may name (``get_json("proposals/…")``).
 _ENDPOINT_NAMES = ("datasets", "proposals", "origdatablocks", "instruments", "samples")
+
+
+@dataclass(frozen=True)
+class HealthAnswer:
+    """SciCat's health endpoint's answer: truthy when it answered 2xx (``healthy()`` once
+    returned a bare bool); ``detail`` is one line naming the URL and, on failure, the cause."""
+
+    ok: bool
+    url: str  # without user info or query: it is shown on /ready
+    cause: str
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    @property
+    def detail(self) -> str:
+        return f"SciCat health endpoint {self.url} {self.cause}"
+
+
+def _health_cause(err: SciCatError) -> str:
+    """In plain words: the transport's reason (DNS, refused, timeout, TLS) or the HTTP answer."""
+    if err.status is None:
+        return f"not reachable: {err.message}"
+    return f"answered {err.status}: {err.message}"
+
+
+def _shown_url(url: str) -> str:
+    """``url`` without user info, query or fragment: safe on /ready and in logs."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=netloc, query="", fragment="").geturl()
 
 
 class SciCatClient:
@@ -169,19 +201,21 @@ class SciCatClient:
         finally:
             self._version_lock.release()
 
-    def healthy(self) -> bool:
-        """True when SciCat's health endpoint answers 2xx (no credentials, no retries: v5
-        answers an expired token 401 even there)."""
+    def healthy(self) -> HealthAnswer:
+        """Whether SciCat's health endpoint answers 2xx (no credentials, no retries: v5 answers
+        an expired token 401 even there); truthy when it does, with the URL and the cause."""
         endpoint = self._options.health_endpoint
         url = endpoint if _is_absolute(endpoint) else self._base + endpoint.lstrip("/")
         request = Request("GET", url, self._endpoint_of(url), "health", "none")
+        shown = _shown_url(url)
         try:
             response = self._transport.send(request, "")
             decode("GET", request.endpoint, response, self._credentials.redactor(""))
         except SciCatError as err:
-            logger.warning("SciCat health check failed: %s", err)
-            return False
-        return True
+            answer = HealthAnswer(False, shown, _health_cause(err))
+            logger.warning("SciCat health check failed: %s", answer.detail)
+            return answer
+        return HealthAnswer(True, shown, f"answered {response.status_code}")
 
     def check_credentials(self) -> bool:
         """The start-up check (``Credentials.check``), then the API version when it is auto.

@@ -274,9 +274,12 @@ class CredentialsState:
     recovers even while no file is being retried.
     """
 
-    def __init__(self, recheck: Callable[[], None], hint: str) -> None:
+    def __init__(self, recheck: Callable[[], None], hint: str, fix: str) -> None:
+        """``hint``: what to do while the daemon waits; ``fix``: the same for a one-off run."""
         self._recheck = recheck
         self._hint = hint
+        self._fix = fix
+        self._waits = True
         self._lock = threading.Lock()
         self._ok = True
         self._detail = "no refusal seen"
@@ -287,6 +290,17 @@ class CredentialsState:
     @property
     def ok(self) -> bool:
         return self._ok
+
+    def ends_run(self) -> None:
+        """For a one-off command (``ingest``): a refusal ends its run, nothing waits for SciCat,
+        so the daemon's ERROR ("files wait ...") would be wrong; the command says it once, with
+        ``refusal()``, and a refusal is only logged at DEBUG here."""
+        self._waits = False
+
+    def refusal(self) -> str:
+        """One line for a one-off command: what SciCat refused and what to fix."""
+        with self._lock:
+            return f"{self._detail}; {self._fix}"
 
     def status(self) -> tuple[bool, str]:
         """(accepted, one line for /ready); never a secret, never a network call."""
@@ -322,7 +336,9 @@ class CredentialsState:
             if log:
                 self._last_error_log = now
         SCICAT_AUTH_OK.set(0)
-        if log:
+        if not self._waits:
+            logger.debug("%s; %s", detail, self._fix)
+        elif log:
             logger.error(
                 "%s: files wait (intake paused, nothing dead-lettered or committed past them) "
                 "until SciCat accepts them again; %s",
@@ -344,11 +360,13 @@ class Credentials:
         self._probe_missing = False  # SciCat answered 404 to the probe: it cannot be checked
         self._probe_missing_lock = threading.Lock()
         self._permissions = Permissions()
-        self.state = CredentialsState(self._recheck, self._hint())
+        self.state = CredentialsState(self._recheck, *self._hints())
 
     def redactor(self, token: str) -> Callable[[str], str]:
-        """SciCat or a proxy may quote our request: keep our secrets out of the error."""
-        return Redactor((token, self._options.token.value, self._password)).redact
+        """SciCat or a proxy may quote our request: keep our secrets (the token, the password,
+        every ``additional_headers`` value) out of the error."""
+        headers = self._options.additional_headers.values()
+        return Redactor((token, self._options.token.value, self._password, *headers)).redact
 
     def token(self) -> str:
         """The token to send; a refused login becomes an auth outage."""
@@ -505,13 +523,17 @@ class Credentials:
         except SciCatError as err:
             logger.debug("SciCat credentials recheck: %s", err)
 
-    def _hint(self) -> str:
-        """What an operator can do about an auth outage, for the ERROR line."""
+    def _hints(self) -> tuple[str, str]:
+        """What an operator can do about an auth outage: while the daemon waits (the ERROR
+        line), and after a one-off command ended (``CredentialsState.refusal``)."""
         if self._options.token_file:
-            return f"write a valid token to {self._options.token_file} (re-read, no restart)"
+            fix = f"write a valid token to {self._options.token_file}"
+            return f"{fix} (re-read, no restart)", fix
         if self._tokens.can_login:
-            return "check the account and scicat.password (logins are retried)"
-        return "set a valid scicat.token and restart, or use scicat.token_file to rotate it live"
+            fix = "check the account and scicat.password"
+            return f"{fix} (logins are retried)", fix
+        fix = "set a valid scicat.token"
+        return f"{fix} and restart, or use scicat.token_file to rotate it live", fix
 
     def _login(self) -> Login:
         """Functional-account login (``POST auth/login``); never logs the password or token."""

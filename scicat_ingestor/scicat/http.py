@@ -23,7 +23,9 @@ from __future__ import annotations
 import http.client
 import logging
 import os
+import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Mapping
@@ -111,7 +113,7 @@ class Transport:
         self._local = threading.local()
 
     def _unavailable(self, request: Request, err: requests.RequestException) -> SciCatUnavailable:
-        reason = transport_error_text(err, urlsplit(request.url).hostname or "")
+        reason = transport_error_text(err, request.url, self._timeout)
         return SciCatUnavailable(request.method, request.endpoint, None, reason)
 
     def _send_once(self, request: Request, headers: Mapping[str, str]) -> requests.Response:
@@ -243,20 +245,44 @@ def _closed_before_answer(err: BaseException) -> bool:
     return any(isinstance(e, closed) for e in _causes(err))
 
 
-def transport_error_text(err: requests.RequestException, host: str) -> str:
-    """A short reason for a failure without an HTTP answer (DNS, timeout, refused, TLS), in
-    words an operator acts on rather than urllib3's pool and connection objects."""
+def transport_error_text(err: requests.RequestException, url: str, timeout: float) -> str:
+    """A short reason for a failure without an HTTP answer (DNS, refused, timeout, TLS) naming
+    the host, in words an operator acts on rather than urllib3's pool and connection objects."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    where = f"{host}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
     text = " ".join(str(err).split())
     causes = _causes(err)
     if any(isinstance(e, NameResolutionError | socket.gaierror) for e in causes):
         return f"cannot resolve host {host} (DNS)"
-    if isinstance(err, requests.Timeout) or "timed out" in text:
-        return "timed out (no answer within scicat.timeout)"
-    if isinstance(err, requests.exceptions.SSLError):
-        return "TLS error: " + text[-300:]
     if any(isinstance(e, ConnectionRefusedError) for e in causes) or "Connection refused" in text:
-        return "connection refused"
+        return f"connection refused by {where} (nothing listens there)"
+    if isinstance(err, requests.ConnectTimeout):
+        return f"timed out: no connection to {where} within {timeout:g} s (scicat.timeout)"
+    if isinstance(err, requests.Timeout) or "timed out" in text:
+        return f"timed out: {where} gave no answer within {timeout:g} s (scicat.timeout)"
+    for cause in causes:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return (
+                f"TLS certificate of {where} not trusted: {_ssl_reason(cause)} (a private CA: "
+                "REQUESTS_CA_BUNDLE=its file)"
+            )
+    for cause in causes:
+        if isinstance(cause, ssl.SSLError):
+            hint = " (is it plain http?)" if cause.reason == "WRONG_VERSION_NUMBER" else ""
+            return f"TLS handshake with {where} failed: {_ssl_reason(cause)}{hint}"
     return text[:300]
+
+
+def _ssl_reason(err: ssl.SSLError) -> str:
+    """OpenSSL's words without the ``[SSL: CODE]`` prefix and the ``(_ssl.c:NNN)`` suffix."""
+    verify = getattr(err, "verify_message", None)
+    if verify:
+        return str(verify).rstrip(".")
+    text = str(err.args[1]) if len(err.args) > 1 else str(err)
+    text = re.sub(r"^\[[^]]*\]\s*", "", text)
+    text = re.sub(r"\s*\(_ssl\.c:\d+\)$", "", text)
+    return text or str(err.reason or "").lower().replace("_", " ")
 
 
 class _WaitsWithoutTurn:

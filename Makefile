@@ -101,7 +101,7 @@ dist: $(RELEASE_STAMP)
 	$(PYTHON) -m venv build/dist-venv
 	build/dist-venv/bin/pip install --quiet dist/*.whl
 	build/dist-venv/bin/scicat-ingestor --version
-	build/dist-venv/bin/scicat-ingestor validate-config --offline config/config.minimal.yml
+	build/dist-venv/bin/scicat-ingestor validate-config --offline config/production.example.yml
 
 # The SciCat stand-in held to the scenarios recorded from the real servers, in both profiles.
 .PHONY: conformance

@@ -1,4 +1,5 @@
-"""Test configuration: the harness fixtures ship with the package (``scicat_ingestor.testing``)."""
+"""Test configuration: the harness fixtures ship with the package (``scicat_ingestor.testing``);
+helpers shared by several test modules live in ``tests/helpers`` (``pythonpath = tests``)."""
 
 from collections.abc import Callable
 from pathlib import Path
@@ -7,7 +8,12 @@ import pytest
 
 from scicat_ingestor.testing.scicat import SciCatStandIn
 
-pytest_plugins = ["scicat_ingestor.testing.plugin", "scicat_ingestor.testing.scicat.fixtures"]
+# The harness's fixtures, then the ones several test modules share (tests/helpers/fixtures.py).
+pytest_plugins = [
+    "scicat_ingestor.testing.plugin",
+    "scicat_ingestor.testing.scicat.fixtures",
+    "helpers.fixtures",
+]
 
 DATA_DIR = Path(__file__).parent / "data"
 

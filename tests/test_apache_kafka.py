@@ -24,9 +24,9 @@ from confluent_kafka.admin import (
     ScramMechanism,
     UserScramCredentialUpsertion,
 )
-from test_daemon import announce_round_robin, make_kit, new_group, wait_until
-from test_daemon_process import ProcessKit
 
+from helpers.daemon_kit import ProcessKit, announce_round_robin, make_kit, new_group
+from helpers.wait import wait_until
 from scicat_ingestor.testing.broker import free_port
 from scicat_ingestor.testing.brokers import HarnessBroker, broker_choice
 from scicat_ingestor.testing.filewriter import FakeFileWriter

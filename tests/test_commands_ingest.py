@@ -12,16 +12,16 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from helpers.commands import ingest_config, totals
+from scicat_ingestor.cli import parse_command_line
 from scicat_ingestor.commands.ingest import discover, ingest_command
 from scicat_ingestor.commands.jobs import RunEnd, open_pipeline, run_jobs
 from scicat_ingestor.commands.progress import RunState
 from scicat_ingestor.commands.replay import replay_command
 from scicat_ingestor.commands.summary import Ending, FileResult, Tally, write_text
-from scicat_ingestor.config import IngestorConfig, build
 from scicat_ingestor.ops.metrics import REGISTRY
 from scicat_ingestor.outcome import Created, DryRun, Existed, Outcome, Permanent, Transient
 from scicat_ingestor.pipeline import Job
@@ -152,60 +152,27 @@ def test_run_state_shows_scanning_retries_and_outages() -> None:
 # ---- through the stand-in ------------------------------------------------------------------
 
 
-@pytest.fixture
-def tree(tmp_path: Path, data_dir: Path) -> Path:
-    """<tmp>/data/{coda,ymir}/raw/*.hdf and the two matching upstream schemas."""
-    for name in ("coda", "ymir"):
-        raw = tmp_path / "data" / name / "raw"
-        raw.mkdir(parents=True)
-        shutil.copy(data_dir / f"small-{name}.hdf", raw)
-    schemas = tmp_path / "schemas"
-    schemas.mkdir()
-    for name in ("small-coda", "small-ymir"):
-        shutil.copy(data_dir / "schemas" / f"{name}.imsc.yml", schemas)
-    return tmp_path
-
-
-def _config(tree: Path, standin: SciCatStandIn, **file_handling: Any) -> IngestorConfig:
-    data = {
-        "scicat": {"host": standin.url, "token": standin.token, "timeout": 2},
-        "ingestion": {
-            "schemas_directory": str(tree / "schemas"),
-            "file_handling": {"data_directory": str(tree / "data"), **file_handling},
-        },
-    }
-    return build(IngestorConfig, data, "test")
-
-
 def _files_counted(outcome: str) -> float:
     value = REGISTRY.get_sample_value("scicat_ingestor_files_total", {"outcome": outcome})
     return value or 0.0
-
-
-def _totals(out: str) -> str:
-    """The totals line without its duration: ``2 file(s): 2 created, ...``."""
-    line = out.splitlines()[-1]
-    return re.sub(r" in \d+\.\d s:", ":", line)
 
 
 @pytest.mark.integration
 def test_ingest_a_directory_then_again(
     tree: Path, scicat_standin: SciCatStandIn, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = _config(tree, scicat_standin)
+    config = ingest_config(tree, scicat_standin)
     created_before = _files_counted("created")
     assert ingest_command(config, [str(tree / "data")], workers=2) == 0
     out = capsys.readouterr().out
     assert out.count("\n") == 1  # nothing failed: the totals line alone
-    assert _totals(out) == "2 file(s): 2 created, 0 existed, 0 dry run, 0 failed"
+    assert totals(out) == "2 file(s): 2 created, 0 existed, 0 dry run, 0 failed"
     assert len(scicat_standin.datasets) == 2
     assert len(scicat_standin.origdatablocks) == 2
     assert _files_counted("created") - created_before == 2
 
     assert ingest_command(config, [str(tree / "data" / "*" / "raw" / "*.hdf")], workers=2) == 0
-    assert (
-        _totals(capsys.readouterr().out) == "2 file(s): 0 created, 2 existed, 0 dry run, 0 failed"
-    )
+    assert totals(capsys.readouterr().out) == "2 file(s): 0 created, 2 existed, 0 dry run, 0 failed"
     assert len(scicat_standin.datasets) == 2
 
 
@@ -215,11 +182,11 @@ def test_any_failure_gives_exit_1_with_the_reason(
 ) -> None:
     bad = tree / "data" / "coda" / "raw" / "small-coda-broken.hdf"
     bad.write_text("not HDF5")
-    config = _config(tree, scicat_standin)
+    config = ingest_config(tree, scicat_standin)
     assert ingest_command(config, [str(bad), str(tree / "data" / "ymir")], workers=2) == 1
     out = capsys.readouterr().out
     assert f"  failed_permanent\t{bad}: not an HDF5 file" in out
-    assert _totals(out) == "2 file(s): 1 created, 0 existed, 0 dry run, 1 failed"
+    assert totals(out) == "2 file(s): 1 created, 0 existed, 0 dry run, 1 failed"
 
 
 @pytest.mark.integration
@@ -229,7 +196,7 @@ def test_report_has_one_json_line_per_file_and_json_prints_the_summary(
     bad = tree / "data" / "coda" / "raw" / "small-coda-broken.hdf"
     bad.write_text("not HDF5")
     report = tree / "report.jsonl"
-    config = _config(tree, scicat_standin)
+    config = ingest_config(tree, scicat_standin)
     status = ingest_command(
         config, [str(tree / "data"), str(tree / "none-*")], 2, report=str(report), as_json=True
     )
@@ -259,7 +226,7 @@ def test_report_has_one_json_line_per_file_and_json_prints_the_summary(
 def test_missing_file_fails_after_the_retry_schedule(
     tree: Path, scicat_standin: SciCatStandIn, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = _config(
+    config = ingest_config(
         tree, scicat_standin, data_file_open_max_tries=2, data_file_open_retry_delay=[0]
     )
     retries = REGISTRY.get_sample_value("scicat_ingestor_retries_total", {"cause": "file"}) or 0
@@ -296,7 +263,7 @@ def test_file_locked_by_its_writer_is_ingested_once_released(
     assert writer.stdin is not None and writer.stdout is not None
     try:
         assert writer.stdout.readline().strip() == "locked"
-        config = _config(
+        config = ingest_config(
             tree, scicat_standin, data_file_open_max_tries=100, data_file_open_retry_delay=[0.1]
         )
         result: list[int] = []
@@ -317,14 +284,14 @@ def test_file_locked_by_its_writer_is_ingested_once_released(
     batch.join(timeout=60)
     assert result == [0]
     assert list(scicat_standin.datasets) == [CODA_PID]
-    assert _totals(capsys.readouterr().out).startswith("1 file(s): 1 created")
+    assert totals(capsys.readouterr().out).startswith("1 file(s): 1 created")
 
 
 @pytest.mark.integration
 def test_the_drain_after_a_stop_is_bounded(tree: Path, scicat_standin: SciCatStandIn) -> None:
     """Files still running when the drain time is over are reported, not waited for."""
     scicat_standin.faults.delay(5.0, "origdatablocks")
-    config = _config(tree, scicat_standin)
+    config = ingest_config(tree, scicat_standin)
     stop = threading.Event()
     done: list[Outcome] = []
     files = [f"{tree}/data/coda/raw/small-coda.hdf", f"{tree}/data/ymir/raw/small-ymir.hdf"]
@@ -352,20 +319,21 @@ def test_refused_credentials_exit_1_before_any_file_is_touched(
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    config = _config(tree, scicat_standin)
+    config = ingest_config(tree, scicat_standin)
     scicat_standin.faults.set_token("rotated")  # ours is revoked
+    caplog.set_level(logging.INFO)
     assert ingest_command(config, [str(tree / "data")], workers=2) == 1
-    [error] = [r for r in caplog.records if r.levelno == logging.ERROR]
-    assert error.getMessage().startswith(
-        "SciCat refuses our credentials (static token (scicat.token): GET "
-    )
+    # It logged the daemon's ERROR "...: files wait (intake paused ...) until SciCat accepts
+    # them again; set a valid scicat.token and restart ..." on top of its own line.
+    scicat = [r for r in caplog.records if r.name.startswith("scicat_ingestor.scicat")]
+    assert [r.getMessage() for r in scicat if r.levelno >= logging.WARNING] == []
     shown = capsys.readouterr()
-    # it exited 1 with "files wait… logins are retried" and no summary
-    assert shown.err == (
-        "error: SciCat refuses the credentials (scicat.token, scicat.token_file or "
-        "scicat.username/password): nothing was ingested\n"
-    )
-    assert _totals(shown.out) == "0 file(s): 0 created, 0 existed, 0 dry run, 0 failed"
+    assert re.fullmatch(
+        r"error: nothing was ingested: SciCat refuses our credentials \(static token "
+        r"\(scicat\.token\): GET users/my/self → 401[^\n]*\); set a valid scicat\.token\n",
+        shown.err,
+    ), shown.err
+    assert totals(shown.out) == "0 file(s): 0 created, 0 existed, 0 dry run, 0 failed"
     assert not list(tree.rglob("ingestor"))  # no side file written
     routes = {key.rsplit(" ", 1)[0] for key in scicat_standin.stats()["requests"]}
     assert len(routes) == 1 and routes <= {"GET /auth/whoami", "GET /users/my/self"}  # the probe
@@ -379,7 +347,7 @@ def test_ingest_failures_become_dead_letters_that_replay_takes(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """ingest failures left nothing to replay."""
-    config = _config(tree, scicat_standin, data_file_open_max_tries=0)
+    config = ingest_config(tree, scicat_standin, data_file_open_max_tries=0)
     broken = tree / "data" / "coda" / "raw" / "small-coda-broken.hdf"
     broken.write_bytes(b"not HDF5")
     letters = tree / "failed.jsonl"
@@ -401,3 +369,19 @@ def test_ingest_failures_become_dead_letters_that_replay_takes(
     capsys.readouterr()
     assert replay_command(config, str(letters)) == 0
     assert "1 dead letter(s), 1 file(s) in " in capsys.readouterr().out
+
+
+SAMPLE_CONFIG = Path(__file__).parents[1] / "config" / "config.sample.yml"
+
+
+def test_the_sample_configs_override_examples_take_no_file_argument() -> None:
+    """It suggested ``--ingestion.dry-run true``: ``true`` was then a file to ingest."""
+    header = SAMPLE_CONFIG.read_text(encoding="utf-8").split("\nid:")[0]
+    text = " ".join(line.lstrip("# ") for line in header.splitlines())
+    listed = re.search(r"overridden on the command line: (.*?)\.\s", text)
+    assert listed, header
+    examples = [example.split() for example in listed.group(1).split(", ")]
+    for example in examples:
+        args = parse_command_line(["ingest", "-c", str(SAMPLE_CONFIG), *example, "f.hdf"])
+        assert args.paths == ["f.hdf"], example
+    assert ["--ingestion.dry-run"] in examples

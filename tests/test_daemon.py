@@ -9,30 +9,24 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import threading
 import time
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from streaming_data_types import serialise_f144
 
-from scicat_ingestor.config import HealthCheckOptions, IngestorConfig, KafkaOptions, build
-from scicat_ingestor.daemon import Daemon, Ingestor
+from helpers.daemon_kit import Kit, announce_round_robin, make_kit, new_group
+from helpers.wait import WAIT, wait_until
+from scicat_ingestor.config import HealthCheckOptions, KafkaOptions, build
 from scicat_ingestor.deadletter import DeadLetters, KafkaSink
 from scicat_ingestor.ops.health import HealthServer
 from scicat_ingestor.outcome import Created, Outcome
-from scicat_ingestor.pipeline import Job, Pipeline
-from scicat_ingestor.schema.loader import load_schemas
-from scicat_ingestor.scicat import SciCatClient
-from scicat_ingestor.source import KafkaSource
+from scicat_ingestor.pipeline import Job
 from scicat_ingestor.state import ServiceState
 from scicat_ingestor.testing.broker import (
     BrokerError,
@@ -40,150 +34,9 @@ from scicat_ingestor.testing.broker import (
     read_messages,
 )
 from scicat_ingestor.testing.brokers import HarnessBroker
-from scicat_ingestor.testing.daemon_process import daemon_config
-from scicat_ingestor.testing.filewriter import FakeFileWriter, WrittenFile, wrdn_message
-from scicat_ingestor.testing.plugin import FileWriterFactory, TopicFactory
-from scicat_ingestor.testing.scicat import SciCatStandIn
+from scicat_ingestor.testing.filewriter import WrittenFile, wrdn_message
 
 pytestmark = [pytest.mark.integration, pytest.mark.broker]  # kit uses kafka_broker
-
-WAIT = 60.0
-_COORDINATOR_MOVING = {
-    KafkaError.NOT_COORDINATOR,
-    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-    KafkaError.COORDINATOR_NOT_AVAILABLE,
-}
-
-
-class RunningDaemon:
-    """``Daemon.run`` in a thread; ``stop()`` returns its exit code."""
-
-    def __init__(
-        self,
-        config: IngestorConfig,
-        ingestor: Ingestor | None = None,
-        dead_letters: DeadLetters | None = None,
-    ) -> None:
-        self.state = ServiceState()
-        self.client = SciCatClient(config.scicat)
-        if ingestor is None:
-            ingestion = config.ingestion
-            schemas = load_schemas(ingestion.schemas_directory, ingestion.fallback_schema_file_path)
-            ingestor = Pipeline(config, schemas, self.client)
-        self.dead_letters = dead_letters or DeadLetters.from_config(
-            config.ingestion.dead_letter, config.kafka
-        )
-        source = KafkaSource(config.kafka, self.state)
-        self.daemon = Daemon(config, ingestor, self.dead_letters, source, self.state)
-        self.code: int | None = None
-        self._thread = threading.Thread(target=self._run, name="daemon-under-test")
-        self._thread.start()
-
-    def _run(self) -> None:
-        self.code = self.daemon.run()
-
-    def stop(self, timeout: float = WAIT) -> int | None:
-        self.daemon.request_stop("test over")
-        self._thread.join(timeout)
-        assert not self._thread.is_alive(), "daemon did not stop"
-        self.dead_letters.close()
-        self.client.close()
-        return self.code
-
-
-@dataclass
-class Kit:
-    """Broker, stand-in, topics, file-writer and daemon configs for one test."""
-
-    broker: HarnessBroker
-    standin: SciCatStandIn
-    make_topic: TopicFactory
-    file_writer: FileWriterFactory
-    tmp_path: Path
-    schemas: Path
-    running: list[RunningDaemon] = field(default_factory=list)
-
-    def config_data(
-        self, topic: str, group: str = "", overrides: Mapping[str, Any] | None = None
-    ) -> dict[str, Any]:
-        """Daemon config; ``overrides`` has dotted keys (``{"scicat.timeout": 1}``)."""
-        return daemon_config(
-            bootstrap=self.broker.bootstrap,
-            topics=[topic],
-            group_id=group or new_group(),
-            scicat_url=self.standin.url,
-            scicat_token=self.standin.token,
-            schemas_directory=self.schemas,
-            overrides={"ingestion.dead_letter.file": str(self.dead_file), **(overrides or {})},
-        )
-
-    def config(
-        self, topic: str, group: str = "", overrides: Mapping[str, Any] | None = None
-    ) -> IngestorConfig:
-        return build(IngestorConfig, self.config_data(topic, group, overrides), "test")
-
-    def writer(self, topic: str) -> FakeFileWriter:
-        return self.file_writer(topic, self.tmp_path / "data")
-
-    def start(
-        self,
-        config: IngestorConfig,
-        ingestor: Ingestor | None = None,
-        dead_letters: DeadLetters | None = None,
-    ) -> RunningDaemon:
-        self.running.append(running := RunningDaemon(config, ingestor, dead_letters))
-        return running
-
-    def committed(self, group: str, topic: str, partitions: int) -> list[int]:
-        """The group's committed offsets (Tansu's high watermarks are not reliable)."""
-        consumer = Consumer(consumer_test_config(self.broker.bootstrap, group))
-        try:
-            answer = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], 10)
-        except KafkaException as exc:
-            if not exc.args[0].retriable() and exc.args[0].code() not in _COORDINATOR_MOVING:
-                raise
-            return []  # Kafka: the group coordinator is still starting or loading the group
-        finally:
-            consumer.close()
-        return [tp.offset for tp in sorted(answer, key=lambda tp: tp.partition)]
-
-    def wait_committed(self, group: str, topic: str, expected: list[int]) -> None:
-        wait_until(
-            lambda: self.committed(group, topic, len(expected)) == expected,
-            f"offsets {expected} committed",
-        )
-
-    def wait_datasets(self, count: int) -> None:
-        wait_until(lambda: len(self.standin.datasets) >= count, f"{count} datasets")
-
-    @property
-    def dead_file(self) -> Path:
-        return self.tmp_path / "dead.jsonl"
-
-    def dead_letters(self) -> list[dict[str, Any]]:
-        if not self.dead_file.exists():
-            return []
-        return [json.loads(line) for line in self.dead_file.read_text().splitlines()]
-
-    def assert_each_file_once(self, files: list[WrittenFile]) -> None:
-        """Exactly one dataset per file (pid from its uuid), one origdatablock per dataset."""
-        datasets = self.standin.datasets
-        uuids = sorted(pid.rsplit("/", 1)[-1] for pid in datasets)
-        assert uuids == sorted(f.entry_uuid for f in files)
-        blocks = [block["datasetId"] for block in self.standin.origdatablocks]
-        assert sorted(blocks) == sorted(datasets)
-
-
-def make_kit(request: pytest.FixtureRequest, tmp_path: Path) -> Kit:
-    """Build a ``Kit`` from the harness fixtures (shared with the process tests)."""
-    return Kit(
-        broker=request.getfixturevalue("kafka_broker"),
-        standin=request.getfixturevalue("scicat_standin"),
-        make_topic=request.getfixturevalue("make_topic"),
-        file_writer=request.getfixturevalue("file_writer"),
-        tmp_path=tmp_path,
-        schemas=request.getfixturevalue("data_dir") / "schemas",
-    )
 
 
 @pytest.fixture
@@ -193,23 +46,6 @@ def kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Kit]:
     for running in made.running:
         if running.code is None:
             running.stop()
-
-
-def new_group() -> str:
-    return f"g-{uuid.uuid4().hex[:8]}"
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def announce_round_robin(writer: FakeFileWriter, files: list[WrittenFile], partitions: int) -> None:
-    for partition in range(partitions):
-        writer.announce(files[partition::partitions], partition=partition)
 
 
 def test_every_file_ingested_once_and_offsets_committed_to_the_end(kit: Kit) -> None:

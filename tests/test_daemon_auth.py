@@ -17,16 +17,16 @@ from typing import Any
 
 import pytest
 import requests
-from test_daemon import Kit, RunningDaemon, make_kit, wait_until
 
+from helpers.daemon_kit import Kit, RunningDaemon, make_kit
+from helpers.standin import LOGIN, logins
+from helpers.wait import wait_until
 from scicat_ingestor.config import HealthCheckOptions
 from scicat_ingestor.ops.health import HealthServer
 from scicat_ingestor.testing.daemon_process import DaemonProcess, write_config
-from scicat_ingestor.testing.scicat import Account, SciCatStandIn
+from scicat_ingestor.testing.scicat import Account
 
 pytestmark = [pytest.mark.integration, pytest.mark.broker]  # the kit uses kafka_broker
-
-LOGIN = {"scicat.token": "", "scicat.username": "ingestor", "scicat.password": "pwd"}
 
 
 @pytest.fixture
@@ -45,10 +45,6 @@ def auth_kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callabl
         for running in kit.running:
             if running.code is None:
                 running.stop()
-
-
-def logins(standin: SciCatStandIn, status: int = 201) -> int:
-    return int(standin.stats()["requests"].get(f"POST /auth/login {status}", 0))
 
 
 def done(kit: Kit) -> int:

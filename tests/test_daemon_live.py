@@ -9,28 +9,22 @@ dead-lettered, and the run's dataset links the sample.
 
 from __future__ import annotations
 
-import json
-import shutil
 import signal
-import urllib.error
-import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from test_daemon import Kit, make_kit, new_group, wait_until
-from test_samples import linked_samples
 
+from helpers.daemon_kit import CODA_SCHEMA, SAMPLES_ON, YMIR_SCHEMA, LiveKit, ready_body
+from helpers.standin import linked_samples
+from helpers.wait import wait_until
 from scicat_ingestor.testing.broker import free_port
-from scicat_ingestor.testing.daemon_process import DaemonProcess, write_config
-from scicat_ingestor.testing.filewriter import SAMPLE_FILES, FakeFileWriter, WrittenFile
+from scicat_ingestor.testing.filewriter import WrittenFile
 
 pytestmark = [pytest.mark.integration, pytest.mark.broker]  # the kit uses kafka_broker
 
-CODA_SCHEMA = "small-coda.imsc.yml"
-YMIR_SCHEMA = "small-ymir.imsc.yml"
 VERSION_FIELD = {
     "field_type": "scientific_metadata",
     "machine_name": "schema_version",
@@ -39,66 +33,10 @@ VERSION_FIELD = {
 }
 
 
-class LiveKit(Kit):
-    """``Kit`` with its own schema directory, writers per template and daemon processes."""
-
-    processes: list[DaemonProcess]
-    writers: list[FakeFileWriter]
-    group: str = ""
-
-    @property
-    def schema_dir(self) -> Path:
-        return self.tmp_path / "live-schemas"
-
-    def daemon(self, topic: str, overrides: Mapping[str, Any]) -> DaemonProcess:
-        self.group = new_group()
-        data = self.config_data(
-            topic, self.group, {"ingestion.schemas_directory": str(self.schema_dir), **overrides}
-        )
-        config = write_config(self.tmp_path / "daemon.yml", data)
-        process = DaemonProcess(config, self.tmp_path / "daemon.log")
-        process.start()
-        self.processes.append(process)
-        process.wait_for_log(r"assigned .*\[0\]", timeout=60)
-        return process
-
-    def committed_all(self, topic: str) -> int:
-        """The daemon's committed offset of the topic's only partition."""
-        (offset,) = self.committed(self.group, topic, 1)
-        return offset
-
-    def template_writer(self, topic: str, template: int) -> FakeFileWriter:
-        writer = FakeFileWriter(
-            self.broker.bootstrap, topic, self.tmp_path / "data", [SAMPLE_FILES[template]]
-        )
-        self.writers.append(writer)
-        return writer
-
-    def dataset_of(self, file: WrittenFile) -> dict[str, Any]:
-        wait_until(lambda: self._find(file) is not None, f"the dataset of {file.path.name}")
-        found = self._find(file)
-        assert found is not None
-        return found
-
-    def _find(self, file: WrittenFile) -> dict[str, Any] | None:
-        for pid, dataset in self.standin.datasets.items():
-            if pid.endswith(file.entry_uuid):
-                return dataset
-        return None
-
-
 @pytest.fixture
-def kit(request: pytest.FixtureRequest, tmp_path: Path, data_dir: Path) -> Iterator[LiveKit]:
-    made = LiveKit(**vars(make_kit(request, tmp_path)))
-    made.processes, made.writers = [], []
-    made.schema_dir.mkdir()
-    for name in (CODA_SCHEMA, YMIR_SCHEMA):
-        shutil.copy(data_dir / "schemas" / name, made.schema_dir)
-    yield made
-    for process in made.processes:
-        process.kill()
-    for writer in made.writers:
-        writer.close()
+def kit(live_kit: LiveKit) -> LiveKit:
+    """This module's kit: a ``LiveKit`` (helpers.fixtures)."""
+    return live_kit
 
 
 def add_version_field(path: Path) -> None:
@@ -109,16 +47,6 @@ def add_version_field(path: Path) -> None:
 
 def version(dataset: Mapping[str, Any]) -> Any:
     return dataset["scientificMetadata"].get("schema_version", {}).get("value")
-
-
-def ready_body(port: int) -> dict[str, Any]:
-    """``/ready``'s body whatever its status (503 here: no SciCat health endpoint check yet)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=5) as answer:
-            body: dict[str, Any] = json.load(answer)
-    except urllib.error.HTTPError as err:
-        body = json.load(err)
-    return body
 
 
 def test_sighup_reloads_an_edited_schema_for_the_next_file(kit: LiveKit) -> None:
@@ -185,13 +113,6 @@ def test_timed_scan_keeps_the_old_set_on_a_broken_file_and_removes_a_deleted_sch
     assert kit._find(orphan) is None
     daemon.terminate()
     assert daemon.wait(30) == 0
-
-
-SAMPLES_ON = {
-    "ingestion.sample_ingestion": True,
-    "ingestion.file_handling.data_file_open_max_tries": 2,
-    "ingestion.file_handling.data_file_open_retry_delay": [0.3],
-}
 
 
 def test_a_run_announced_twice_makes_one_sample_which_its_dataset_links(kit: LiveKit) -> None:

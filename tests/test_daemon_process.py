@@ -9,33 +9,15 @@ from __future__ import annotations
 import random
 import signal
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from test_daemon import Kit, announce_round_robin, make_kit, new_group, wait_until
 
-from scicat_ingestor.testing.daemon_process import DaemonProcess, write_config
+from helpers.daemon_kit import ProcessKit, announce_round_robin, make_kit, new_group
+from helpers.wait import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.broker]  # kit uses kafka_broker
-
-
-class ProcessKit(Kit):
-    """``Kit`` plus daemons run as separate processes (killed at teardown)."""
-
-    processes: list[DaemonProcess]
-
-    def daemon(
-        self, topic: str, group: str, name: str = "a", overrides: Mapping[str, Any] | None = None
-    ) -> DaemonProcess:
-        """Start ``python -m scicat_ingestor run`` with its log in ``daemon-<name>.log``."""
-        data = self.config_data(topic, group, overrides)
-        config = write_config(self.tmp_path / f"daemon-{name}.yml", data)
-        process = DaemonProcess(config, self.tmp_path / f"daemon-{name}.log")
-        process.start()
-        self.processes.append(process)
-        return process
 
 
 @pytest.fixture

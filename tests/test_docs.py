@@ -216,7 +216,7 @@ def test_every_page_in_the_nav_exists_or_is_reserved() -> None:
 
 
 def test_minimal_config_loads_and_sets_only_what_production_needs() -> None:
-    path = ROOT / "config" / "config.minimal.yml"
+    path = ROOT / "config" / "production.example.yml"
     config = load_config(path, environ={"SCICAT_USERNAME": "ingestor", "SCICAT_PASSWORD": "pw"})
     assert config.scicat.host.startswith("https://")
     assert config.kafka.security_protocol == "sasl_ssl"
@@ -230,7 +230,7 @@ def test_minimal_config_loads_and_sets_only_what_production_needs() -> None:
 def test_readme_shows_the_minimal_config_as_it_is() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     shown = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
-    minimal = (ROOT / "config" / "config.minimal.yml").read_text(encoding="utf-8")
+    minimal = (ROOT / "config" / "production.example.yml").read_text(encoding="utf-8")
     body = "\n".join(line for line in minimal.splitlines() if not line.startswith("#")).strip()
     assert shown.strip() == body
 

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from hypothesis_profiles import FUZZ
 
+from helpers.fuzz import FUZZ
 from scicat_ingestor.schema import operators
 from scicat_ingestor.schema.model import Constant, ValueRecipe
 from scicat_ingestor.schema.operators import Value

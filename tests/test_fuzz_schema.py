@@ -19,8 +19,8 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from hypothesis_profiles import FUZZ
 
+from helpers.fuzz import FUZZ
 from scicat_ingestor.schema.loader import load_schema_file
 from scicat_ingestor.schema.model import MetadataSchema, SchemaError
 

@@ -12,9 +12,9 @@ import logging
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
-from hypothesis_profiles import FUZZ
 from streaming_data_types import serialise_pl72, serialise_wrdn
 
+from helpers.fuzz import FUZZ
 from scicat_ingestor.triage import Poison, RunStart, Skip, Triaged, WritingFinished, triage
 
 

@@ -11,12 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
-from test_pipeline import PID, MakePipeline, _ingest, coda, make_pipeline
-from test_standin_profiles import PID as PROFILES_PID
-from test_standin_profiles import V4_DATASET
-from test_standin_profiles import _call as profiles_call
 
+from helpers.jobs import ARCHIVE, EXAMPLE, jobs_of
+from helpers.pipeline import PID, MakePipeline, ingest
+from helpers.standin import V4_DATASET, V4_PID, call
 from scicat_ingestor.commands.replay import replay_command
 from scicat_ingestor.commands.validate import validate_schema
 from scicat_ingestor.config import IngestorConfig, build
@@ -32,16 +30,6 @@ from scicat_ingestor.scicat.routes import v3_job
 from scicat_ingestor.scicat_jobs import JobRetry, JobSubmitter
 from scicat_ingestor.testing.scicat import SciCatStandIn
 
-__all__ = ["coda", "make_pipeline"]  # fixtures of test_pipeline, used here
-
-EXAMPLE = Path(__file__).parent / "data" / "schemas-jobs" / "small-coda.imsc.yml"
-ARCHIVE = """\
-  archive:
-    type: archive
-    job_params: {datasetList: [{pid: <pid>, files: []}]}
-    owner_user: ingestor
-    contact_email: <pi_email>
-"""
 REFUSED = """\
 jobs:
   nosuch:
@@ -175,19 +163,6 @@ def schemas_dir(tmp_path: Path) -> Path:
     return directory
 
 
-def _jobs(standin: SciCatStandIn, pid: str) -> list[dict[str, Any]]:
-    """The jobs of one dataset as API v4 lists them (``type`` order)."""
-    where = {"jobParams.datasetList.pid": pid}
-    answer = requests.get(
-        f"{standin.api_url}/v4/jobs",
-        params={"filter": json.dumps({"where": where})},
-        headers={"Authorization": f"Bearer {standin.token}"},
-        timeout=5,
-    )
-    answer.raise_for_status()
-    return sorted(answer.json(), key=lambda job: str(job["type"]))
-
-
 def _count(job_type: str, outcome: str) -> float:
     labels = {"type": job_type, "outcome": outcome}
     return REGISTRY.get_sample_value("scicat_ingestor_jobs_total", labels) or 0.0
@@ -205,11 +180,11 @@ def test_one_job_per_schema_job_across_redeliveries_and_a_restart(
     created_before = _count("archive", "created")
     exists_before = _count("archive", "exists")
     pipeline = make_pipeline(scicat=scicat)
-    assert isinstance(_ingest(pipeline, coda, job_id="j"), Created)
+    assert isinstance(ingest(pipeline, coda, job_id="j"), Created)
     for _ in range(3):  # redelivered
-        assert _ingest(pipeline, coda, job_id="j") == Existed(PID)
-    assert _ingest(make_pipeline(scicat=scicat), coda, job_id="j") == Existed(PID)  # restart
-    jobs = _jobs(scicat_standin, PID)
+        assert ingest(pipeline, coda, job_id="j") == Existed(PID)
+    assert ingest(make_pipeline(scicat=scicat), coda, job_id="j") == Existed(PID)  # restart
+    jobs = jobs_of(scicat_standin, PID)
     assert [(job["type"], job["statusCode"]) for job in jobs] == [
         ("archive", "jobSubmitted"),
         ("embargo_period", "jobSubmitted"),
@@ -240,7 +215,7 @@ def test_a_refused_job_type_costs_not_the_dataset(
     before = _count("nosuch", "rejected")
     caplog.set_level(logging.INFO)
     caplog.clear()  # the schema's own load-time warning
-    assert isinstance(_ingest(pipeline, coda), Created)
+    assert isinstance(ingest(pipeline, coda), Created)
     [warning] = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert warning.name == "scicat_ingestor.jobs"
     assert "Job nosuch (type nosuch) of dataset" in warning.getMessage()
@@ -249,7 +224,7 @@ def test_a_refused_job_type_costs_not_the_dataset(
     [letter] = [json.loads(line) for line in letters.read_text().splitlines()]
     assert (letter["kind"], letter["scicat_job"]["dataset_pid"]) == (JOB_KIND, PID)
     assert letter["scicat_job"]["body"]["type"] == "nosuch"
-    assert _jobs(scicat_standin, PID) == []
+    assert jobs_of(scicat_standin, PID) == []
 
 
 @pytest.mark.integration
@@ -260,12 +235,12 @@ def test_a_dry_run_logs_the_job_bodies_and_creates_nothing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="scicat_ingestor.pipeline")
-    assert _ingest(make_pipeline(ingestion={"dry_run": True}), coda) == DryRun(PID)
+    assert ingest(make_pipeline(ingestion={"dry_run": True}), coda) == DryRun(PID)
     lines = [r.getMessage() for r in caplog.records if "would create job" in r.getMessage()]
     assert lines[0].startswith('Dry run: would create job archive: {"type": "archive"')
     assert f'"jobParams": {{"datasetList": [{{"pid": "{PID}", "files": []}}]}}' in lines[0]
     assert len(lines) == 2
-    assert _jobs(scicat_standin, PID) == []
+    assert jobs_of(scicat_standin, PID) == []
 
 
 @pytest.mark.integration
@@ -275,7 +250,7 @@ def test_a_server_without_jobs_costs_not_the_dataset(
 ) -> None:
     """Backend 4.5 as the stand-in plays it: no job routes (404)."""
     caplog.set_level(logging.WARNING)
-    assert isinstance(_ingest(make_pipeline(), coda), Created)
+    assert isinstance(ingest(make_pipeline(), coda), Created)
     messages = [r.getMessage() for r in caplog.records if r.name == "scicat_ingestor.jobs"]
     assert len(messages) == 2 and all("(rejected): SciCat GET jobs → 404" in m for m in messages)
 
@@ -290,8 +265,8 @@ def test_server_errors_for_a_while_then_the_job_is_created(
     pipeline = make_pipeline(scicat={"api_version": api_version, "max_retries": 1})
     prefix = "/api/v4/jobs" if api_version == 4 else "/api/v3/jobs"
     scicat_standin.faults.fail_next(4, 503, prefix)
-    assert isinstance(_ingest(pipeline, coda), Created)
-    assert [job["type"] for job in _jobs(scicat_standin, PID)] == ["archive", "embargo_period"]
+    assert isinstance(ingest(pipeline, coda), Created)
+    assert [job["type"] for job in jobs_of(scicat_standin, PID)] == ["archive", "embargo_period"]
     key = "GET /v4/jobs 503" if api_version == 4 else "GET /jobs 503"
     assert scicat_standin.stats()["requests"][key] == 4
 
@@ -303,8 +278,8 @@ def test_a_post_whose_answer_is_lost_does_not_make_a_second_job(
     """SciCat creates each job after our timeout (2 s): the next attempt's look-up finds it."""
     pipeline = make_pipeline(scicat={"api_version": 4, "max_retries": 0})
     scicat_standin.faults.delay(2.2, "ownerUser")  # in the POST bodies only, not the look-ups
-    assert isinstance(_ingest(pipeline, coda), Created)
-    assert [job["type"] for job in _jobs(scicat_standin, PID)] == ["archive", "embargo_period"]
+    assert isinstance(ingest(pipeline, coda), Created)
+    assert [job["type"] for job in jobs_of(scicat_standin, PID)] == ["archive", "embargo_period"]
     assert scicat_standin.stats()["requests"]["POST /v4/jobs 201"] == 2
 
 
@@ -319,7 +294,7 @@ def test_a_job_given_up_in_an_outage_is_created_by_replay(
     (schemas_dir / EXAMPLE.name).write_text(EXAMPLE.read_text())  # the embargo job only
     letters = tmp_path / "dead.jsonl"
     pipeline = make_pipeline(scicat={"api_version": 4, "max_retries": 0})
-    assert isinstance(_ingest(pipeline, coda), Created)
+    assert isinstance(ingest(pipeline, coda), Created)
     params = {"datasetList": [{"pid": PID, "files": []}]}
     draft = JobDraft("archive", "archive", PID, {"type": "archive", "jobParams": params})
     draft.body["ownerUser"] = "ingestor"
@@ -327,7 +302,7 @@ def test_a_job_given_up_in_an_outage_is_created_by_replay(
     scicat_standin.faults.fail_next(1, 503, "/api/v4/jobs")
     result = submitter.submit(draft, str(coda))
     assert result.outcome == "unavailable" and "→ 503" in result.reason
-    assert [job["type"] for job in _jobs(scicat_standin, PID)] == ["embargo_period"]
+    assert [job["type"] for job in jobs_of(scicat_standin, PID)] == ["embargo_period"]
     config = build(
         IngestorConfig,
         {
@@ -339,9 +314,9 @@ def test_a_job_given_up_in_an_outage_is_created_by_replay(
     out = io.StringIO()
     assert replay_command(config, str(letters), out) == 0, out.getvalue()
     assert "1 dead letter(s), 0 file(s), 1 SciCat job(s)" in out.getvalue()
-    assert [job["type"] for job in _jobs(scicat_standin, PID)] == ["archive", "embargo_period"]
+    assert [job["type"] for job in jobs_of(scicat_standin, PID)] == ["archive", "embargo_period"]
     assert replay_command(config, str(letters), io.StringIO()) == 0  # found: not created again
-    assert len(_jobs(scicat_standin, PID)) == 2
+    assert len(jobs_of(scicat_standin, PID)) == 2
 
 
 # ---- the stand-in's job look-ups --------------------------------------------------------------
@@ -351,17 +326,17 @@ def test_a_job_given_up_in_an_outage_is_created_by_replay(
 def test_standin_lists_v3_and_v4_jobs_in_either_shape_by_dataset_and_type(
     scicat_standin: SciCatStandIn,
 ) -> None:
-    assert profiles_call(scicat_standin, "POST", "v4/datasets", V4_DATASET).status_code == 201
-    datasets = [{"pid": PROFILES_PID, "files": []}]
+    assert call(scicat_standin, "POST", "v4/datasets", V4_DATASET).status_code == 201
+    datasets = [{"pid": V4_PID, "files": []}]
     v4_body = {"type": "archive", "ownerUser": "ingestor", "jobParams": {"datasetList": datasets}}
     v3_body = {"type": "embargo_period", "ownerGroup": "g", "datasetList": datasets}
-    assert profiles_call(scicat_standin, "POST", "v4/jobs", v4_body).status_code == 201
-    v3_answer = profiles_call(scicat_standin, "POST", "v3/jobs", v3_body)
+    assert call(scicat_standin, "POST", "v4/jobs", v4_body).status_code == 201
+    v3_answer = call(scicat_standin, "POST", "v3/jobs", v3_body)
     assert (v3_answer.status_code, v3_answer.json()["ownerGroup"]) == (201, "g")
 
     def found(version: str, key: str, **where: Any) -> list[tuple[str, Any]]:
-        params = {"filter": json.dumps({"where": {key: PROFILES_PID, **where}})}
-        answer = profiles_call(scicat_standin, "GET", f"{version}/jobs", params=params)
+        params = {"filter": json.dumps({"where": {key: V4_PID, **where}})}
+        answer = call(scicat_standin, "GET", f"{version}/jobs", params=params)
         return sorted(
             (job["type"], job.get("statusCode", job.get("jobStatusMessage")))
             for job in answer.json()

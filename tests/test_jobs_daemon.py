@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_daemon import Kit, make_kit, new_group
-from test_jobs import ARCHIVE, EXAMPLE, _jobs
+
+from helpers.daemon_kit import Kit, make_kit, new_group
+from helpers.jobs import ARCHIVE, EXAMPLE, jobs_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.broker]  # kit uses kafka_broker
 
@@ -44,6 +45,6 @@ def test_one_job_per_dataset_and_schema_job_across_duplicates_and_a_restart(kit:
     assert kit.dead_letters() == []
     pids = {pid.rsplit("/", 1)[-1]: pid for pid in kit.standin.datasets}
     for written in files:
-        types = [job["type"] for job in _jobs(kit.standin, pids[written.entry_uuid])]
+        types = [job["type"] for job in jobs_of(kit.standin, pids[written.entry_uuid])]
         coda = "small-coda" in written.path.name
         assert types == (["archive", "embargo_period"] if coda else []), written.path.name

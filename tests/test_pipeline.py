@@ -8,95 +8,18 @@ import logging
 import os
 import shutil
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_scicat_versions import VERSIONS
 
-from scicat_ingestor.config import ConfigError, IngestorConfig, build
+from helpers.pipeline import PID, MakePipeline, ingest
+from helpers.versions import VERSIONS
+from scicat_ingestor.config import ConfigError
 from scicat_ingestor.logcontext import ContextFilter
 from scicat_ingestor.ops.metrics import REGISTRY
 from scicat_ingestor.outcome import Created, DryRun, Existed, Outcome, Permanent, Transient
-from scicat_ingestor.pipeline import Job, Pipeline
-from scicat_ingestor.schema.loader import load_schemas
-from scicat_ingestor.scicat import SciCatClient
 from scicat_ingestor.testing.scicat import SciCatStandIn
-
-PID = "20.500.12269/f22acb1c-950b-11ef-a3ef-fa163e9aae0a"  # from small-coda.hdf's job id
-
-
-# ---- file-open retry schedule (pure) -------------------------------------------------------
-
-
-# ---- fixtures ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def coda(tmp_path: Path, data_dir: Path) -> Path:
-    """small-coda.hdf at <tmp>/data/coda/raw/ (sourceFolder <tmp>/data/coda, side files beside)."""
-    target = tmp_path / "data" / "coda" / "raw" / "small-coda.hdf"
-    target.parent.mkdir(parents=True)
-    shutil.copy(data_dir / "small-coda.hdf", target)
-    return target
-
-
-@pytest.fixture
-def schemas_dir(tmp_path: Path, data_dir: Path) -> Path:
-    directory = tmp_path / "schemas"
-    directory.mkdir()
-    shutil.copy(data_dir / "schemas" / "small-coda.imsc.yml", directory)
-    return directory
-
-
-MakePipeline = Callable[..., Pipeline]
-
-
-@pytest.fixture
-def make_pipeline(tmp_path: Path, schemas_dir: Path, scicat_standin: SciCatStandIn) -> Any:
-    """``make_pipeline(scicat={...}, ingestion={...}, file_handling={...})`` → Pipeline."""
-    clients: list[SciCatClient] = []
-
-    def make(
-        scicat: dict[str, Any] | None = None,
-        ingestion: dict[str, Any] | None = None,
-        file_handling: dict[str, Any] | None = None,
-        dataset: dict[str, Any] | None = None,
-    ) -> Pipeline:
-        data = {
-            "scicat": {
-                "host": scicat_standin.url,
-                "token": scicat_standin.token,
-                "timeout": 2,
-                "backoff_factor": 0.01,
-                # the faults and answers below are v3's; test_scicat_versions covers each version
-                "api_version": 3,
-                **(scicat or {}),
-            },
-            "dataset": dataset or {},
-            "ingestion": {
-                "schemas_directory": str(schemas_dir),
-                "file_handling": {
-                    "data_directory": str(tmp_path / "data"),
-                    **(file_handling or {}),
-                },
-                **(ingestion or {}),
-            },
-        }
-        config = build(IngestorConfig, data, "test")
-        client = SciCatClient(config.scicat)
-        clients.append(client)
-        schemas = load_schemas(schemas_dir, config.ingestion.fallback_schema_file_path)
-        return Pipeline(config, schemas, client)
-
-    yield make
-    for client in clients:
-        client.close()
-
-
-def _ingest(pipeline: Pipeline, path: Path | str, **job: Any) -> Outcome:
-    return pipeline.ingest(Job(str(path), **job))
 
 
 def _posts(standin: SciCatStandIn) -> int:
@@ -110,7 +33,7 @@ def _posts(standin: SciCatStandIn) -> int:
 def test_creates_dataset_and_origdatablock(
     make_pipeline: MakePipeline, coda: Path, scicat_standin: SciCatStandIn
 ) -> None:
-    outcome = _ingest(make_pipeline(), coda, job_id="job-1")
+    outcome = ingest(make_pipeline(), coda, job_id="job-1")
     assert isinstance(outcome, Created)
     assert outcome.pid == PID
     # the stand-in validates both bodies against SciCat's OpenAPI DTOs (400 otherwise)
@@ -144,7 +67,7 @@ def test_the_datasets_size_and_file_count_are_its_blocks(
 ) -> None:
     """4.5 sets them to the sum of the dataset's blocks, 5 adds each block to what the dataset
     was created with: sent with the dataset, they doubled there."""
-    outcome = _ingest(make_pipeline(scicat={"api_version": api_version}), coda)
+    outcome = ingest(make_pipeline(scicat={"api_version": api_version}), coda)
     assert isinstance(outcome, Created), outcome
     [block] = scicat_standin.origdatablocks
     dataset = scicat_standin.datasets[outcome.pid]
@@ -157,9 +80,9 @@ def test_second_run_finds_it_and_creates_nothing(
     make_pipeline: MakePipeline, coda: Path, scicat_standin: SciCatStandIn
 ) -> None:
     pipeline = make_pipeline()
-    assert isinstance(_ingest(pipeline, coda), Created)
+    assert isinstance(ingest(pipeline, coda), Created)
     posts_before = _posts(scicat_standin)
-    assert _ingest(pipeline, coda) == Existed(PID, repaired=False)
+    assert ingest(pipeline, coda) == Existed(PID, repaired=False)
     assert _posts(scicat_standin) == posts_before
     assert len(scicat_standin.datasets) == 1
     assert len(scicat_standin.origdatablocks) == 1
@@ -171,8 +94,8 @@ def test_metadata_check_needs_a_non_empty_answer(
 ) -> None:
     """Upstream took '200 []' as 'exists' and never ingested anything with the default config."""
     pipeline = make_pipeline(ingestion={"check_if_dataset_exists_by_pid": False})
-    assert isinstance(_ingest(pipeline, coda), Created)
-    assert _ingest(pipeline, coda) == Existed(PID)  # now found by job_id
+    assert isinstance(ingest(pipeline, coda), Created)
+    assert ingest(pipeline, coda) == Existed(PID)  # now found by job_id
     assert len(scicat_standin.datasets) == 1
 
 
@@ -187,7 +110,7 @@ def test_failed_origdatablock_is_repaired_on_rerun(
         scicat_standin.faults.fail_next(1, 400, "origdatablocks")
     else:
         scicat_standin.faults.fail_next(2, 503, "origdatablocks")  # the first try and its one retry
-    first = _ingest(pipeline, coda)
+    first = ingest(pipeline, coda)
     if failure == "400":
         assert isinstance(first, Permanent)
         assert "SciCat POST origdatablocks → 400" in first.reason
@@ -196,13 +119,13 @@ def test_failed_origdatablock_is_repaired_on_rerun(
         assert "SciCat POST origdatablocks → 503" in first.reason
     assert list(scicat_standin.datasets) == [PID]
     assert scicat_standin.origdatablocks == []
-    assert _ingest(pipeline, coda) == Existed(PID, repaired=True)
+    assert ingest(pipeline, coda) == Existed(PID, repaired=True)
     assert list(scicat_standin.datasets) == [PID]
     [block] = scicat_standin.origdatablocks
     assert block["datasetId"] == PID
     dataset = scicat_standin.datasets[PID]
     assert (dataset["size"], dataset["numberOfFiles"]) == (block["size"], 2)
-    assert _ingest(pipeline, coda) == Existed(PID, repaired=False)
+    assert ingest(pipeline, coda) == Existed(PID, repaired=False)
 
 
 # ---- SciCat failures -----------------------------------------------------------------------
@@ -219,7 +142,7 @@ def test_scicat_503_then_ok(
         }
     )
     scicat_standin.faults.fail_next(2, 503, "datasets")
-    assert isinstance(_ingest(pipeline, coda), Created)
+    assert isinstance(ingest(pipeline, coda), Created)
     assert scicat_standin.stats()["requests"]["POST /datasets 503"] == 2
     assert len(scicat_standin.datasets) == 1
     assert len(scicat_standin.origdatablocks) == 1
@@ -237,7 +160,7 @@ def test_lost_answer_to_dataset_post_still_ends_with_one_dataset(
         }
     )
     scicat_standin.faults.fail_next(1, 502, "datasets", commit=True)
-    assert _ingest(pipeline, coda) == Existed(PID, repaired=True)
+    assert ingest(pipeline, coda) == Existed(PID, repaired=True)
     assert list(scicat_standin.datasets) == [PID]
     assert len(scicat_standin.origdatablocks) == 1
 
@@ -256,7 +179,7 @@ def test_scicat_400_is_permanent_with_the_reason(
         }
     )
     scicat_standin.faults.fail_next(1, 400, "datasets")
-    outcome = _ingest(pipeline, coda)
+    outcome = ingest(pipeline, coda)
     assert isinstance(outcome, Permanent)
     assert outcome.reason.startswith("SciCat POST datasets → 400: ")
     assert scicat_standin.datasets == {}
@@ -270,9 +193,9 @@ def test_expired_login_is_renewed(
     make_pipeline: MakePipeline, coda: Path, scicat_standin: SciCatStandIn
 ) -> None:
     pipeline = make_pipeline(scicat={"token": "", "username": "ingestor", "password": "pwd"})
-    assert isinstance(_ingest(pipeline, coda), Created)
+    assert isinstance(ingest(pipeline, coda), Created)
     scicat_standin.faults.expire_tokens()
-    assert _ingest(pipeline, coda) == Existed(PID)
+    assert ingest(pipeline, coda) == Existed(PID)
     logins = scicat_standin.stats()["requests"].get("POST /auth/login 201")
     assert logins == 2
 
@@ -284,12 +207,12 @@ def test_scicat_not_answering_is_transient_then_works(
     """The first SciCat call is an SC variable: its timeout must not become 'missing field'."""
     pipeline = make_pipeline(scicat={"timeout": 0.3, "max_retries": 0})
     scicat_standin.faults.stop_answering()
-    outcome = _ingest(pipeline, coda)
+    outcome = ingest(pipeline, coda)
     assert isinstance(outcome, Transient)
     assert outcome.cause == "scicat"
     assert "timed out" in outcome.reason
     scicat_standin.faults.resume()
-    assert isinstance(_ingest(pipeline, coda), Created)
+    assert isinstance(ingest(pipeline, coda), Created)
 
 
 # ---- file problems -------------------------------------------------------------------------
@@ -297,7 +220,7 @@ def test_scicat_not_answering_is_transient_then_works(
 
 @pytest.mark.integration
 def test_missing_file_is_transient_file(make_pipeline: MakePipeline, tmp_path: Path) -> None:
-    outcome = _ingest(make_pipeline(), tmp_path / "data" / "coda" / "raw" / "small-coda.hdf")
+    outcome = ingest(make_pipeline(), tmp_path / "data" / "coda" / "raw" / "small-coda.hdf")
     assert isinstance(outcome, Transient)
     assert outcome.cause == "file"
     assert "not found" in outcome.reason
@@ -306,7 +229,7 @@ def test_missing_file_is_transient_file(make_pipeline: MakePipeline, tmp_path: P
 @pytest.mark.integration
 def test_not_hdf5_is_permanent(make_pipeline: MakePipeline, coda: Path) -> None:
     coda.write_text("not an HDF5 file\n")
-    outcome = _ingest(make_pipeline(), coda)
+    outcome = ingest(make_pipeline(), coda)
     assert isinstance(outcome, Permanent)
     assert str(coda) in outcome.reason and "not an HDF5 file" in outcome.reason
 
@@ -315,7 +238,7 @@ def test_not_hdf5_is_permanent(make_pipeline: MakePipeline, coda: Path) -> None:
 def test_truncated_hdf5_is_permanent(make_pipeline: MakePipeline, coda: Path) -> None:
     data = coda.read_bytes()
     coda.write_bytes(data[: len(data) // 2])
-    outcome = _ingest(make_pipeline(), coda)
+    outcome = ingest(make_pipeline(), coda)
     assert isinstance(outcome, Permanent)
     assert str(coda) in outcome.reason and "truncated" in outcome.reason
 
@@ -327,7 +250,7 @@ def test_file_outside_data_roots_is_refused(
     outside = tmp_path / "elsewhere" / "small-coda.hdf"
     outside.parent.mkdir()
     shutil.copy(data_dir / "small-coda.hdf", outside)
-    outcome = _ingest(make_pipeline(), outside)
+    outcome = ingest(make_pipeline(), outside)
     assert outcome == Permanent(
         f"{outside}: outside the data roots; data roots: {tmp_path / 'data'}"
     )
@@ -340,7 +263,7 @@ def test_dotdot_traversal_is_refused(
 ) -> None:
     secret = tmp_path / "secret.hdf"
     shutil.copy(coda, secret)
-    outcome = _ingest(make_pipeline(), f"{coda.parent}/../../../secret.hdf")
+    outcome = ingest(make_pipeline(), f"{coda.parent}/../../../secret.hdf")
     assert isinstance(outcome, Permanent)
     assert "'..' leads outside the data roots" in outcome.reason
 
@@ -353,7 +276,7 @@ def test_symlink_escaping_the_root_is_refused(
     shutil.copy(coda, secret)
     link = coda.parent / "link.hdf"
     link.symlink_to(secret)
-    outcome = _ingest(make_pipeline(), link)
+    outcome = ingest(make_pipeline(), link)
     assert isinstance(outcome, Permanent)
     assert "a symlink leads outside the data roots" in outcome.reason
 
@@ -364,7 +287,7 @@ def test_no_matching_schema_and_no_fallback_is_permanent(
 ) -> None:
     other = coda.with_name("run-0001.hdf")
     coda.rename(other)
-    outcome = _ingest(make_pipeline(), other)
+    outcome = ingest(make_pipeline(), other)
     assert isinstance(outcome, Permanent)
     assert "no metadata schema matches" in outcome.reason
 
@@ -375,7 +298,7 @@ def test_missing_mandatory_field_names_the_fields_and_causes(
 ) -> None:
     """Proposal unknown to SciCat: the PI fields stay empty, and the reason says why."""
     scicat_standin.faults.fail_next(3, 404, "proposals")
-    outcome = _ingest(make_pipeline(), coda)
+    outcome = ingest(make_pipeline(), coda)
     assert isinstance(outcome, Permanent)
     assert "mandatory dataset fields empty: " in outcome.reason
     assert "principalInvestigator" in outcome.reason
@@ -392,7 +315,7 @@ def test_dry_run_posts_nothing_and_writes_nothing(
 ) -> None:
     """Upstream wrote the hash file even in a dry run."""
     pipeline = make_pipeline(ingestion={"dry_run": True})
-    outcome = _ingest(pipeline, coda, message={"job_id": "j"})
+    outcome = ingest(pipeline, coda, message={"job_id": "j"})
     assert outcome == DryRun(PID)
     assert scicat_standin.datasets == {}
     assert _posts(scicat_standin) == 0
@@ -404,7 +327,7 @@ def test_scicat_assigned_pid_is_used_for_the_origdatablock(
     make_pipeline: MakePipeline, coda: Path, scicat_standin: SciCatStandIn
 ) -> None:
     """allow_dataset_pid: false → upstream crashed (KeyError 'pid') building the datablock."""
-    outcome = _ingest(make_pipeline(dataset={"allow_dataset_pid": False}), coda)
+    outcome = ingest(make_pipeline(dataset={"allow_dataset_pid": False}), coda)
     assert isinstance(outcome, Created)
     assert outcome.pid != PID
     assert list(scicat_standin.datasets) == [outcome.pid]
@@ -420,14 +343,14 @@ def test_fix_generated_pid_is_stable_across_redelivery(
         dataset={"generate_dataset_pid": True},
         ingestion={"check_if_dataset_exists_by_metadata": False},
     )
-    first = _ingest(pipeline, coda, job_id="job-1")
-    again = _ingest(pipeline, coda, job_id="job-1")
+    first = ingest(pipeline, coda, job_id="job-1")
+    again = ingest(pipeline, coda, job_id="job-1")
     assert isinstance(first, Created)
     assert first.pid.startswith("20.500.12269/")
     assert again == Existed(first.pid)
     assert list(scicat_standin.datasets) == [first.pid]
     os.utime(coda, ns=(1, 10**18))  # a rewritten file is a new version: a new dataset
-    assert isinstance(_ingest(pipeline, coda, job_id="job-1"), Created)
+    assert isinstance(ingest(pipeline, coda, job_id="job-1"), Created)
 
 
 @pytest.mark.integration
@@ -436,7 +359,7 @@ def test_save_hash_without_computing_it(
 ) -> None:
     """Upstream raised 'Checksum is not provided'; now there is simply no hash file."""
     pipeline = make_pipeline(file_handling={"compute_file_hash": False, "save_file_hash": True})
-    assert isinstance(_ingest(pipeline, coda), Created)
+    assert isinstance(ingest(pipeline, coda), Created)
     [block] = scicat_standin.origdatablocks
     assert [f["path"] for f in block["dataFileList"]] == ["raw/small-coda.hdf"]
     assert "chk" not in block["dataFileList"][0]
@@ -450,7 +373,7 @@ def test_absolute_paths_and_stats_off(
     pipeline = make_pipeline(
         file_handling={"file_path_type": "absolute", "compute_file_stats": False}
     )
-    assert isinstance(_ingest(pipeline, coda), Created)
+    assert isinstance(ingest(pipeline, coda), Created)
     [block] = scicat_standin.origdatablocks
     first, second = block["dataFileList"]
     assert first["path"] == str(coda)
@@ -462,7 +385,7 @@ def test_absolute_paths_and_stats_off(
 @pytest.mark.integration
 def test_message_file_is_a_json_object(make_pipeline: MakePipeline, coda: Path) -> None:
     message = {"job_id": "j-7", "file_name": str(coda), "service_id": "fw"}
-    assert isinstance(_ingest(make_pipeline(), coda, message=message), Created)
+    assert isinstance(ingest(make_pipeline(), coda, message=message), Created)
     written = coda.parent.parent / "ingestor" / "small-coda.message.json"
     assert json.loads(written.read_text()) == message
 
@@ -472,7 +395,7 @@ def test_source_folder_not_containing_the_files_is_permanent(
     make_pipeline: MakePipeline, coda: Path, tmp_path: Path
 ) -> None:
     side = tmp_path / "side"
-    outcome = _ingest(make_pipeline(file_handling={"ingestor_files_directory": str(side)}), coda)
+    outcome = ingest(make_pipeline(file_handling={"ingestor_files_directory": str(side)}), coda)
     assert isinstance(outcome, Permanent)
     assert f"{side}/small-coda.b2b is not inside sourceFolder" in outcome.reason
 
@@ -498,7 +421,7 @@ def test_same_file_twice_at_once_gives_one_dataset_one_datablock(
     scicat_standin.faults.delay(0.2, "proposals")  # widen the window for a race
     outcomes: list[Outcome] = []
     threads = [
-        threading.Thread(target=lambda: outcomes.append(_ingest(pipeline, coda))) for _ in range(3)
+        threading.Thread(target=lambda: outcomes.append(ingest(pipeline, coda))) for _ in range(3)
     ]
     for t in threads:
         t.start()
@@ -521,7 +444,7 @@ def test_one_log_line_with_context_and_duration_metric(
     caplog.handler.addFilter(ContextFilter())
     caplog.set_level(logging.INFO, logger="scicat_ingestor.pipeline")
     before = observed()
-    _ingest(pipeline, coda, job_id="job-42")
+    ingest(pipeline, coda, job_id="job-42")
     assert observed() - before == 1
     lines = [r for r in caplog.records if r.name == "scicat_ingestor.pipeline"]
     assert len(lines) == 1
@@ -565,13 +488,13 @@ def test_cached_lookups_give_the_same_payloads_as_uncached(
     uncached = make_pipeline(scicat={"lookup_cache_seconds": 0})
     cached = make_pipeline(scicat={"lookup_cache_seconds": 60})
     before = _lookups(scicat_standin)
-    assert isinstance(_ingest(uncached, copies[0], job_id="a"), Created)
-    assert isinstance(_ingest(uncached, copies[1], job_id="b"), Created)
+    assert isinstance(ingest(uncached, copies[0], job_id="a"), Created)
+    assert isinstance(ingest(uncached, copies[1], job_id="b"), Created)
     per_file = (_lookups(scicat_standin) - before) // 2
     assert per_file == 2  # the proposal and the instrument
     before = _lookups(scicat_standin)
-    assert isinstance(_ingest(cached, copies[2], job_id="c"), Created)  # fills the cache
-    assert isinstance(_ingest(cached, copies[3], job_id="d"), Created)  # answered from it
+    assert isinstance(ingest(cached, copies[2], job_id="c"), Created)  # fills the cache
+    assert isinstance(ingest(cached, copies[3], job_id="d"), Created)  # answered from it
     assert _lookups(scicat_standin) - before == per_file
     stored = scicat_standin.datasets
     texts = [
@@ -593,7 +516,7 @@ def test_a_missing_proposal_is_not_cached(
         del nexus["entry/experiment_identifier"]
         nexus["entry/experiment_identifier"] = "990001"
     pipeline = make_pipeline(scicat={"lookup_cache_seconds": 60})
-    first = _ingest(pipeline, coda, job_id="j")
+    first = ingest(pipeline, coda, job_id="j")
     assert isinstance(first, Permanent)  # the PI fields stay empty
     assert "404" in first.reason
     scicat_standin.add_proposal(
@@ -605,6 +528,6 @@ def test_a_missing_proposal_is_not_cached(
             "title": "T",
         }
     )
-    assert isinstance(_ingest(pipeline, coda, job_id="j"), Created)
+    assert isinstance(ingest(pipeline, coda, job_id="j"), Created)
     [dataset] = scicat_standin.datasets.values()
     assert dataset["principalInvestigator"] == "New Person"

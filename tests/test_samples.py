@@ -6,7 +6,10 @@ the sample found by the same name and proposal.
 
 from __future__ import annotations
 
+import logging
+import re
 import shutil
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,12 +19,20 @@ from typing import Any
 import h5py
 import pytest
 
+from helpers.standin import linked_samples
+from helpers.wait import wait_until
 from scicat_ingestor.config import IngestorConfig, build
+from scicat_ingestor.daemon import Daemon
+from scicat_ingestor.deadletter import DeadLetters
+from scicat_ingestor.logcontext import ContextFilter
+from scicat_ingestor.ops.metrics import REGISTRY
 from scicat_ingestor.outcome import Created, DryRun, Existed, Permanent, Transient
 from scicat_ingestor.pipeline import Job, Pipeline
 from scicat_ingestor.samples import SampleInfo, SampleIngestor, SampleJob, sample_body, sample_id
 from scicat_ingestor.schema.loader import load_schemas
 from scicat_ingestor.scicat import SciCatClient
+from scicat_ingestor.testing.fake_source import FakeSource
+from scicat_ingestor.testing.filewriter import run_start_message, wrdn_message
 from scicat_ingestor.testing.scicat import SciCatStandIn
 
 pytestmark = pytest.mark.integration
@@ -187,6 +198,62 @@ def test_scicat_down_is_transient_scicat(
     assert scicat_standin.samples == []
 
 
+def retries(cause: str) -> float:
+    return REGISTRY.get_sample_value("scicat_ingestor_retries_total", {"cause": cause}) or 0.0
+
+
+@pytest.mark.parametrize("message", [run_start_message, wrdn_message], ids=["sample", "file"])
+def test_an_auth_outage_is_retried_as_scicat_auth_for_a_sample_as_for_a_file(
+    make: Make,
+    coda: Path,
+    scicat_standin: SciCatStandIn,
+    message: Callable[[str, str], bytes],
+) -> None:
+    """The daemon counts a retry by its outcome's cause; refused credentials are
+    ``scicat-auth`` for both (a sample's were once ``scicat``: counted as SciCat down)."""
+    config, client = make(retry_initial_delay=0.02, retry_max_delay=0.1, drain_grace_period=0.3)
+    pipeline = Pipeline(config, load_schemas(config.ingestion.schemas_directory), client)
+    source = FakeSource()
+    source.produce(0, message(str(coda), "job-1"))
+    daemon = Daemon(
+        config, pipeline, DeadLetters([]), source, samples=SampleIngestor(config, client)
+    )
+    scicat_standin.faults.reject_credentials(60.0)
+    auth, down = retries("scicat-auth"), retries("scicat")
+    thread = threading.Thread(target=daemon.run, name="daemon-auth-outage")
+    thread.start()
+    try:
+        wait_until(lambda: retries("scicat-auth") + retries("scicat") > auth + down, "a retry")
+    finally:
+        daemon.request_stop("test over")
+        thread.join(30)
+    assert (retries("scicat-auth") > auth, retries("scicat")) == (True, down)
+    assert scicat_standin.samples == [] and scicat_standin.datasets == {}
+
+
+def test_one_log_line_with_context_and_duration_metric(
+    make: Make, coda: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Like a file's: the line's ``seconds`` field, ``outcome`` in the context, the histogram."""
+
+    def observed() -> float:
+        value = REGISTRY.get_sample_value("scicat_ingestor_sample_duration_seconds_count")
+        return value or 0.0
+
+    caplog.handler.addFilter(ContextFilter())
+    caplog.set_level(logging.INFO, logger="scicat_ingestor.samples")
+    before = observed()
+    created = samples(make).ingest(SampleJob(str(coda), "job-42"))
+    assert isinstance(created, Created)
+    assert observed() - before == 1
+    [record] = [r for r in caplog.records if r.name == "scicat_ingestor.samples"]
+    assert record.levelno == logging.INFO
+    pattern = rf"sample of {re.escape(str(coda))}: created \(job job-42, sample {created.pid}\) in"
+    assert re.fullmatch(pattern + r" \d+\.\d{3} s", record.getMessage())
+    assert record.seconds >= 0  # type: ignore[attr-defined]
+    assert (record.job_id, record.file, record.outcome) == ("job-42", str(coda), "created")  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize(
     ("change", "why"),
     [
@@ -230,12 +297,6 @@ def test_dry_run_creates_nothing(make: Make, coda: Path, scicat_standin: SciCatS
 
 
 # ---- the dataset links the run's sample ----------------------------------------------------
-
-
-def linked_samples(dataset: dict[str, Any]) -> list[str]:
-    """The samples a dataset links, whichever API created it (v3's ``sampleId`` is stored as
-    ``sampleIds`` too, ``[null]`` without one)."""
-    return [sample for sample in dataset.get("sampleIds") or [] if sample]
 
 
 def dataset_of(make: Make, coda: Path, standin: SciCatStandIn, **ingestion: Any) -> Any:

@@ -5,15 +5,20 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from helpers.http import EchoHandler, ProxyHandler, clear_proxy_environment, serving
+from helpers.standin import DATASET
 from scicat_ingestor.config import ConfigError, SciCatOptions, Secret, build
 from scicat_ingestor.ops.metrics import REGISTRY
 from scicat_ingestor.scicat import (
@@ -29,22 +34,6 @@ from scicat_ingestor.scicat.credentials import renew_after
 from scicat_ingestor.testing.scicat import Account, SciCatStandIn
 
 pytestmark = pytest.mark.integration
-
-DATASET: dict[str, Any] = {
-    "pid": "20.500.12269/client-test-1",
-    "type": "raw",
-    "datasetName": "client test",
-    "principalInvestigator": "Pia Investigator",
-    "creationLocation": "ESS:CODA",
-    "owner": "Pia Investigator",
-    "ownerEmail": "pia@example.org",
-    "contactEmail": "pia@example.org",
-    "sourceFolder": "/data/coda",
-    "creationTime": "2024-10-28T09:06:41+00:00",
-    "ownerGroup": "ess_proposal_443503",
-    "accessGroups": ["ess"],
-    "scientificMetadata": {"job_id": {"value": "job-1", "type": "string", "unit": ""}},
-}
 
 
 def _client(standin: SciCatStandIn, **options: Any) -> SciCatClient:
@@ -187,10 +176,13 @@ def test_timeout_is_unavailable(scicat_standin: SciCatStandIn) -> None:
     client = _client(scicat_standin, timeout=0.3, max_retries=1)
     scicat_standin.faults.stop_answering()
     try:
-        with pytest.raises(SciCatUnavailable, match="timed out") as info:
+        with pytest.raises(SciCatUnavailable) as info:
             client.get_dataset("20.500.12269/x")
         assert info.value.status is None
-        assert "no answer" in str(info.value)
+        where = scicat_standin.url.split("/")[2]
+        assert info.value.message == (
+            f"timed out: {where} gave no answer within 0.3 s (scicat.timeout)"
+        )
     finally:
         scicat_standin.faults.resume()
     assert client.get_dataset("20.500.12269/x") is None
@@ -200,10 +192,12 @@ def test_connection_refused_is_unavailable(scicat_standin: SciCatStandIn) -> Non
     client = _client(scicat_standin, max_retries=0)
     scicat_standin.faults.stop_answering(refuse=True)
     try:
-        with pytest.raises(SciCatUnavailable, match="connection refused"):
+        with pytest.raises(SciCatUnavailable) as info:
             client.find_datasets({"pid": "x"})
     finally:
         scicat_standin.faults.resume()
+    where = scicat_standin.url.split("/")[2]
+    assert info.value.message == f"connection refused by {where} (nothing listens there)"
 
 
 def test_refused_static_token_is_an_auth_outage(
@@ -447,8 +441,24 @@ def test_healthy(scicat_standin: SciCatStandIn) -> None:
     client = _client(scicat_standin, token="", max_retries=0)
     assert client.healthy()
     scicat_standin.faults.fail_next(1, 503, "health")
-    assert not client.healthy()
-    assert client.healthy()
+    answer = client.healthy()
+    assert not answer
+    assert answer.detail.startswith(
+        f"SciCat health endpoint {scicat_standin.url}/health answered 503: "
+    )
+    assert (
+        client.healthy().detail
+        == f"SciCat health endpoint {scicat_standin.url}/health answered 200"
+    )
+
+
+def test_health_answer_shows_no_user_info_or_query(scicat_standin: SciCatStandIn) -> None:
+    """The URL goes on /ready: a password in it (or a query token) must not."""
+    host = scicat_standin.url.replace("http://", "http://user:pw-in-url@")
+    client = _client(scicat_standin, host=host, health_endpoint="health?key=k-in-query")
+    answer = client.healthy()
+    assert "pw-in-url" not in answer.detail and "k-in-query" not in answer.detail
+    assert answer.url == f"{scicat_standin.url}/health"
 
 
 def test_connections_are_reused(client: SciCatClient, scicat_standin: SciCatStandIn) -> None:
@@ -471,45 +481,9 @@ def test_requests_are_timed_by_endpoint_and_status(client: SciCatClient) -> None
     assert count() - before == 1
 
 
-class _EchoHandler(BaseHTTPRequestHandler):
-    """A misbehaving backend/proxy that quotes the request's credentials in its error."""
-
-    def do_GET(self) -> None:
-        self._echo()
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        self._echo(self.rfile.read(length).decode())
-
-    def _echo(self, body: str = "") -> None:
-        text = f"bad request; you sent {self.headers.get('Authorization')} {body} " + "x" * 490
-        self._reply(400, {"statusCode": 400, "message": text})
-
-    def _reply(self, status: int, answer: dict[str, Any]) -> None:
-        payload = json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
-    """A loopback HTTP server with ``handler`` for one test: yields its port."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
-
-
 @pytest.fixture
 def echo_server() -> Iterator[str]:
-    for port in serving(_EchoHandler):
+    for port in serving(EchoHandler):
         yield f"http://127.0.0.1:{port}/api/v3"
 
 
@@ -540,22 +514,6 @@ def test_error_is_a_scicat_error_with_fields() -> None:
     err = SciCatUnavailable("GET", "datasets", None, "connection refused")
     assert isinstance(err, SciCatError)
     assert str(err) == "SciCat GET datasets → no answer: connection refused"
-
-
-class ProxyHandler(_EchoHandler):
-    """An HTTP proxy stand-in: records the absolute request target, answers a JSON object."""
-
-    seen: list[str] = []
-
-    def do_GET(self) -> None:
-        self.seen.append(self.path)
-        self._reply(200, {"via": "proxy"})
-
-
-def clear_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
 
 
 @pytest.fixture
@@ -590,15 +548,15 @@ def test_no_proxy_from_the_environment_is_obeyed(
     client.close()
 
 
-class _StickyHandler(_EchoHandler):
+class _StickyHandler(EchoHandler):
     """A load balancer pinning a client with a cookie; records what each request carried."""
 
     seen: list[dict[str, str | None]] = []
 
-    def do_GET(self) -> None:
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name (the parent is another module's)
         self._record("")
 
-    def do_POST(self) -> None:
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
         length = int(self.headers.get("Content-Length") or 0)
         self._record(self.rfile.read(length).decode())
 
@@ -662,4 +620,79 @@ def test_a_host_that_does_not_resolve_says_dns(
     assert not client.healthy()
     assert "_TLSPool" not in caplog.text and "NameResolutionError" not in caplog.text
     assert "cannot resolve host scicat.invalid (DNS)" in caplog.text
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost (made by the openssl command)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+    where = tmp_path_factory.mktemp("tls")
+    cert, key = where / "cert.pem", where / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture
+def tls_server(self_signed: tuple[Path, Path]) -> Iterator[int]:
+    """A loopback HTTPS server with the self-signed certificate; yields its port."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), EchoHandler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*self_signed)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def _tls_client(host: str) -> SciCatClient:
+    return SciCatClient(SciCatOptions(host=host, max_retries=0, api_version=3, timeout=5.0))
+
+
+def test_an_untrusted_certificate_says_so_in_plain_words(
+    tls_server: int, self_signed: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It said ``TLS error: _TLSPool(host=…): Max retries exceeded … SSLCertVerificationError``."""
+    clear_proxy_environment(monkeypatch)
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    client = _tls_client(f"https://localhost:{tls_server}/api/v3")
+    answer = client.healthy()
+    assert answer.detail == (
+        f"SciCat health endpoint https://localhost:{tls_server}/api/v3/health not reachable: "
+        f"TLS certificate of localhost:{tls_server} not trusted: self-signed certificate "
+        "(a private CA: REQUESTS_CA_BUNDLE=its file)"
+    )
+    client.close()
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(self_signed[0]))  # trusted, wrong name
+    client = _tls_client(f"https://127.0.0.1:{tls_server}/api/v3")
+    with pytest.raises(SciCatUnavailable) as info:
+        client.get_json("proposals/1")
+    assert info.value.message == (
+        f"TLS certificate of 127.0.0.1:{tls_server} not trusted: IP address mismatch, "
+        "certificate is not valid for '127.0.0.1' (a private CA: REQUESTS_CA_BUNDLE=its file)"
+    )
+    client.close()
+
+
+def test_https_to_a_plain_http_server_says_tls_handshake(
+    scicat_standin: SciCatStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clear_proxy_environment(monkeypatch)
+    where = scicat_standin.url.split("/")[2]
+    client = _tls_client(scicat_standin.url.replace("http://", "https://"))
+    with pytest.raises(SciCatUnavailable) as info:
+        client.get_json("proposals/1")
+    assert info.value.message == (
+        f"TLS handshake with {where} failed: wrong version number (is it plain http?)"
+    )
     client.close()

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_commands_ingest import _config, _totals, tree  # noqa: F401 - the fixture is used
-from test_scicat_client import DATASET, clear_proxy_environment, serving
 
+from helpers.commands import ingest_config, totals
+from helpers.http import clear_proxy_environment, serving
+from helpers.standin import DATASET
 from scicat_ingestor.commands.ingest import ingest_command
 from scicat_ingestor.config import SciCatOptions, Secret, build
 from scicat_ingestor.scicat import (
@@ -135,7 +136,7 @@ def test_without_the_probe_route_one_warning_and_refusals_are_the_records(
 
 
 def test_ingest_without_the_probe_route_ingests_with_one_warning(
-    tree: Path,  # noqa: F811 - the fixture imported above
+    tree: Path,
     scicat_standin: SciCatStandIn,
     caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
@@ -143,9 +144,9 @@ def test_ingest_without_the_probe_route_ingests_with_one_warning(
     """Before: ``SciCatRejected ... users/my/self → 404`` ended ``ingest`` with a traceback."""
     for route in NO_PROBE_ROUTES:
         scicat_standin.faults.remove_route(route)
-    config = _config(tree, scicat_standin)
+    config = ingest_config(tree, scicat_standin)
     assert ingest_command(config, [str(tree / "data")], workers=2) == 0
-    assert _totals(capsys.readouterr().out) == (
+    assert totals(capsys.readouterr().out) == (
         "2 file(s): 2 created, 0 existed, 0 dry run, 0 failed"
     )
     probe = [r for r in caplog.records if "users/my/self" in r.getMessage()]

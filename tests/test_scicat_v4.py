@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 import yaml
-from test_scicat_client import DATASET
 
+from helpers.standin import DATASET
 from scicat_ingestor.config import SciCatOptions, build, load_config
 from scicat_ingestor.scicat import (
     SciCatAuthRefused,

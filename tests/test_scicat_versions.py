@@ -16,13 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import test_daemon_live
-from test_daemon import wait_until
-from test_daemon_auth import LOGIN, logins
-from test_daemon_live import SAMPLES_ON, LiveKit, ready_body
-from test_samples import linked_samples
-from test_standin import _expired_token, _login
 
+from helpers.daemon_kit import SAMPLES_ON, LiveKit, ready_body
+from helpers.standin import LOGIN, expired_token, linked_samples, log_in, logins
+from helpers.versions import VERSIONS
+from helpers.wait import wait_until
 from scicat_ingestor.testing.broker import free_port
 from scicat_ingestor.testing.filewriter import SAMPLE_FILES, FakeFileWriter, WrittenFile
 from scicat_ingestor.testing.nexus_plots import write_plot_file
@@ -30,21 +28,13 @@ from scicat_ingestor.testing.scicat import SciCatStandIn
 
 pytestmark = [pytest.mark.integration, pytest.mark.broker]  # the kit uses kafka_broker
 
-# Every supported (stand-in backend profile, scicat.api_version); for tests that take the
-# ``scicat_standin`` fixture (tests/conftest.py) and an ``api_version`` argument.
-VERSIONS = pytest.mark.parametrize(
-    ("scicat_standin", "api_version"),
-    [
-        pytest.param("4.5", 3, id="4.5-v3"),
-        pytest.param("5", 3, id="5-v3"),
-        pytest.param("5", 4, id="5-v4"),
-    ],
-    indirect=["scicat_standin"],
-)
-
 RESUME = 10.0  # seconds: the most an auth outage may delay files after it is fixed
 
-kit = test_daemon_live.kit  # a LiveKit: its own schema directory, daemon processes per test
+
+@pytest.fixture
+def kit(live_kit: LiveKit) -> LiveKit:
+    """A ``LiveKit``: its own schema directory, daemon processes per test."""
+    return live_kit
 
 
 def start(kit: LiveKit, topic: str, api_version: int, overrides: Mapping[str, Any]) -> int:
@@ -170,13 +160,13 @@ def test_an_expired_token_file_waits_until_it_is_rewritten(
     kit: LiveKit, scicat_standin: SciCatStandIn, api_version: int, tmp_path: Path
 ) -> None:
     token_file = tmp_path / "scicat-token"
-    token_file.write_text(_expired_token(scicat_standin) + "\n")
+    token_file.write_text(expired_token(scicat_standin) + "\n")
     topic = kit.make_topic(1)
     overrides = {"scicat.token": "", "scicat.token_file": str(token_file)}
     port = start(kit, topic, api_version, overrides)
 
     def fix() -> None:  # the operator writes a fresh token
-        token_file.write_text(str(_login(scicat_standin).json()["access_token"]) + "\n")
+        token_file.write_text(str(log_in(scicat_standin).json()["access_token"]) + "\n")
 
     what = f"expired token file on {scicat_standin.backend} v{api_version}"
     outage_then_fix(kit, plot_writer(kit, topic), port, fix, what)

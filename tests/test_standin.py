@@ -15,6 +15,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
+from helpers.standin import expired_token, log_in
 from scicat_ingestor.testing.scicat import (
     DTO_ORIGDATABLOCK,
     DTO_RAW_DATASET,
@@ -335,17 +336,6 @@ def test_samples_without_valid_token(scicat_standin: SciCatStandIn) -> None:
 # ---- auth: one test per row of tests/data/scicat-real-backend-behaviour.md ---------------------
 
 
-def _login(standin: SciCatStandIn, username: str = "ingestor", password: str = "pwd") -> Any:
-    body = {"username": username, "password": password}
-    return requests.post(standin.url + "/auth/login", json=body, timeout=5)
-
-
-def _expired_token(standin: SciCatStandIn) -> str:
-    token = str(_login(standin).json()["access_token"])
-    standin.faults.expire_tokens()
-    return token
-
-
 # The three kinds of dead credentials the table's right-hand column is about.
 DEAD = ["none", "garbage", "expired"]
 
@@ -363,7 +353,7 @@ def _dead_api(standin: SciCatStandIn, kind: str) -> Api:
     if kind == "none":
         del api.session.headers["Authorization"]
     else:
-        token = "garbage" if kind == "garbage" else _expired_token(standin)
+        token = "garbage" if kind == "garbage" else expired_token(standin)
         api.session.headers["Authorization"] = f"Bearer {token}"
     return api
 
@@ -373,7 +363,7 @@ def test_login_with_the_right_password_is_201_with_expires_in(
     scicat_standin_factory: Callable[..., SciCatStandIn],
 ) -> None:
     standin = scicat_standin_factory(token_lifetime=42)
-    response = _login(standin)
+    response = log_in(standin)
     assert response.status_code == 201
     login = response.json()
     assert set(login) >= {"access_token", "id", "expires_in", "ttl", "created", "userId", "user"}
@@ -471,7 +461,7 @@ def test_health_needs_no_token_but_5_refuses_an_expired_one(scicat_standin: SciC
     assert response.json()["status"] == "ok"
     garbage = {"Authorization": "Bearer garbage"}
     assert requests.get(scicat_standin.url + "/health", headers=garbage, timeout=5).ok
-    expired = {"Authorization": f"Bearer {_expired_token(scicat_standin)}"}
+    expired = {"Authorization": f"Bearer {expired_token(scicat_standin)}"}
     response = requests.get(scicat_standin.url + "/health", headers=expired, timeout=5)
     if scicat_standin.backend == "5":
         assert response.status_code == 401
@@ -490,7 +480,7 @@ def test_login_tokens_expire_after_their_lifetime(
     scicat_standin_factory: Callable[..., SciCatStandIn], backend: str, status: int
 ) -> None:
     standin = scicat_standin_factory(token_lifetime=0.3, backend=backend)
-    api = Api(standin, token=_login(standin).json()["access_token"])
+    api = Api(standin, token=log_in(standin).json()["access_token"])
     assert api.get("/proposals/443503").status_code == 200
     time.sleep(0.4)
     assert api.get("/proposals/443503").status_code == status
@@ -500,7 +490,7 @@ def test_login_tokens_expire_after_their_lifetime(
 @integration
 @pytest.mark.parametrize("path", ["/auth/whoami", "/users/my/self"])
 def test_whoami_and_my_self_name_the_account(scicat_standin: SciCatStandIn, path: str) -> None:
-    api = Api(scicat_standin, token=_login(scicat_standin).json()["access_token"])
+    api = Api(scicat_standin, token=log_in(scicat_standin).json()["access_token"])
     assert api.get(path).json()["username"] == "ingestor"
     assert Api(scicat_standin).get(path).json()["username"] == "ingestor"  # the static token's
 
@@ -521,22 +511,22 @@ def test_dead_credentials_whoami_200_empty_my_self_401(
 
 @integration
 def test_reject_credentials_for_a_while(scicat_standin: SciCatStandIn) -> None:
-    token = _login(scicat_standin).json()["access_token"]
+    token = log_in(scicat_standin).json()["access_token"]
     scicat_standin.faults.reject_credentials(0.5)
-    assert _login(scicat_standin).status_code == 401
+    assert log_in(scicat_standin).status_code == 401
     assert Api(scicat_standin).get("/proposals/443503").status_code == 403
     assert Api(scicat_standin, token=token).get("/proposals/443503").status_code == 403
     time.sleep(0.6)
-    assert _login(scicat_standin).status_code == 201
+    assert log_in(scicat_standin).status_code == 201
     assert Api(scicat_standin, token=token).get("/proposals/443503").status_code == 200
 
 
 @integration
 def test_change_password_and_rotate_the_static_token(scicat_standin: SciCatStandIn) -> None:
-    token = _login(scicat_standin).json()["access_token"]
+    token = log_in(scicat_standin).json()["access_token"]
     scicat_standin.faults.change_password("ingestor", "new")
-    assert _login(scicat_standin).status_code == 401
-    assert _login(scicat_standin, password="new").status_code == 201
+    assert log_in(scicat_standin).status_code == 401
+    assert log_in(scicat_standin, password="new").status_code == 201
     assert Api(scicat_standin, token=token).get("/proposals/443503").status_code == 200
     old = Api(scicat_standin)
     scicat_standin.faults.set_token("rotated")
@@ -555,7 +545,7 @@ def test_account_that_may_create_but_not_read_other_groups(
     the origdatablocks."""
     account = Account("pwd", groups=("ingestor",), admin=False, may_create=True)
     standin = scicat_standin_factory(accounts={"ingestor": account})
-    api = Api(standin, token=_login(standin).json()["access_token"])
+    api = Api(standin, token=log_in(standin).json()["access_token"])
     assert api.post("/datasets", _dataset()).status_code == 201
     assert api.post("/origdatablocks", _block(_dataset()["pid"])).status_code == 201
     pid = quote(_dataset()["pid"], safe="")
@@ -575,7 +565,7 @@ def test_account_in_no_create_group_may_not_create(
 ) -> None:
     account = Account("pwd", groups=("someone",), admin=False, may_create=False)
     standin = scicat_standin_factory(accounts={"ingestor": account})
-    api = Api(standin, token=_login(standin).json()["access_token"])
+    api = Api(standin, token=log_in(standin).json()["access_token"])
     response = api.post("/datasets", _dataset())
     assert response.status_code == 403
     assert response.json()["message"] == "Unauthorized to create this dataset"
@@ -730,8 +720,8 @@ def test_expire_tokens_spares_the_logins_after_it(scicat_standin: SciCatStandIn)
         url = scicat_standin.url + "/users/my/self"
         return requests.get(url, headers=headers, timeout=5).status_code
 
-    before = _expired_token(scicat_standin)
-    after = str(_login(scicat_standin).json()["access_token"])
+    before = expired_token(scicat_standin)
+    after = str(log_in(scicat_standin).json()["access_token"])
     assert (my_self(before), my_self(after)) == (401, 200)
 
 
@@ -764,7 +754,7 @@ def test_control_over_http(scicat_standin: SciCatStandIn) -> None:
     assert post("delay", {"seconds": 0, "match": "x"}).ok
     assert post("expire_tokens").ok
     assert post("change_password", {"username": "admin", "password": "new"}).ok
-    assert _login(scicat_standin, "admin", "new").status_code == 201
+    assert log_in(scicat_standin, "admin", "new").status_code == 201
     assert post("reject_credentials", {"seconds": 0}).ok
     assert post("set_token", {"token": scicat_standin.token}).ok
     assert post("stop_answering", {"refuse": True}).status_code == 400  # could never resume

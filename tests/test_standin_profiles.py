@@ -13,42 +13,13 @@ from typing import Any
 import pytest
 import requests
 
+from helpers.standin import V4_DATASET, V4_PID, call
 from scicat_ingestor.testing.scicat import SciCatStandIn
 from scicat_ingestor.testing.scicat.fixtures import BACKEND_VARIABLE, default_backend
 
 pytestmark = pytest.mark.integration
 backend_5 = pytest.mark.parametrize("scicat_standin", ["5"], indirect=True)
 backend_45 = pytest.mark.parametrize("scicat_standin", ["4.5"], indirect=True)
-
-PID = "20.500.12269/profiles"
-
-V4_DATASET: dict[str, Any] = {
-    "pid": PID,
-    "type": "raw",
-    "datasetName": "min",
-    "ownerGroup": "ingestor",
-    "sourceFolder": "/d",
-    "creationTime": "2024-11-01T10:00:00Z",
-    "contactEmail": "someone@example.com",
-    "owner": "o",
-}
-
-
-def _call(
-    standin: SciCatStandIn,
-    method: str,
-    path: str,
-    body: Any = None,
-    *,
-    token: str | None = "static",
-    params: dict[str, str] | None = None,
-) -> requests.Response:
-    """``path`` under ``/api`` (``v3/...``, ``v4/...``); ``token=None`` sends none."""
-    headers = {} if token is None else {"Authorization": f"Bearer {standin.token}"}
-    if token not in (None, "static"):
-        headers["Authorization"] = f"Bearer {token}"
-    url = f"{standin.api_url}/{path}"
-    return requests.request(method, url, json=body, headers=headers, params=params, timeout=5)
 
 
 def _where(**where: Any) -> dict[str, str]:
@@ -60,12 +31,12 @@ def _where(**where: Any) -> dict[str, str]:
 
 @backend_45
 def test_backend_4_5_serves_no_api_v4(scicat_standin: SciCatStandIn) -> None:
-    answer = _call(scicat_standin, "POST", "v4/datasets", V4_DATASET)
+    answer = call(scicat_standin, "POST", "v4/datasets", V4_DATASET)
     assert (answer.status_code, answer.json()["message"]) == (
         404,
         "Cannot POST /api/v4/datasets",
     )
-    assert _call(scicat_standin, "POST", "v3/jobs", {"type": "archive"}).status_code == 404
+    assert call(scicat_standin, "POST", "v3/jobs", {"type": "archive"}).status_code == 404
 
 
 @backend_5
@@ -75,7 +46,7 @@ def test_backend_4_5_serves_no_api_v4(scicat_standin: SciCatStandIn) -> None:
 def test_backend_5_keeps_auth_samples_health_on_v3(
     scicat_standin: SciCatStandIn, method: str, path: str
 ) -> None:
-    assert _call(scicat_standin, method, path, {}).status_code == 404
+    assert call(scicat_standin, method, path, {}).status_code == 404
 
 
 # ---- v4 datasets -----------------------------------------------------------------------------
@@ -84,7 +55,7 @@ def test_backend_5_keeps_auth_samples_health_on_v3(
 @backend_5
 def test_v4_dataset_without_owner_is_500(scicat_standin: SciCatStandIn) -> None:
     body = {k: v for k, v in V4_DATASET.items() if k != "owner"}
-    answer = _call(scicat_standin, "POST", "v4/datasets", body)
+    answer = call(scicat_standin, "POST", "v4/datasets", body)
     assert (answer.status_code, answer.json()) == (
         500,
         {"message": "Something went wrong. Please try again later.", "statusCode": 500},
@@ -97,13 +68,13 @@ def test_v4_validation_errors_are_a_list_and_type_is_any_string(
     scicat_standin: SciCatStandIn,
 ) -> None:
     body = {k: v for k, v in V4_DATASET.items() if k != "type"}
-    answer = _call(scicat_standin, "POST", "v4/datasets", body)
+    answer = call(scicat_standin, "POST", "v4/datasets", body)
     assert answer.json() == {
         "statusCode": 400,
         "message": ["type must be a string"],
         "error": "Bad Request",
     }
-    assert _call(scicat_standin, "POST", "v4/datasets", {**body, "type": "weird"}).ok
+    assert call(scicat_standin, "POST", "v4/datasets", {**body, "type": "weird"}).ok
 
 
 @backend_5
@@ -112,8 +83,8 @@ def test_v4_validation_errors_are_a_list_and_type_is_any_string(
 def test_v4_searches_without_valid_token_are_403_not_empty(
     scicat_standin: SciCatStandIn, path: str, token: str | None
 ) -> None:
-    assert _call(scicat_standin, "POST", "v4/datasets", V4_DATASET).status_code == 201
-    answer = _call(scicat_standin, "GET", path, token=token, params=_where(pid=PID))
+    assert call(scicat_standin, "POST", "v4/datasets", V4_DATASET).status_code == 201
+    answer = call(scicat_standin, "GET", path, token=token, params=_where(pid=V4_PID))
     assert (answer.status_code, answer.json()["message"]) == (403, "Unauthorized access")
 
 
@@ -121,17 +92,17 @@ def test_v4_searches_without_valid_token_are_403_not_empty(
 def test_v4_origdatablock_search_without_valid_token_is_403(
     scicat_standin: SciCatStandIn,
 ) -> None:
-    answer = _call(scicat_standin, "GET", "v4/origdatablocks", token=None)
+    answer = call(scicat_standin, "GET", "v4/origdatablocks", token=None)
     assert (answer.status_code, answer.json()["message"]) == (403, "Unauthorized access")
 
 
 @backend_5
 def test_v3_reads_a_v4_dataset_with_singular_fields(scicat_standin: SciCatStandIn) -> None:
     body = {**V4_DATASET, "proposalIds": ["443503"], "sampleIds": ["s-1"]}
-    created = _call(scicat_standin, "POST", "v4/datasets", body).json()
+    created = call(scicat_standin, "POST", "v4/datasets", body).json()
     assert "proposalId" not in created
-    quoted = PID.replace("/", "%2F")
-    read = _call(scicat_standin, "GET", f"v3/datasets/{quoted}").json()
+    quoted = V4_PID.replace("/", "%2F")
+    read = call(scicat_standin, "GET", f"v3/datasets/{quoted}").json()
     assert (read["proposalId"], read["sampleId"], read["history"]) == ("443503", "s-1", [])
     assert read["principalInvestigator"] is None
 
@@ -141,9 +112,9 @@ def test_v3_reads_a_v4_dataset_with_singular_fields(scicat_standin: SciCatStandI
 
 @backend_5
 def test_v4_jobs_types_and_refusals(scicat_standin: SciCatStandIn) -> None:
-    assert _call(scicat_standin, "POST", "v4/datasets", V4_DATASET).status_code == 201
+    assert call(scicat_standin, "POST", "v4/datasets", V4_DATASET).status_code == 201
     embargo = {"type": "embargo_period", "ownerUser": "ingestor", "jobParams": {}}
-    created = _call(scicat_standin, "POST", "v4/jobs", embargo)
+    created = call(scicat_standin, "POST", "v4/jobs", embargo)
     assert created.status_code == 201
     job = created.json()
     assert (job["statusCode"], job["statusMessage"], job["contactEmail"]) == (
@@ -151,15 +122,15 @@ def test_v4_jobs_types_and_refusals(scicat_standin: SciCatStandIn) -> None:
         "Job submitted.",
         "ingestor@standin.example.org",
     )
-    assert _call(scicat_standin, "GET", f"v4/jobs/{job['id']}").json()["type"] == "embargo_period"
-    no_list = _call(scicat_standin, "POST", "v4/jobs", {**embargo, "type": "archive"})
+    assert call(scicat_standin, "GET", f"v4/jobs/{job['id']}").json()["type"] == "embargo_period"
+    no_list = call(scicat_standin, "POST", "v4/jobs", {**embargo, "type": "archive"})
     assert (no_list.status_code, no_list.json()) == (
         400,
         {"status": 400, "message": "'jobParams.datasetList' is required."},
     )
-    no_params = _call(scicat_standin, "POST", "v4/jobs", {"type": "archive"})
+    no_params = call(scicat_standin, "POST", "v4/jobs", {"type": "archive"})
     assert no_params.json()["message"] == ["jobParams must be an object"]
-    anonymous = _call(scicat_standin, "GET", "v4/jobs", token=None)
+    anonymous = call(scicat_standin, "GET", "v4/jobs", token=None)
     assert (anonymous.status_code, anonymous.json()["message"]) == (403, "Forbidden resource")
 
 
@@ -168,9 +139,9 @@ def test_v3_job_answers_the_v3_shape(scicat_standin: SciCatStandIn) -> None:
     body = {
         "type": "archive",
         "emailJobInitiator": "pi@example.com",
-        "datasetList": [{"pid": PID, "files": []}],
+        "datasetList": [{"pid": V4_PID, "files": []}],
     }
-    answer = _call(scicat_standin, "POST", "v3/jobs", body)
+    answer = call(scicat_standin, "POST", "v3/jobs", body)
     assert answer.status_code == 201
     job = answer.json()
     assert (job["jobStatusMessage"], job["jobParams"], job["datasetList"]) == (
@@ -186,15 +157,15 @@ def test_v3_job_answers_the_v3_shape(scicat_standin: SciCatStandIn) -> None:
 
 def test_proposals_are_created_by_admin_accounts_once(scicat_standin: SciCatStandIn) -> None:
     body = {"proposalId": "p-1", "title": "t", "email": "pi@example.com", "ownerGroup": "g"}
-    created = _call(scicat_standin, "POST", "v3/proposals", body)
+    created = call(scicat_standin, "POST", "v3/proposals", body)
     assert (created.status_code, created.json()["createdBy"]) == (201, "ingestor")
-    assert _call(scicat_standin, "POST", "v3/proposals", body).status_code == 409
+    assert call(scicat_standin, "POST", "v3/proposals", body).status_code == 409
     login = {"username": "creator", "password": "pwd"}
-    token = _call(scicat_standin, "POST", "v3/auth/login", login, token=None).json()["access_token"]
+    token = call(scicat_standin, "POST", "v3/auth/login", login, token=None).json()["access_token"]
     other = {**body, "proposalId": "p-2"}
-    refused = _call(scicat_standin, "POST", "v3/proposals", other, token=token)
+    refused = call(scicat_standin, "POST", "v3/proposals", other, token=token)
     assert (refused.status_code, refused.json()["message"]) == (403, "Forbidden resource")
-    missing = _call(scicat_standin, "POST", "v3/proposals", {"proposalId": "p-3"})
+    missing = call(scicat_standin, "POST", "v3/proposals", {"proposalId": "p-3"})
     assert missing.status_code == 400
 
 
@@ -203,7 +174,7 @@ def test_proposals_are_created_by_admin_accounts_once(scicat_standin: SciCatStan
 
 def _login(standin: SciCatStandIn) -> str:
     body = {"username": "ingestor", "password": "pwd"}
-    return str(_call(standin, "POST", "v3/auth/login", body, token=None).json()["access_token"])
+    return str(call(standin, "POST", "v3/auth/login", body, token=None).json()["access_token"])
 
 
 @backend_5
@@ -211,34 +182,34 @@ def test_expire_tokens_on_5_is_401_session_expired_everywhere(
     scicat_standin: SciCatStandIn,
 ) -> None:
     token = _login(scicat_standin)
-    assert _call(scicat_standin, "GET", "v3/users/my/self", token=token).ok
+    assert call(scicat_standin, "GET", "v3/users/my/self", token=token).ok
     scicat_standin.faults.expire_tokens()
     for path in ("v3/users/my/self", "v3/auth/whoami", "v3/samples", "v4/datasets"):
-        answer = _call(scicat_standin, "GET", path, token=token)
+        answer = call(scicat_standin, "GET", path, token=token)
         assert (answer.status_code, answer.json()["message"]) == (401, "SESSION_EXPIRED"), path
-    assert _call(scicat_standin, "GET", "v3/users/my/self").ok  # the static token stays
+    assert call(scicat_standin, "GET", "v3/users/my/self").ok  # the static token stays
 
 
 @backend_45
 def test_expire_tokens_on_4_5_looks_anonymous(scicat_standin: SciCatStandIn) -> None:
     token = _login(scicat_standin)
     scicat_standin.faults.expire_tokens()
-    whoami = _call(scicat_standin, "GET", "v3/auth/whoami", token=token)
+    whoami = call(scicat_standin, "GET", "v3/auth/whoami", token=token)
     assert (whoami.status_code, whoami.content) == (200, b"")
-    assert _call(scicat_standin, "GET", "v3/users/my/self", token=token).status_code == 401
+    assert call(scicat_standin, "GET", "v3/users/my/self", token=token).status_code == 401
 
 
 def test_remove_route_answers_404_like_a_backend_without_it(
     scicat_standin: SciCatStandIn,
 ) -> None:
-    assert _call(scicat_standin, "GET", "v3/users/my/self").ok
+    assert call(scicat_standin, "GET", "v3/users/my/self").ok
     scicat_standin.faults.remove_route("users/my/self")
-    answer = _call(scicat_standin, "GET", "v3/users/my/self")
+    answer = call(scicat_standin, "GET", "v3/users/my/self")
     assert (answer.status_code, answer.json()["message"]) == (
         404,
         "Cannot GET /api/v3/users/my/self",
     )
-    assert _call(scicat_standin, "GET", "v3/auth/whoami").ok  # only that route is gone
+    assert call(scicat_standin, "GET", "v3/auth/whoami").ok  # only that route is gone
     assert scicat_standin.stats()["requests"]["unrouted 404"] == 1
 
 
@@ -247,8 +218,8 @@ def test_remove_route_over_http_by_method_and_full_path(scicat_standin: SciCatSt
     control = scicat_standin.control_url + "/remove_route"
     body = {"path": "/api/v4/datasets", "method": "POST"}
     assert requests.post(control, json=body, timeout=5).ok
-    assert _call(scicat_standin, "POST", "v4/datasets", V4_DATASET).status_code == 404
-    assert _call(scicat_standin, "GET", "v4/datasets").status_code == 200
+    assert call(scicat_standin, "POST", "v4/datasets", V4_DATASET).status_code == 404
+    assert call(scicat_standin, "GET", "v4/datasets").status_code == 200
     assert requests.post(control, json={}, timeout=5).status_code == 400  # no path
 
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from test_scicat_versions import VERSIONS
 
+from helpers.versions import VERSIONS
 from scicat_ingestor.config import IngestorConfig, SciCatOptions, build
 from scicat_ingestor.ops.metrics import REGISTRY
 from scicat_ingestor.outcome import Created, Existed, Outcome

@@ -16,8 +16,8 @@ from typing import Any
 
 import h5py
 import pytest
-from test_scicat_client import ProxyHandler, clear_proxy_environment, serving
 
+from helpers.http import ProxyHandler, clear_proxy_environment, serving
 from scicat_ingestor.config import SciCatOptions, Secret, build
 from scicat_ingestor.files import checksum
 from scicat_ingestor.nexus import open_nexus

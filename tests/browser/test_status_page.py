@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_daemon import Kit, make_kit, new_group, wait_until
 
+from helpers.daemon_kit import Kit, make_kit, new_group
+from helpers.wait import wait_until
 from scicat_ingestor.testing.broker import free_port
 from scicat_ingestor.testing.daemon_process import DaemonProcess, write_config
 from scicat_ingestor.testing.filewriter import FakeFileWriter, WrittenFile

@@ -47,7 +47,8 @@ if [ -n "$PIP_CA_BUNDLE" ]; then
 fi
 
 base=$(docker/base-image.sh)
-version=${VERSION:-$(.venv/bin/python -m setuptools_scm 2>/dev/null || git describe --tags --always 2>/dev/null || echo 0.0.0+unknown)}
+# The version the checkout's install got from git (setuptools-scm), e.g. 0.1.1.dev5+g1234abc.
+version=${VERSION:-$(.venv/bin/python -c 'from importlib.metadata import version; print(version("scicat-ingestor"))' 2>/dev/null || echo 0.0.0+unknown)}
 read -r -a client <<<"$(buildkit_client)"
 previous=$(docker image inspect --format '{{.Id}}' "$TAG" 2>/dev/null || true)
 started=$(date +%s%N)

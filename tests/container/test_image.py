@@ -17,6 +17,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +146,18 @@ def test_help_works(docker: Docker, image: str) -> None:
     out = docker.run("run", "--rm", "--network", "none", image, "--help")
     assert out.startswith("usage: scicat-ingestor")
     assert "run" in out
+
+
+def test_image_carries_the_version_from_git(docker: Docker, image: str) -> None:
+    """docker/build.sh passes the checkout's setuptools-scm version: the image has no .git."""
+    expected = version("scicat-ingestor")
+    out = docker.run("run", "--rm", "--network", "none", image, "--version")
+    assert expected in out
+    label = docker.run(
+        "image", "inspect", "--format",
+        '{{ index .Config.Labels "org.opencontainers.image.version" }}', image,
+    )  # fmt: skip
+    assert label.strip() == expected
 
 
 def test_ca_bundle_for_pip_is_in_no_layer(docker: Docker, image: str) -> None:

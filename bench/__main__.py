@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench import report, scenarios
+from bench import catalogue, report, scenarios
 from bench.stack import BenchError, Stack, busy_elsewhere
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -31,6 +31,7 @@ SCENARIOS = (
     "remote",
     "hashing",
     "backfill",
+    "catalogue",
     "profile",
 )
 DEFAULT_SCENARIOS = SCENARIOS[:-1]
@@ -60,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
         "--scaling-files", type=int, help=f"files per worker-scaling run ({plan.scaling_files})"
     )
     parser.add_argument("--hashing-mib", type=int, help=f"hashed file size ({plan.hashing_mib})")
+    catalogue.add_arguments(parser)
     parser.add_argument(
         "--only",
         nargs="+",
@@ -99,15 +101,23 @@ def log(text: str) -> None:
     print(text, flush=True)
 
 
-def _header(plan: scenarios.Plan) -> report.Results:
+def _header(plan: scenarios.Plan, catalogue_plan: catalogue.CataloguePlan | None) -> report.Results:
+    settings: dict[str, object] = {
+        k: v for k, v in dataclasses.asdict(plan).items() if k != "quick"
+    }
+    if catalogue_plan is not None:
+        settings["catalogue"] = dataclasses.asdict(catalogue_plan)
+    return header(settings, plan.quick)
+
+
+def header(settings: dict[str, object], quick: bool) -> report.Results:
     """Results without figures yet: date, machine (and how busy it is), settings, method notes."""
     now = dt.datetime.now(dt.UTC)
     results = report.Results(
         date=now.strftime("%Y-%m-%d"),
         started=now.isoformat(timespec="seconds"),
         machine=report.machine_info(),
-        settings={k: v for k, v in dataclasses.asdict(plan).items() if k != "quick"}
-        | {"quick": plan.quick},
+        settings=settings | {"quick": quick},
     )
     results.machine["cpu_speed_ms_start"] = report.cpu_speed_ms()
     log(f"machine: {report.machine_line(results.machine)}")
@@ -128,7 +138,7 @@ def _header(plan: scenarios.Plan) -> report.Results:
         f"{results.machine['logical_cores']} cores for all of them: broker, stand-in and daemon "
         "compete for CPU, so the figures are a floor for a daemon with a host of its own."
     )
-    if plan.quick:
+    if quick:
         results.notes.append(
             "QUICK SMOKE RUN: sizes too small and too few runs to be a measurement."
         )
@@ -169,10 +179,29 @@ def _phases_and_remote(
         results.scenarios.append(remote(stack, plan, log))
 
 
-def run(plan: scenarios.Plan, selected: Sequence[str], workspace: Path) -> report.Results:
+def _catalogue(
+    stack: Stack | None, plan: catalogue.CataloguePlan, workspace: Path, results: report.Results
+) -> None:
+    """The catalogue-size scenario, on the bench's stack when it has the files, else (run
+    alone) on one of its own with only the files it needs."""
+    log(f"catalogue: {len(plan.sizes)} sizes x {len(plan.configurations)} configurations")
+    if stack is not None and len(stack.pool) >= plan.pool_size:
+        results.scenarios.append(catalogue.catalogue(stack, plan, log))
+        return
+    with Stack(workspace / "catalogue", plan.pool_size) as own:
+        results.scenarios.append(catalogue.catalogue(own, plan, log))
+
+
+def run(
+    plan: scenarios.Plan,
+    selected: Sequence[str],
+    workspace: Path,
+    catalogue_plan: catalogue.CataloguePlan | None = None,
+) -> report.Results:
     started = time.monotonic()
-    results = _header(plan)
-    needs_stack = set(selected) - {"hashing", "backfill", "phases"}
+    catalogue_plan = catalogue_plan or catalogue.CataloguePlan()
+    results = _header(plan, catalogue_plan if "catalogue" in selected else None)
+    needs_stack = set(selected) - {"hashing", "backfill", "phases", "catalogue"}
     stack = None
     try:
         if needs_stack:
@@ -212,6 +241,8 @@ def run(plan: scenarios.Plan, selected: Sequence[str], workspace: Path) -> repor
 
             log("backfill: ingest over 100,000 entries against 100 (bar, peak RSS)")
             results.scenarios.append(backfill(workspace, log))
+        if "catalogue" in selected:
+            _catalogue(stack, catalogue_plan, workspace, results)
     finally:
         if stack is not None:
             stack.close()
@@ -244,12 +275,13 @@ def _wait_quiet(limit: float) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     plan = build_plan(args)
+    catalogue_plan = catalogue.build_plan(args, plan.quick, args.runs)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.wait_quiet > 0:
         _wait_quiet(args.wait_quiet)
     workspace = Path(tempfile.mkdtemp(prefix="scicat-bench-"))
     try:
-        results = run(plan, args.only, workspace)
+        results = run(plan, args.only, workspace, catalogue_plan)
     except BenchError as exc:
         print(f"error: {exc}\n(work directory kept: {workspace})", file=sys.stderr)
         return 1

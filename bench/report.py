@@ -206,12 +206,22 @@ def _number(value: float) -> str:
     return f"{value:.4f}"
 
 
+def _settings(settings: dict[str, Any], prefix: str = "") -> list[str]:
+    """``name=value`` per setting; lists as ``a/b``, a scenario's own plan as ``plan.name=...``."""
+    shown = []
+    for name, value in settings.items():
+        if isinstance(value, dict):
+            shown += _settings(value, f"{prefix}{name}.")
+        elif isinstance(value, list | tuple):
+            shown.append(f"{prefix}{name}={'/'.join(map(str, value))}")
+        else:
+            shown.append(f"{prefix}{name}={value}")
+    return shown
+
+
 def markdown(results: Results) -> str:
     """The results table with a header naming the machine and the settings."""
-    settings = ", ".join(
-        f"{k}={'/'.join(map(str, v)) if isinstance(v, list | tuple) else v}"
-        for k, v in results.settings.items()
-    )
+    settings = ", ".join(_settings(results.settings))
     lines = [
         f"# Benchmark {results.date}",
         "",

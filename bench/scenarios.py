@@ -74,6 +74,8 @@ class Plan:
     backlog_runs: int = 1
     scaling_files: int = 600
     scaling_workers: tuple[int, ...] = (1, 2, 4, 10, 16)
+    # Counts also measured with ``ingestion.worker_turns: false`` (turns.py), next to turns on.
+    scaling_turns_off: tuple[int, ...] = (1, 10)
     scaleout_files: int = 2000
     hashing_mib: int = 1024
     # A throughput run should take at most this long (else fewer files, see _calibrated_size).
@@ -92,6 +94,7 @@ class Plan:
             backlog=300,
             scaling_files=60,
             scaling_workers=(1, 4),
+            scaling_turns_off=(1, 4),
             scaleout_files=100,
             hashing_mib=64,
             calibration_files=0,
@@ -154,7 +157,7 @@ def _wait_assigned(daemons: Sequence[DaemonProcess], timeout: float = 60.0) -> N
     raise BenchError(f"partitions not shared by the daemons in {timeout:.0f} s: {assigned}")
 
 
-def _warm_up(
+def warm_up(
     stack: Stack, publisher: Publisher, standin: StandInProcess, daemons: Sequence[DaemonProcess]
 ) -> None:
     """All partitions assigned, then one message per partition ingested (imports, connections)."""
@@ -169,7 +172,7 @@ def _check(daemons: Sequence[DaemonProcess]) -> None:
         daemon.check_alive()
 
 
-def _requests_per_file(
+def requests_per_file(
     before: dict[str, int], after: dict[str, int], files: int
 ) -> dict[str, float]:
     """Stand-in request counts per route and status that the measured files caused, per file."""
@@ -243,7 +246,7 @@ def flow_run(
             for proc in procs:
                 sampler.watch(proc.name, proc.pid)
             sampler.start()
-            _warm_up(stack, publisher, standin, procs)
+            warm_up(stack, publisher, standin, procs)
             warm = len(stack.warmup_files)
             with profiler(procs) if profiler else contextlib.nullcontext():
                 window.requests_before = standin.stats()["requests"]
@@ -298,7 +301,7 @@ def _flow_result(  # noqa: PLR0917 - private, called once
         cpu_s=cpu,
         foreign_cpu=round(foreign_cpu_share(cpu, wall), 3),
         switches_per_file=round(window.switches / len(files), 1),
-        requests_per_file=_requests_per_file(
+        requests_per_file=requests_per_file(
             window.requests_before, window.requests_after, len(files)
         ),
         rate=_rate_series(stamps, window.start),
@@ -374,9 +377,8 @@ def _http_file(client: SciCatClient, lookups: LookupCache, item: _HttpItem) -> N
     the same cache as the daemon's, so the calls per file match)."""
     for url in item.urls:
         lookups.get(url)
-    if client.get_dataset(item.dataset["pid"]) is not None:
-        raise BenchError(f"dataset {item.dataset['pid']} exists already")
-    if item.by_metadata and client.find_datasets({"scientificMetadata.job_id.value": item.job_id}):
+    where = {"scientificMetadata.job_id.value": item.job_id}
+    if item.by_metadata and client.find_datasets(where, fields=["pid"], limit=1):
         raise BenchError(f"job {item.job_id} exists already")
     created = client.create_dataset(item.dataset)
     client.create_origdatablock({**item.block, "datasetId": created["pid"]})
@@ -426,7 +428,7 @@ def http_run(
         threads=threads,
         seconds=round(seconds, 3),
         files_per_s=round(files / seconds, 2),
-        requests_per_file=_requests_per_file(before, after, files),
+        requests_per_file=requests_per_file(before, after, files),
         cpu_s={k: round(cpu_after[k] - cpu_before.get(k, 0.0), 3) for k in cpu_after},
     )
 
@@ -586,7 +588,7 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
 
-def _percentiles(values: Sequence[float]) -> dict[str, float]:
+def percentiles(values: Sequence[float]) -> dict[str, float]:
     figures = {f"p{q}": round(_percentile(values, q / 100), 2) for q in (50, 95, 99)}
     figures["max"] = round(max(values), 2)
     return figures
@@ -616,7 +618,7 @@ def latency(stack: Stack, plan: Plan, max_rate: float, log: Log) -> ScenarioResu
             proc = stack.daemon("daemon", topic, stack.unique("group"), standin, settings)
             publisher = Publisher(stack.broker.bootstrap, topic)
             with running([proc]):
-                _warm_up(stack, publisher, standin, [proc])
+                warm_up(stack, publisher, standin, [proc])
                 published = publisher.paced(files, rate)
                 standin.wait_for(
                     len(stack.warmup_files) + count, 120 + count / 5, alive=proc.check_alive
@@ -629,9 +631,9 @@ def latency(stack: Stack, plan: Plan, max_rate: float, log: Log) -> ScenarioResu
         durations = proc.ingest_seconds()
         pipeline = [durations[f.pid] * 1000 for f in files if f.pid in durations]
         samples.extend(latencies)
-        figures = {"end_to_end": _percentiles(latencies)}
+        figures = {"end_to_end": percentiles(latencies)}
         if pipeline:
-            figures["pipeline"] = _percentiles(pipeline)
+            figures["pipeline"] = percentiles(pipeline)
         runs.append(figures)
         log(
             f"  latency run {run + 1} at {rate:.0f} files/s: "
@@ -671,7 +673,7 @@ def latency(stack: Stack, plan: Plan, max_rate: float, log: Log) -> ScenarioResu
         runs=runs,
         series={
             "latency_ms": [round(s, 2) for s in samples],
-            "percentiles": _percentiles(samples),
+            "percentiles": percentiles(samples),
         },
         notes=[
             "Latency: publish time from the bench's clock, creation time from the stand-in's "
@@ -845,23 +847,36 @@ def hashing(plan: Plan, workspace: Path, log: Log) -> ScenarioResult:
 
 
 def workers(stack: Stack, plan: Plan, log: Log) -> ScenarioResult:
-    """Files/s by worker count. The counts take turns run by run, so that a change in the
-    machine's speed during the scenario (seen here: ±30 % within a minute) hits them alike."""
+    """Files/s by worker count, with the workers' turns (``turns.py``) on, and off for the counts
+    of ``plan.scaling_turns_off``. Counts and settings take turns run by run (each off run next to
+    its on run), so that a change in the machine's speed during the scenario (seen here: ±30 %
+    within a minute) hits them alike."""
     files = stack.pool[: plan.scaling_files]
     name = f"Workers ({plan.scaling_files} files)"
-    flows: dict[int, list[FlowRun]] = {count: [] for count in plan.scaling_workers}
+    variants = {(count, True) for count in plan.scaling_workers}
+    variants |= {(count, False) for count in plan.scaling_turns_off}
+    flows: dict[tuple[int, bool], list[FlowRun]] = {
+        variant: [] for variant in sorted(variants, key=lambda v: (v[0], not v[1]))
+    }
     for _ in range(plan.runs):
-        for count in plan.scaling_workers:
-            settings = DaemonSettings(workers=count, queue_size=plan.queue_size)
-            flows[count].append(flow_run(stack, files, settings))
+        for (count, turns), runs_of in flows.items():
+            settings = DaemonSettings(workers=count, queue_size=plan.queue_size, worker_turns=turns)
+            runs_of.append(flow_run(stack, files, settings))
     rows: list[Row] = []
-    points: list[dict[str, float]] = []
-    for count, runs_of in flows.items():
+    points: dict[bool, list[dict[str, float]]] = {True: [], False: []}
+    for (count, turns), runs_of in flows.items():
         spread = Spread.of([f.files_per_s for f in runs_of])
         cpu = Spread.of([f.cpu_s_per_file for f in runs_of])
         switches = Spread.of([f.switches_per_file for f in runs_of])
-        rows.append(Row(name, f"{count} worker(s)", "files/s", spread))
-        points.append(
+        label = f"{count} worker(s)" + ("" if turns else ", turns off")
+        rows.append(Row(name, label, "files/s", spread))
+        if count in plan.scaling_turns_off:
+            label = f"{count} worker(s), turns {'on' if turns else 'off'}"
+            rows.append(Row(name, f"{label}: daemon CPU per file", "CPU-s", cpu))
+            rows.append(
+                Row(name, f"{label}: daemon thread switches per file", "switches", switches)
+            )
+        points[turns].append(
             {
                 "workers": count,
                 "median": spread.median,
@@ -872,26 +887,40 @@ def workers(stack: Stack, plan: Plan, log: Log) -> ScenarioResult:
             }
         )
         log(
-            f"  {count:2d} worker(s): {spread.median:.1f} files/s "
-            f"({spread.min:.1f}-{spread.max:.1f}), {cpu.median * 1000:.1f} ms CPU/file, "
-            f"{switches.median:.0f} thread switches/file"
+            f"  {count:2d} worker(s), turns {'on ' if turns else 'off'}: "
+            f"{spread.median:.1f} files/s ({spread.min:.1f}-{spread.max:.1f}), "
+            f"{cpu.median * 1000:.1f} ms CPU/file, {switches.median:.0f} thread switches/file"
         )
-    if 1 in flows and plan.workers in flows and plan.workers != 1:
-        pairs = zip(flows[plan.workers], flows[1], strict=True)  # runs made next to each other
-        ratios = [many.files_per_s / one.files_per_s for many, one in pairs]
-        rows.append(
-            Row(
-                name,
-                f"{plan.workers} workers / 1 worker",
-                "ratio",
-                Spread.of(ratios),
-                TARGET_SCALING,
-            )
-        )
-    runs = [f.summary() for runs_of in flows.values() for f in runs_of]
+    rows += _paired_ratios(name, flows, plan)
+    runs = [f.summary() | {"worker_turns": turns} for (_, turns), of in flows.items() for f in of]
     return ScenarioResult(
-        "workers", {"files": plan.scaling_files}, rows=rows, runs=runs, series={"points": points}
+        "workers",
+        {"files": plan.scaling_files, "turns_off": list(plan.scaling_turns_off)},
+        rows=rows,
+        runs=runs,
+        series={"points": points[True], "points_turns_off": points[False]},
     )
+
+
+def _paired_ratios(
+    name: str, flows: dict[tuple[int, bool], list[FlowRun]], plan: Plan
+) -> list[Row]:
+    """Files/s ratios of runs made next to each other: many workers to one (turns on), and turns
+    off to on at each count measured both ways."""
+    rows: list[Row] = []
+
+    def ratio(label: str, top: list[FlowRun], bottom: list[FlowRun], target: Target | None) -> None:
+        values = [a.files_per_s / b.files_per_s for a, b in zip(top, bottom, strict=True)]
+        rows.append(Row(name, label, "ratio", Spread.of(values), target))
+
+    if (1, True) in flows and (plan.workers, True) in flows and plan.workers != 1:
+        many, one = flows[plan.workers, True], flows[1, True]
+        ratio(f"{plan.workers} workers / 1 worker", many, one, TARGET_SCALING)
+    for count in plan.scaling_turns_off:
+        if (count, True) in flows:
+            off, on = flows[count, False], flows[count, True]
+            ratio(f"{count} worker(s): turns off / on", off, on, None)
+    return rows
 
 
 def scale_out(stack: Stack, plan: Plan, log: Log, single: Sequence[FlowRun] = ()) -> ScenarioResult:

@@ -343,6 +343,7 @@ class DaemonSettings:
     # answers at once), so librdkafka's default 500 ms would add ~250 ms to every message.
     fetch_wait_max_ms: int = 500
     profile: str = "production"  # see ``profile_overrides``
+    worker_turns: bool = IngestionOptions().worker_turns  # ``turns.py``; the production default
 
 
 def daemon_config(
@@ -368,8 +369,8 @@ def daemon_config(
             "dry_run": False,
             "max_offline_ingestors": settings.workers,
             "queue_size": settings.queue_size,
+            "worker_turns": settings.worker_turns,
             "schemas_directory": str(SCHEMAS_DIR),
-            "check_if_dataset_exists_by_pid": True,
             "check_if_dataset_exists_by_metadata": True,
             "check_if_dataset_exists_by_metadata_key": "job_id",
             "file_handling": {
@@ -419,9 +420,9 @@ PROFILES = ("production", "ess")
 
 def profile_overrides(config: dict[str, Any], profile: str) -> dict[str, Any]:
     """Switch a ``daemon_config`` to a profile, in place: ``production`` is the config as built
-    (stats, blake2b, hash and message side files, exists-check by pid and by metadata); ``ess`` is
-    the ESS ingestor's integration set-up: stats and blake2b, no side files, exists-check by pid
-    only (5 SciCat calls per file instead of 6)."""
+    (stats, blake2b, hash and message side files, the metadata search before the POST); ``ess`` is
+    the ESS ingestor's integration set-up: stats and blake2b, no side files, no metadata search
+    (2 SciCat calls per new file instead of 3)."""
     if profile == "ess":
         ingestion = config["ingestion"]
         ingestion["check_if_dataset_exists_by_metadata"] = False
@@ -497,14 +498,31 @@ class DaemonProcess:
                 process.wait()
         return process.returncode
 
-    def ingest_seconds(self) -> dict[str, float]:
-        """Per dataset pid, the pipeline's own duration from its one INFO line per file."""
+    def finished_files(self) -> list[FileLine]:
+        """Every file the daemon logged as created or existed, from its one INFO line per file."""
         text = self.output_file.read_text(errors="replace")
-        return {pid: float(seconds) for pid, seconds in _DONE_LINE.findall(text)}
+        return [FileLine(f, o, pid, float(s)) for f, o, pid, s in DONE_LINE.findall(text)]
+
+    def ingest_seconds(self) -> dict[str, float]:
+        """Per created dataset's pid, the pipeline's own duration (its log line)."""
+        return {d.pid: d.seconds for d in self.finished_files() if d.outcome == "created"}
 
 
-# The pipeline's one line per file: "<file>: created (job <id>, dataset <pid>) in 0.123 s".
-_DONE_LINE = re.compile(r": created \(job \S+, dataset (\S+)\) in ([0-9.]+) s")
+@dataclass(frozen=True)
+class FileLine:
+    """What the daemon's line for one finished file says."""
+
+    file: str
+    outcome: str
+    pid: str
+    seconds: float
+
+
+# The pipeline's one INFO line per file: "<file>: created, dataset <pid>, 0.123 s", then the log
+# context's facts the line does not state, e.g. " [job_id=...]".
+DONE_LINE = re.compile(
+    r"INFO - (.+): (created|existed), dataset (\S+), ([0-9.]+) s(?: \[[^]]*\])?$", re.MULTILINE
+)
 
 
 # ------------------------------------------------------------------------------------------------

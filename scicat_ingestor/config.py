@@ -164,6 +164,8 @@ class IngestionOptions:
     check_if_dataset_exists_by_pid: bool = True
     check_if_dataset_exists_by_metadata: bool = True
     check_if_dataset_exists_by_metadata_key: str = "job_id"
+    # (new) False: no metadata search when the pid is known before the POST (its 409 says it).
+    check_if_dataset_exists_by_metadata_when_pid_known: bool = True
     file_handling: FileHandlingOptions = field(default_factory=FileHandlingOptions)
     # (new) messages queued beyond the busy workers before partitions are paused (~2 KB each);
     # large enough that workers stay fed while consumption pauses and resumes.
@@ -183,6 +185,10 @@ class IngestionOptions:
     sample_proposal_id_path: str = "/entry/experiment_identifier"
     # (new) what announces finished files: Kafka ``wrdn`` messages, or watched directories.
     trigger: Literal["kafka", "watch"] = "kafka"
+    # (new) workers take turns running Python (turns.py); false: they interleave under the GIL.
+    worker_turns: bool = True
+    # (new) a turn held this long without a pause is logged (WARNING) with the holder's stack.
+    worker_turn_warn_seconds: PositiveSeconds = 0.25
 
 
 DEFAULT_WATCH_PATTERNS = ("*.nxs", "*.h5", "*.hdf", "*.hdf5", "*.nx5")

@@ -12,7 +12,7 @@ or on a dead-letter sink:
   (ingested, skipped, or dead-lettered *and the letter stored*). A crash re-delivers unfinished
   work; the pipeline's exists-check turns a re-delivered file into ``Existed``, not a second
   dataset.
-- **Retries** wait in a timer heap checked every loop turn: a file that is not readable yet
+- **Retries** wait in a timer heap checked every loop pass: a file that is not readable yet
   follows the upstream open-retry schedule and is then dead-lettered; a SciCat outage (including
   refused credentials) and a dead-letter sink outage are retried with capped exponential backoff
   for as long as they last; SciCat outages are never dead-lettered.
@@ -33,7 +33,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -71,12 +71,12 @@ class _Work:
     key: str
     job: Job
     messages: list[Record]
+    started: float  # the daemon's clock at the start, for the status page's seconds
     future: Future[None] | None = None
     file_failures: int = 0
     scicat_failures: int = 0
     abandoned: bool = False
     letter: _Letter | None = None  # set once the file was given up on
-    started: float = field(default_factory=time.monotonic)  # for the status page's seconds
 
     def partitions(self) -> set[TopicPartition]:
         return {record.tp for record in self.messages}
@@ -133,9 +133,16 @@ class Daemon:
         *,
         samples: Ingestor | None = None,
         recorder: StatusRecorder | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        executor: Executor | None = None,
+        poll_timeout: float = _POLL_TIMEOUT,
     ) -> None:
         """``samples``: ingests ``pl72`` run starts (``SampleJob``); None skips them.
-        ``recorder``: the status page's history of files and dead letters."""
+        ``recorder``: the status page's history of files and dead letters.
+        ``clock`` (monotonic seconds) times retries, commits and grace periods, ``executor`` runs
+        the attempts (shut down by ``run``; by default a pool of ``max_offline_ingestors``
+        threads) and ``poll_timeout`` is how long an idle loop pass waits for a message or a
+        finished attempt: tests swap them to drive the daemon without waiting on the wall clock."""
         ingestion = config.ingestion
         self._recorder = recorder or StatusRecorder()
         self._samples = samples
@@ -152,7 +159,9 @@ class Daemon:
         self._file_delays = file_retry_delays(ingestion.file_handling)
         self._grace = max(ingestion.drain_grace_period, 0.0)
         self._commit_interval = max(config.kafka.commit_interval, 0.0)
-        self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="ingest")
+        self._clock = clock
+        self._poll_timeout = poll_timeout
+        self._executor = executor or ThreadPoolExecutor(self._workers, thread_name_prefix="ingest")
         self._results: queue.SimpleQueue[tuple[_Work, Outcome]] = queue.SimpleQueue()
         self._tracker = OffsetTracker()
         self._work: dict[str, _Work] = {}
@@ -187,7 +196,7 @@ class Daemon:
         if self._stop.is_set():
             return
         self._stop_reason = reason
-        self._stop_deadline = time.monotonic() + self._grace
+        self._stop_deadline = self._clock() + self._grace
         self._stop.set()
 
     def run(self) -> int:
@@ -196,12 +205,12 @@ class Daemon:
             self._source.start(self)
             if self._config.ingestion.dry_run:
                 logger.warning("dry run: nothing is written to SciCat and no offset is committed")
-            next_commit = time.monotonic() + self._commit_interval
+            next_commit = self._clock() + self._commit_interval
             while not self._stop.is_set():
-                self._turn()
-                if time.monotonic() >= next_commit:
+                self._loop_once()
+                if self._clock() >= next_commit:
                     self._commit()
-                    next_commit = time.monotonic() + self._commit_interval
+                    next_commit = self._clock() + self._commit_interval
             logger.info("%s: stopping, draining up to %g s", self._stop_reason, self._grace)
             self._shutdown()
         except SourceError as exc:
@@ -215,8 +224,8 @@ class Daemon:
 
     # -- the loop -------------------------------------------------------------------------------
 
-    def _turn(self) -> None:
-        """One loop turn: start due retries, apply finished work and letters, flow control, poll."""
+    def _loop_once(self) -> None:
+        """One loop pass: start due retries, apply finished work and letters, flow control, poll."""
         self._dispatch_due_retries()
         self._pump()
         self._flow_control()
@@ -224,9 +233,9 @@ class Daemon:
             # Nothing is fetched while paused; poll(0) serves callbacks, then wait for workers.
             record = self._source.poll(0)
             if record is None:
-                self._apply_results(wait=_POLL_TIMEOUT)
+                self._apply_results(wait=self._poll_timeout)
         else:
-            record = self._source.poll(_POLL_TIMEOUT)
+            record = self._source.poll(self._poll_timeout)
         if record is not None:
             self._accept(record)
 
@@ -268,7 +277,7 @@ class Daemon:
             return
         kind = SampleJob if isinstance(message, RunStart) else Job
         job = kind(message.file_name, message.job_id, message.as_dict())
-        work = _Work(key, job, [record])
+        work = _Work(key, job, [record], self._clock())
         self._work[key] = work
         self.totals.peak_in_flight = max(self.totals.peak_in_flight, self._in_flight())
         self._submit(work)
@@ -333,7 +342,7 @@ class Daemon:
         else:
             metrics.FILES.labels(label).inc()
             self.totals.files[label] += 1
-            seconds = time.monotonic() - work.started
+            seconds = self._clock() - work.started
             self._recorder.file_finished(work.job.file_path, label, seconds, pid)
         del self._work[work.key]
         for record in work.messages:
@@ -378,10 +387,10 @@ class Daemon:
             self._config.ingestion.retry_initial_delay,
             self._config.ingestion.retry_max_delay,
         )
-        heapq.heappush(self._retries, (time.monotonic() + delay, next(self._sequence), letter))
+        heapq.heappush(self._retries, (self._clock() + delay, next(self._sequence), letter))
 
     def _sink_failed(self, error: str) -> None:
-        now = time.monotonic()
+        now = self._clock()
         if not self._sink_error or now - self._sink_error_logged >= _SINK_ERROR_LOG_INTERVAL:
             self._sink_error_logged = now
             logger.error(
@@ -452,10 +461,10 @@ class Daemon:
             outcome.cause,
             outcome.reason,
         )
-        heapq.heappush(self._retries, (time.monotonic() + delay, next(self._sequence), work))
+        heapq.heappush(self._retries, (self._clock() + delay, next(self._sequence), work))
 
     def _dispatch_due_retries(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         while self._retries and self._retries[0][0] <= now:
             _, _, item = heapq.heappop(self._retries)
             if isinstance(item, _Letter):
@@ -469,7 +478,7 @@ class Daemon:
         self._retry_now(lambda item: isinstance(item, _Work) and item.scicat_failures > 0)
 
     def _retry_now(self, which: Callable[[_Work | _Letter], bool]) -> None:
-        now = time.monotonic()
+        now = self._clock()
         self._retries = [
             (now if which(item) else due, seq, item) for due, seq, item in self._retries
         ]
@@ -545,15 +554,15 @@ class Daemon:
         revoked = set(partitions)
         logger.info("revoking %s", _names(partitions))
         waiting = self._release(revoked, cancel_running=False)
-        deadline = time.monotonic() + self._grace
+        deadline = self._clock() + self._grace
         # Wait for attempts still running and letters handed to a sink (a finished or
         # retry-waiting one has neither a future nor an unanswered letter).
         while any(w.future is not None and not w.abandoned for w in waiting) or any(
             letter.sending and letter.messages()[0].tp in revoked for letter in self._letters
         ):
-            if time.monotonic() >= min(deadline, self._stop_deadline):
+            if self._clock() >= min(deadline, self._stop_deadline):
                 break
-            self._pump(wait=_POLL_TIMEOUT)
+            self._pump(wait=self._poll_timeout)
         self._commit(only=revoked)
         self._release(revoked, cancel_running=True)
         self._forget(revoked)
@@ -611,10 +620,10 @@ class Daemon:
         self._retries.clear()
         if not self._source.paused:
             self._set_paused(True, self._in_flight())
-        started = time.monotonic()
-        while (self._work or self._letters) and time.monotonic() < self._stop_deadline:
+        started = self._clock()
+        while (self._work or self._letters) and self._clock() < self._stop_deadline:
             if self._source.poll(0) is None:  # keeps the membership; partitions are paused
-                self._pump(wait=_POLL_TIMEOUT)
+                self._pump(wait=self._poll_timeout)
             else:
                 self._pump()
         left = list(self._work.values())
@@ -625,7 +634,7 @@ class Daemon:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._commit()
         self._source.close()
-        self._commit_finished_log(time.monotonic() - started, len(left))
+        self._commit_finished_log(self._clock() - started, len(left))
 
     def _commit_finished_log(self, drained_in: float, left: int) -> None:
         totals = self.totals

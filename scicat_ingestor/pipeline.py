@@ -6,8 +6,10 @@ Retrying (when and how often) is the caller's business: the daemon and ``command
 Once the dataset and its origdatablock exist, the thumbnail and the schema's SciCat jobs
 (``scicat_jobs``) follow; neither can change the outcome.
 
-Compared with the ESS ingestor: an existing dataset is detected *before* the file is hashed (a
-redelivered message costs two GETs, not a full read of the file); an existing dataset without an
+Compared with the ESS ingestor: a dataset whose pid is known is POSTed first, without a GET by
+pid, and a 409 means it exists; the file is hashed only after a 201 (a redelivered message costs
+two requests, not a full read of the file); the metadata search can be skipped when the pid is
+known (``check_if_dataset_exists_by_metadata_when_pid_known``); an existing dataset without an
 origdatablock gets one (upstream left it without, forever); the origdatablock points to the pid
 SciCat returned; dry runs write nothing; one file is never ingested twice at the same time.
 """
@@ -227,38 +229,49 @@ class Pipeline:
         payload = dict(draft.payload)
         if payload.get("pid"):
             update_context(dataset_pid=str(payload["pid"]))
-        existing = self._existing_pid(payload)
-        if existing is not None:
-            outcome = self._ensure_datablock(existing, payload, nexus, real)
-            return self._finish(outcome, planned, real)
-        entries = self._file_list(nexus, real, payload)
+        if self._dry_run:
+            return self._finish(self._dry_run_outcome(payload, nexus, real), planned, real)
+        found = self._found_by_metadata(payload)
+        if found is not None:
+            return self._finish(self._ensure_datablock(found, payload, nexus, real), planned, real)
+        self._check_listable(nexus, payload)
         # SciCat counts the origdatablocks into the dataset: 4.5 sets the sum of its blocks, 5
         # adds each block on top of what the dataset was created with (sent: doubled).
         payload["size"] = payload["numberOfFiles"] = 0
-        if self._dry_run:
-            logger.debug(
-                "Dry run: would create dataset %s, then its origdatablock of %d file(s), %d bytes",
-                payload.get("pid"),
-                len(entries),
-                _total_size(entries),
-            )
-            return self._finish(DryRun(str(payload.get("pid") or "")), planned, real)
         try:
             created = self._client.create_dataset(payload)
         except SciCatConflict:
             pid = str(payload.get("pid") or "")
             if not pid:
                 raise
-            logger.info("Dataset %s was created meanwhile (409)", pid)
+            # the pid is the file version's: a redelivery (or a racing attempt) created it
+            logger.debug("Dataset %s exists (SciCat answered its POST 409)", pid)
             outcome = self._ensure_datablock(pid, payload, nexus, real)
             return self._finish(outcome, planned, real)
         pid = str(created.get("pid") or payload.get("pid") or "")
         if not pid:
             raise Refused(f"{nexus}: SciCat created the dataset but returned no pid")
         update_context(dataset_pid=pid)
+        # hashed only now: a redelivered file ends at the 409 above without a read of its data
+        entries = self._file_list(nexus, real, payload)
         block = self._client.create_origdatablock(self._datablock(pid, payload, entries))
         created_outcome = Created(pid, str(block.get("_id") or block.get("id") or ""))
         return self._finish(created_outcome, planned, real)
+
+    def _dry_run_outcome(self, payload: Mapping[str, Any], nexus: Path, real: Path) -> Outcome:
+        """What a real run would do, found out by reading only: GET by pid, then the search."""
+        existing = self._existing_pid(payload)
+        if existing is not None:
+            return self._ensure_datablock(existing, payload, nexus, real)
+        self._check_listable(nexus, payload)
+        entries = self._file_list(nexus, real, payload)
+        logger.debug(
+            "Dry run: would create dataset %s, then its origdatablock of %d file(s), %d bytes",
+            payload.get("pid"),
+            len(entries),
+            _total_size(entries),
+        )
+        return DryRun(str(payload.get("pid") or ""))
 
     # ----------------------------------------------------------------------------------------
 
@@ -286,23 +299,51 @@ class Pipeline:
         return dataclasses.replace(schema, sample_attachment=lookup)
 
     def _existing_pid(self, payload: Mapping[str, Any]) -> str | None:
-        """The pid of this dataset if SciCat has it already (by pid, then by metadata key)."""
+        """The pid of this dataset if SciCat has it already, asked without writing (a dry run):
+        by pid, then by metadata key."""
+        pid = str(payload.get("pid") or "")
+        by_pid = pid and self._config.ingestion.check_if_dataset_exists_by_pid
+        if by_pid and self._client.get_dataset(pid) is not None:
+            return pid
+        return self._found_by_metadata(payload)
+
+    def _found_by_metadata(self, payload: Mapping[str, Any]) -> str | None:
+        """The pid of a dataset with this file's ``scientificMetadata.<key>.value``, if the search
+        is configured and adds something: it finds datasets another tool created, or ones whose
+        pid SciCat assigned. A pid of our own would meet 409 on its POST anyway, so
+        ``check_if_dataset_exists_by_metadata_when_pid_known: false`` skips the search then
+        (it scans SciCat's datasets: no index behind it)."""
         ingestion = self._config.ingestion
-        pid = payload.get("pid")
-        by_pid = ingestion.check_if_dataset_exists_by_pid and pid
-        if by_pid and self._client.get_dataset(str(pid)) is not None:
-            return str(pid)
-        if ingestion.check_if_dataset_exists_by_metadata:
-            key = ingestion.check_if_dataset_exists_by_metadata_key
-            item = (payload.get("scientificMetadata") or {}).get(key)
-            value = item.get("value") if isinstance(item, Mapping) else None
-            if value is not None:
-                found = self._client.find_datasets({f"scientificMetadata.{key}.value": value})
-                # upstream took any 200, even [], as "exists"
-                found_pid = found[0].get("pid") if found else None
-                if found_pid:
-                    return str(found_pid)
-        return None
+        if not ingestion.check_if_dataset_exists_by_metadata:
+            return None
+        if payload.get("pid") and not ingestion.check_if_dataset_exists_by_metadata_when_pid_known:
+            return None
+        key = ingestion.check_if_dataset_exists_by_metadata_key
+        item = (payload.get("scientificMetadata") or {}).get(key)
+        value = item.get("value") if isinstance(item, Mapping) else None
+        if value is None:
+            return None
+        where = {f"scientificMetadata.{key}.value": value}
+        found = self._client.find_datasets(where, fields=("pid",), limit=1)
+        # upstream took any 200, even [], as "exists"
+        found_pid = found[0].get("pid") if found else None
+        return str(found_pid) if found_pid else None
+
+    def _check_listable(self, nexus: Path, payload: Mapping[str, Any]) -> None:
+        """Refuse, before the dataset is created, a file list SciCat could not take (a listed
+        file outside ``sourceFolder``): checked on the paths alone, without reading the file."""
+        fh = self._fh
+        paths = [Path(os.path.abspath(nexus))]
+        if fh.save_file_hash and fh.compute_file_hash:
+            # where ``ingestor_directory`` puts the hash file, named but not created (yet)
+            side = Path(os.path.normpath(nexus.parent / fh.ingestor_files_directory))
+            name = f"{nexus.stem}.{fh.hash_file_extension.lstrip('.')}"
+            paths.append(Path(os.path.abspath(side)) / name)
+        entries = [FileEntry(p.as_posix(), None, "", None, None, None, None) for p in paths]
+        try:
+            relative_to_source_folder(entries, str(payload.get("sourceFolder")), fh.file_path_type)
+        except ValueError as err:
+            raise Refused(f"{nexus}: {err}") from err
 
     def _ensure_datablock(
         self, pid: str, payload: Mapping[str, Any], nexus: Path, real: Path

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +38,11 @@ from scicat_ingestor.testing.filewriter import WrittenFile, wrdn_message
 pytestmark = [pytest.mark.integration, pytest.mark.broker]  # kit uses kafka_broker
 
 
+# A bound of 32 files in flight (4 workers + 28 queued): enough pauses at 100 files, and fewer of
+# them; each resume costs ~0.8 s before Tansu's next fetch arrives.
+WIDE = {"ingestion.queue_size": 28}
+
+
 @pytest.fixture
 def kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Kit]:
     made = make_kit(request, tmp_path)
@@ -50,14 +54,14 @@ def kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Kit]:
 
 def test_every_file_ingested_once_and_offsets_committed_to_the_end(kit: Kit) -> None:
     topic = kit.make_topic(4)
-    config = kit.config(topic)
+    config = kit.config(topic, overrides=WIDE)
     writer = kit.writer(topic)
-    files = writer.write(200)
+    files = writer.write(100)  # 25 a partition, more than the bound of 32
     announce_round_robin(writer, files, 4)
     running = kit.start(config)
 
-    wait_until(lambda: len(kit.standin.origdatablocks) >= 200, "200 origdatablocks")
-    kit.wait_committed(config.kafka.group_id, topic, [50] * 4)
+    wait_until(lambda: len(kit.standin.origdatablocks) >= 100, "100 origdatablocks")
+    kit.wait_committed(config.kafka.group_id, topic, [25] * 4)
     assert running.stop() == 0
     kit.assert_each_file_once(files)
     assert kit.dead_letters() == []
@@ -146,7 +150,7 @@ def test_poison_is_dead_lettered_and_everything_else_ingested(kit: Kit) -> None:
 
 def test_scicat_outage_pauses_intake_and_loses_nothing(kit: Kit) -> None:
     topic = kit.make_topic(2)
-    config = kit.config(topic, overrides={"scicat.timeout": 1})
+    config = kit.config(topic, overrides={"scicat.timeout": 1, **WIDE})
     writer = kit.writer(topic)
     files = writer.write(60)
     announce_round_robin(writer, files, 2)
@@ -208,7 +212,7 @@ def test_a_letter_on_a_full_disk_holds_its_offset_until_a_restart_stores_it(kit:
     detail = body["checks"]["dead_letters"]["detail"]
     assert "ingestion.dead_letter.file: /dev/full: No space left on device" in detail
     assert running.state.snapshot().paused
-    time.sleep(1.0)  # several commit intervals: the commit stays before the unstored letter
+    running.commits_pass(3)  # the commit stays before the unstored letter
     assert kit.committed(group, topic, 1) == [0]
     assert running.stop() == 0  # it stayed up
     assert running.daemon.totals.letter_failures >= 2  # retried
@@ -244,7 +248,7 @@ def test_a_letter_waits_while_the_dead_letter_broker_refuses_writes(
         "ingestion.dead_letter.topic: topic dead-letters: "
         in (body["checks"]["dead_letters"]["detail"])
     )
-    time.sleep(1.0)
+    running.commits_pass(3)
     assert kit.committed(group, topic, 1) == [0]
 
     spare_broker.start()

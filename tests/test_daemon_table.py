@@ -3,6 +3,11 @@
 Each row: messages per partition, a script of events (rebalances, SciCat and sink outages, stop),
 and what must come out: the committed offsets, the stored dead letters and the file outcomes.
 A step waits for something the daemon must do (and fails the row if it does not happen).
+
+The daemon runs on a ``FakeClock``: each loop pass (one ``poll``) takes ``PASS`` seconds of it,
+and a step moves it further where a row needs a grace period or a long retry delay to pass
+(``time_passes``, ``Harness.stop``); no row waits on the wall clock. Rows whose files never hold
+an attempt run them inline.
 """
 
 from __future__ import annotations
@@ -12,23 +17,29 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pytest
 from streaming_data_types import serialise_f144
 
+from helpers.controls import FakeClock, InlineExecutor
 from scicat_ingestor.config import IngestorConfig, build
 from scicat_ingestor.daemon import Daemon
 from scicat_ingestor.deadletter import DeadLetter, DeadLetters, Done
 from scicat_ingestor.outcome import Created, DryRun, Outcome, Permanent, Transient
 from scicat_ingestor.pipeline import Job
+from scicat_ingestor.source import Record
 from scicat_ingestor.state import ServiceState
 from scicat_ingestor.testing.fake_source import FakeSource
 from scicat_ingestor.testing.filewriter import run_start_message, wrdn_message
 
-WAIT = 10.0
-GRACE = 0.3
+WAIT = 10.0  # wall-clock seconds a step may wait for the daemon
+GRACE = 60.0  # fake seconds: passes only when a row says so (``time_passes``, ``stop``)
+PASS = 0.1  # fake seconds per loop pass (an idle poll's timeout, as in production)
+IDLE_WAIT = 0.002  # wall-clock seconds an idle loop pass waits for a message or an attempt
+COMMIT_INTERVAL = 0.05  # fake seconds
 POISON = b"\x80\x81 not a flatbuffer"
 SKIP = serialise_f144("temperature", 21.5, 0)
 
@@ -112,14 +123,29 @@ class SwitchableSink:
 # -- the harness --------------------------------------------------------------------------------
 
 
+class PassingSource(FakeSource):
+    """``FakeSource`` whose every ``poll`` (one daemon loop pass) moves the clock by ``PASS``."""
+
+    def __init__(self, clock: FakeClock, partitions: int) -> None:
+        super().__init__(partitions=partitions)
+        self.clock = clock
+        self.passes = 0
+
+    def poll(self, timeout: float) -> Record | None:
+        self.passes += 1
+        self.clock.advance(PASS)
+        return super().poll(timeout)
+
+
 @dataclass
 class Harness:
-    source: FakeSource
+    source: PassingSource
     ingestor: ScriptedIngestor
     sink: SwitchableSink
     state: ServiceState
     daemon: Daemon
     thread: threading.Thread
+    clock: FakeClock
     code: list[int] = field(default_factory=list)
 
     def wait(self, condition: Callable[[], bool], what: str) -> None:
@@ -127,13 +153,23 @@ class Harness:
         while not condition():
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting for {what}")
-            time.sleep(0.005)
+            time.sleep(0.001)
+
+    def passes_go_by(self, count: int) -> None:
+        """Wait until the daemon made ``count`` more loop passes."""
+        target = self.source.passes + count
+        self.wait(lambda: self.source.passes >= target, f"{count} loop passes")
 
     def committed(self) -> dict[int, int]:
         return {tp.partition: o for tp, o in self.source.committed.items()}
 
     def stop(self) -> None:
+        """Request the stop, let the drain apply what finished, then let its grace period pass:
+        what still runs is left."""
         self.daemon.request_stop("row over")
+        target = self.source.passes + 2
+        self.wait(lambda: self.source.passes >= target or not self.thread.is_alive(), "a drain")
+        self.clock.advance(GRACE)
         self.thread.join(WAIT)
         assert not self.thread.is_alive(), "daemon did not stop"
 
@@ -181,6 +217,21 @@ def rebalanced(h: Harness) -> None:
     h.wait(h.source.rebalanced, "the rebalance handled")
 
 
+def time_passes(seconds: float, until: Callable[[Harness], bool], what: str) -> Step:
+    """The clock moves on by ``seconds`` at a time until ``until`` holds: a deadline the daemon
+    sets after the first move is passed by the next (no loop pass runs during a rebalance
+    callback, so its grace period needs this)."""
+
+    def step(h: Harness) -> None:
+        def moved_on() -> bool:
+            h.clock.advance(seconds)
+            return until(h)
+
+        h.wait(moved_on, what)
+
+    return step
+
+
 def scicat(cause: Literal["", "scicat", "scicat-auth"]) -> Step:
     def step(h: Harness) -> None:
         h.ingestor.scicat = cause
@@ -209,11 +260,11 @@ def retried(cause: str, times: int) -> Step:
 
 
 def commits_held(expected: dict[int, int]) -> Step:
-    """The committed offsets reach ``expected`` and stay there for a while."""
+    """The committed offsets reach ``expected`` and stay there for ten commit intervals."""
 
     def step(h: Harness) -> None:
         h.wait(lambda: h.committed() == expected, f"commits {expected}")
-        time.sleep(0.3)
+        h.passes_go_by(round(10 * COMMIT_INTERVAL / PASS) + 1)
         assert h.committed() == expected
 
     return step
@@ -376,7 +427,7 @@ ROWS = [
             called("b", 1),
             running("a"),
             revoke(0),
-            rebalanced,
+            time_passes(GRACE, lambda h: h.source.rebalanced(), "the grace period over"),
             commits_held({0: 0}),
             release("a"),
             assign(0),
@@ -389,11 +440,18 @@ ROWS = [
         {0: 1},
         plans={"a": "not-ready-2"},
         config={
-            "file_handling": {"data_file_open_max_tries": 3, "data_file_open_retry_delay": [1.0]}
+            "file_handling": {"data_file_open_max_tries": 3, "data_file_open_retry_delay": [600.0]}
         },
         files={"created": 1},
         calls={"a": 3},
-        steps=[called("a", 1), revoke(0), rebalanced, commits_held({0: 0}), assign(0)],
+        steps=[
+            called("a", 1),
+            revoke(0),
+            rebalanced,
+            commits_held({0: 0}),
+            assign(0),
+            time_passes(600.0, lambda h: h.ingestor.calls["a"] >= 3, "the retry delay over"),
+        ],
     ),
     Row(
         "lost: running work is dropped without a commit and redelivered",
@@ -516,14 +574,14 @@ ROWS = [
 
 
 def settled(h: Harness) -> bool:
-    """Everything read and finished, and still so a few loop turns later."""
+    """Everything read and finished, and still so a few loop passes later."""
 
     def quiet() -> bool:
         return h.source.rebalanced() and h.source.drained() and h.state.snapshot().in_flight == 0
 
     if not quiet():
         return False
-    time.sleep(0.25)  # > two loop turns: the in-flight gauge is updated once per turn
+    h.passes_go_by(3)  # the in-flight gauge is updated once per pass
     return quiet()
 
 
@@ -540,10 +598,11 @@ def harness(row: Row) -> Harness:
     }
     config = build(
         IngestorConfig,
-        {"kafka": {"topics": ["wrdn"], "commit_interval": 0.05}, "ingestion": ingestion},
+        {"kafka": {"topics": ["wrdn"], "commit_interval": COMMIT_INTERVAL}, "ingestion": ingestion},
         "row",
     )
-    source = FakeSource(partitions=row.partitions)
+    clock = FakeClock()
+    source = PassingSource(clock, row.partitions)
     for partition, value in row.messages:
         source.produce(partition, value)
     ingestor = ScriptedIngestor(dict(row.plans), row.dry_run)
@@ -552,10 +611,22 @@ def harness(row: Row) -> Harness:
     letters.down = row.sink_down
     state = ServiceState()
     samples = ingestor if row.sample_ingestion else None
-    daemon = Daemon(config, ingestor, DeadLetters([letters]), source, state, samples=samples)
+    holds = any(plan.startswith("hold") for plan in row.plans.values())
+    executor: Executor = ThreadPoolExecutor(2, "row") if holds else InlineExecutor()
+    daemon = Daemon(
+        config,
+        ingestor,
+        DeadLetters([letters]),
+        source,
+        state,
+        samples=samples,
+        clock=clock,
+        executor=executor,
+        poll_timeout=IDLE_WAIT,
+    )
     code: list[int] = []
     thread = threading.Thread(target=lambda: code.append(daemon.run()), name="daemon-row")
-    return Harness(source, ingestor, letters, state, daemon, thread, code)
+    return Harness(source, ingestor, letters, state, daemon, thread, clock, code)
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[row.name for row in ROWS])
@@ -620,8 +691,9 @@ def test_the_source_hears_each_file_end_only_once_its_letter_is_stored() -> None
         sink_failing(h)
         h.wait(lambda: len(h.source.finished_records) == 1, "a finished")
         assert [(r.offset, label) for r, label in h.source.finished_records] == [(0, "created")]
-        time.sleep(0.2)  # letter retries keep failing: b's end is not heard
-        assert len(h.source.finished_records) == 1
+        failures = h.daemon.totals.letter_failures
+        h.wait(lambda: h.daemon.totals.letter_failures >= failures + 3, "3 more letter failures")
+        assert len(h.source.finished_records) == 1  # b's end is not heard meanwhile
         h.sink.down = False
         h.wait(lambda: len(h.source.finished_records) == 2, "the letter stored")
     finally:

@@ -6,11 +6,13 @@ import base64
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from helpers.wait import wait_until
 from scicat_ingestor.config import IngestorConfig, KafkaOptions, build
 from scicat_ingestor.deadletter import (
     DeadLetter,
@@ -74,12 +76,35 @@ def test_a_full_disk_is_reported_not_stored_naming_the_key() -> None:
     assert error == "ingestion.dead_letter.file: /dev/full: No space left on device"
 
 
+class ObservedSink:
+    """A ``FileSink`` whose answers (given on its writer thread) the test can wait for."""
+
+    def __init__(self, path: Path) -> None:
+        self.inner = FileSink(str(path))
+        self.name, self.label = self.inner.name, self.inner.label
+        self.answered = threading.Event()
+
+    def write(self, letter: DeadLetter, done: Done) -> None:
+        def observed(error: str | None) -> None:
+            done(error)
+            self.answered.set()
+
+        self.inner.write(letter, observed)
+
+    def poll(self) -> None:
+        self.inner.poll()
+
+    def close(self, timeout: float) -> None:
+        self.inner.close(timeout)
+
+
 def test_send_never_blocks_and_answers_only_in_poll(tmp_path: Path) -> None:
-    sinks = DeadLetters([FileSink(str(tmp_path / "dead.jsonl"))])
+    sink = ObservedSink(tmp_path / "dead.jsonl")
+    sinks = DeadLetters([sink])
     answers: list[str | None] = []
     sinks.send(letter(), answers.append)
-    time.sleep(0.2)  # the writer thread is done by now; the answer still waits for poll()
-    assert answers == []
+    assert sink.answered.wait(10)  # the writer thread stored it and answered
+    assert answers == []  # the answer waits for poll()
     sinks.poll()
     assert answers == [None]
 
@@ -152,14 +177,17 @@ def test_an_unreachable_kafka_sink_reports_the_letter_not_stored_without_blockin
     started = time.monotonic()
     sinks.send(letter(), answers.append)
     assert time.monotonic() - started < 0.1
-    deadline = time.monotonic() + 10
-    while not answers and time.monotonic() < deadline:
-        sinks.poll()
-        time.sleep(0.02)
+    wait_until(lambda: polled(sinks, answers), "the sink's failure", timeout=10)
     (error,) = answers
     assert error is not None
     assert error.startswith("ingestion.dead_letter.topic: topic dead: ")
     sinks.close(0.1)
+
+
+def polled(sinks: DeadLetters, answers: list[str | None]) -> bool:
+    """Serve the sinks' answers; True once one arrived."""
+    sinks.poll()
+    return bool(answers)
 
 
 class SilentSink:
@@ -182,11 +210,12 @@ def test_a_sink_that_never_answers_is_reported_failing_after_the_timeout() -> No
     silent = SilentSink()
     sinks = DeadLetters([silent], answer_timeout=0.2)
     answers: list[str | None] = []
+    sent = time.monotonic()
     sinks.send(letter(), answers.append)
     sinks.poll()
     assert answers == []
-    time.sleep(0.25)
-    sinks.poll()
+    wait_until(lambda: polled(sinks, answers), "the timeout reported", timeout=10)
+    assert time.monotonic() - sent >= 0.2  # not before the answer timeout
     assert answers == ["test.silent: no answer within 0.2 s"]
     silent.late(None)  # the hung write finishes after all: ignored, the caller already retries
     sinks.poll()

@@ -89,6 +89,24 @@ def test_second_run_finds_it_and_creates_nothing(
 
 
 @pytest.mark.integration
+def test_redelivered_file_meets_409_before_its_data_is_read(
+    make_pipeline: MakePipeline, coda: Path, scicat_standin: SciCatStandIn
+) -> None:
+    """POST first: the checksum is computed only after a 201, so a redelivery reads no data."""
+
+    def hashed() -> float:
+        return REGISTRY.get_sample_value("scicat_ingestor_bytes_hashed_total") or 0.0
+
+    ingestion = {"check_if_dataset_exists_by_metadata_when_pid_known": False}
+    pipeline = make_pipeline(ingestion=ingestion)
+    assert isinstance(ingest(pipeline, coda), Created)
+    before = hashed()
+    assert ingest(pipeline, coda) == Existed(PID)
+    assert hashed() == before
+    assert scicat_standin.stats()["requests"]["POST /datasets 409"] == 1
+
+
+@pytest.mark.integration
 def test_metadata_check_needs_a_non_empty_answer(
     make_pipeline: MakePipeline, coda: Path, scicat_standin: SciCatStandIn
 ) -> None:
@@ -392,12 +410,15 @@ def test_message_file_is_a_json_object(make_pipeline: MakePipeline, coda: Path) 
 
 @pytest.mark.integration
 def test_source_folder_not_containing_the_files_is_permanent(
-    make_pipeline: MakePipeline, coda: Path, tmp_path: Path
+    make_pipeline: MakePipeline, coda: Path, tmp_path: Path, scicat_standin: SciCatStandIn
 ) -> None:
     side = tmp_path / "side"
     outcome = ingest(make_pipeline(file_handling={"ingestor_files_directory": str(side)}), coda)
     assert isinstance(outcome, Permanent)
     assert f"{side}/small-coda.b2b is not inside sourceFolder" in outcome.reason
+    # refused before the dataset's POST, not left in SciCat without its files
+    assert scicat_standin.datasets == {}
+    assert not side.exists()
 
 
 def test_unsupported_hash_algorithm_is_a_config_error(

@@ -481,6 +481,35 @@ def test_requests_are_timed_by_endpoint_and_status(client: SciCatClient) -> None
     assert count() - before == 1
 
 
+def test_requests_are_counted_by_method_route_and_status(client: SciCatClient) -> None:
+    """``scicat_ingestor_scicat_requests_total``: the route template, never the pid."""
+
+    def counted(method: str, endpoint: str, status: str) -> float:
+        labels = {"method": method, "endpoint": endpoint, "status": status}
+        return REGISTRY.get_sample_value("scicat_ingestor_scicat_requests_total", labels) or 0.0
+
+    expected = [
+        ("GET", "datasets/{pid}", "404"),
+        ("POST", "datasets", "201"),
+        ("POST", "datasets", "409"),
+        ("GET", "datasets/{pid}/origdatablocks", "200"),
+    ]
+    before = [counted(*labels) for labels in expected]
+    client.get_dataset(DATASET["pid"])
+    client.create_dataset(DATASET)
+    with pytest.raises(SciCatConflict):
+        client.create_dataset(DATASET)
+    client.origdatablocks_of(DATASET["pid"])
+    assert [counted(*labels) - b for labels, b in zip(expected, before, strict=True)] == [1] * 4
+    endpoints = {
+        sample.labels["endpoint"]
+        for metric in REGISTRY.collect()
+        for sample in metric.samples
+        if sample.name == "scicat_ingestor_scicat_requests_total"
+    }
+    assert not any("20.500" in endpoint for endpoint in endpoints)
+
+
 @pytest.fixture
 def echo_server() -> Iterator[str]:
     for port in serving(EchoHandler):

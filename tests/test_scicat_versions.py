@@ -11,6 +11,7 @@ test_samples.py, test_thumbnail_pipeline.py). Each outage test prints its resume
 from __future__ import annotations
 
 import time
+import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,16 @@ def assert_ingested_once(kit: LiveKit, files: list[WrittenFile]) -> None:
         assert len(standin.attachments.get(pid, [])) == 1, pid
 
 
+def auth_retries(port: int) -> float:
+    """The daemon's ``scicat_ingestor_retries_total{cause="scicat-auth"}`` (its /metrics)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    for line in text.splitlines():
+        if line.startswith('scicat_ingestor_retries_total{cause="scicat-auth"} '):
+            return float(line.split()[-1])
+    return 0.0
+
+
 def outage_then_fix(
     kit: LiveKit, writer: FakeFileWriter, port: int, fix: Callable[[], None], what: str
 ) -> WrittenFile:
@@ -89,7 +100,7 @@ def outage_then_fix(
     wait_until(
         lambda: not ready_body(port)["checks"]["scicat_credentials"]["ok"], "the auth outage"
     )
-    time.sleep(1.0)  # retries of both
+    wait_until(lambda: auth_retries(port) >= 2, "retries of both")
     assert ready_body(port)["ready"] is False
     assert kit.dead_letters() == []
     assert kit.standin.datasets == {}

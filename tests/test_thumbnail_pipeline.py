@@ -6,28 +6,24 @@ import base64
 import io
 import logging
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
 
+from helpers.pipeline import PID, MakePipeline, ingest
 from helpers.versions import VERSIONS
-from scicat_ingestor.config import IngestorConfig, SciCatOptions, build
+from scicat_ingestor.config import SciCatOptions
 from scicat_ingestor.ops.metrics import REGISTRY
 from scicat_ingestor.outcome import Created, Existed, Outcome
-from scicat_ingestor.pipeline import Job, Pipeline
-from scicat_ingestor.schema.loader import load_schemas
+from scicat_ingestor.pipeline import Pipeline
 from scicat_ingestor.scicat import SciCatClient
 from scicat_ingestor.testing.nexus_plots import write_plot_file
 from scicat_ingestor.testing.scicat import SciCatStandIn
 
-PID = "20.500.12269/f22acb1c-950b-11ef-a3ef-fa163e9aae0a"  # small-coda.hdf's job id
-
 pytestmark = pytest.mark.integration
-
-MakePipeline = Callable[..., Pipeline]
 
 
 @pytest.fixture
@@ -45,48 +41,13 @@ def coda_with(tmp_path: Path, data_dir: Path) -> Callable[[str | None], Path]:
     return make
 
 
-@pytest.fixture
-def make_pipeline(
-    tmp_path: Path, data_dir: Path, scicat_standin: SciCatStandIn
-) -> Iterator[MakePipeline]:
-    """``make_pipeline(enabled=True, scicat={...}, client=SciCatClient, **thumbnail_keys)`` → a
-    Pipeline against the stand-in."""
-    schemas = tmp_path / "schemas"
-    schemas.mkdir()
-    shutil.copy(data_dir / "schemas" / "small-coda.imsc.yml", schemas)
-    clients: list[SciCatClient] = []
-
-    def make(
-        enabled: bool = True,
-        scicat: dict[str, Any] | None = None,
-        client: Callable[[SciCatOptions], SciCatClient] = SciCatClient,
-        **thumbnail: Any,
-    ) -> Pipeline:
-        data = {
-            "scicat": {
-                "host": scicat_standin.url,
-                "token": scicat_standin.token,
-                "timeout": 2,
-                "api_version": 3,  # the faults below are on v3's route
-                **(scicat or {}),
-            },
-            "ingestion": {
-                "schemas_directory": str(schemas),
-                "file_handling": {"data_directory": str(tmp_path / "data")},
-                "thumbnail": {"enabled": enabled, **thumbnail},
-            },
-        }
-        config = build(IngestorConfig, data, "test")
-        clients.append(client(config.scicat))
-        return Pipeline(config, load_schemas(schemas), clients[-1])
-
-    yield make
-    for client in clients:
-        client.close()
+def thumbnails(enabled: bool = True, **keys: Any) -> dict[str, Any]:
+    """The ``ingestion`` section of ``make_pipeline`` with ``ingestion.thumbnail`` set."""
+    return {"thumbnail": {"enabled": enabled, **keys}}
 
 
 def _ingest(pipeline: Pipeline, path: Path) -> Outcome:
-    return pipeline.ingest(Job(str(path), job_id="job-1"))
+    return ingest(pipeline, path, job_id="job-1")
 
 
 def _count(result: str) -> float:
@@ -105,7 +66,7 @@ def test_attached_once_with_caption_groups_and_png(
 ) -> None:
     path = coda_with("image_2d")
     attached = _count("attached")
-    assert isinstance(_ingest(make_pipeline(), path), Created)
+    assert isinstance(_ingest(make_pipeline(ingestion=thumbnails()), path), Created)
     [attachment] = scicat_standin.attachments[PID]  # validated against CreateAttachmentV3Dto
     dataset = scicat_standin.datasets[PID]
     assert attachment["caption"] == "data vs y and x"
@@ -120,7 +81,7 @@ def test_attached_once_with_caption_groups_and_png(
 
     # redelivered: the dataset exists and has its picture → no second attachment
     exists = _count("exists")
-    assert isinstance(_ingest(make_pipeline(), path), Existed)
+    assert isinstance(_ingest(make_pipeline(ingestion=thumbnails()), path), Existed)
     assert len(scicat_standin.attachments[PID]) == 1
     assert _count("exists") == exists + 1
 
@@ -131,9 +92,9 @@ def test_existing_dataset_without_picture_gets_one(
     scicat_standin: SciCatStandIn,
 ) -> None:
     path = coda_with("line_1d")
-    assert isinstance(_ingest(make_pipeline(enabled=False), path), Created)
+    assert isinstance(_ingest(make_pipeline(ingestion=thumbnails(enabled=False)), path), Created)
     assert _attachment_requests(scicat_standin) == 0  # off: not even a GET
-    assert isinstance(_ingest(make_pipeline(), path), Existed)
+    assert isinstance(_ingest(make_pipeline(ingestion=thumbnails()), path), Existed)
     [attachment] = scicat_standin.attachments[PID]
     assert attachment["caption"] == "counts vs tof"
 
@@ -147,7 +108,7 @@ def test_a_file_without_plot_is_created_with_a_warning(
     path = coda_with(None)
     no_plot = _count("no_plot")
     with caplog.at_level(logging.WARNING, logger="scicat_ingestor.pipeline"):
-        assert isinstance(_ingest(make_pipeline(), path), Created)
+        assert isinstance(_ingest(make_pipeline(ingestion=thumbnails()), path), Created)
     assert scicat_standin.attachments == {}
     assert _count("no_plot") == no_plot + 1
     [warning] = [r for r in caplog.records if r.name == "scicat_ingestor.pipeline"]
@@ -169,7 +130,7 @@ def test_failing_attachment_requests_do_not_cost_the_dataset(
     # every attachment request fails (retries included); the dataset's requests do not
     scicat_standin.faults.fail_next(10, status, f"datasets/{PID.replace('/', '%2F')}/attachments")
     with caplog.at_level(logging.WARNING, logger="scicat_ingestor.pipeline"):
-        outcome = _ingest(make_pipeline(), path)
+        outcome = _ingest(make_pipeline(ingestion=thumbnails()), path)
     assert isinstance(outcome, Created), outcome
     assert PID in scicat_standin.datasets
     assert len(scicat_standin.origdatablocks) == 1
@@ -217,11 +178,16 @@ def test_an_ambiguous_answer_is_looked_up_so_the_picture_is_attached_once(
     def client(options: SciCatOptions) -> SciCatClient:
         return FirstPostAnswered(options, scicat_standin, *fault)
 
-    pipeline = make_pipeline(scicat={"api_version": api_version}, client=client)
+    pipeline = make_pipeline(
+        scicat={"api_version": api_version}, ingestion=thumbnails(), client=client
+    )
     assert isinstance(_ingest(pipeline, path), Created)
     assert len(scicat_standin.attachments[PID]) == 1
     assert _count("attached") + _count("exists") == before + 1
-    assert isinstance(_ingest(make_pipeline(scicat={"api_version": api_version}), path), Existed)
+    assert isinstance(
+        _ingest(make_pipeline(scicat={"api_version": api_version}, ingestion=thumbnails()), path),
+        Existed,
+    )
     assert len(scicat_standin.attachments[PID]) == 1
 
 
@@ -232,6 +198,6 @@ def test_too_large_for_max_points_is_a_warning(
 ) -> None:
     path = coda_with("image_2d")  # 100 x 100 chunks
     before = _count("too_large")
-    assert isinstance(_ingest(make_pipeline(max_points=5000), path), Created)
+    assert isinstance(_ingest(make_pipeline(ingestion=thumbnails(max_points=5000)), path), Created)
     assert scicat_standin.attachments == {}
     assert _count("too_large") == before + 1

@@ -7,6 +7,7 @@ the first still waits: a wait that kept the turn would hold up every other worke
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -16,39 +17,43 @@ from typing import Any
 
 import h5py
 import pytest
+from prometheus_client import CollectorRegistry, Histogram
 
 from helpers.http import ProxyHandler, clear_proxy_environment, serving
-from scicat_ingestor.config import SciCatOptions, Secret, build
+from scicat_ingestor.commands.jobs import open_pipeline
+from scicat_ingestor.config import IngestorConfig, SciCatOptions, Secret, build
 from scicat_ingestor.files import checksum
 from scicat_ingestor.nexus import open_nexus
 from scicat_ingestor.scicat import SciCatClient, SciCatUnavailable
 from scicat_ingestor.testing.scicat import Account, SciCatStandIn
-from scicat_ingestor.turns import TURNS
+from scicat_ingestor.turns import TURNS, WARN_AFTER_SECONDS, WATCH_INTERVAL_SECONDS, Turns
 
 WAIT = 5.0  # seconds a step that should happen may take
 BLOCKED = 0.3  # seconds a step that should not happen is given
 SLOW = 2.0  # seconds SciCat takes to answer when it is slow
 
 
-def _taken() -> threading.Event:
+def _taken(turns: Turns = TURNS) -> threading.Event:
     """Another worker taking the turn: the event is set once it has held it and let go."""
     done = threading.Event()
 
     def run() -> None:
-        with TURNS.hold():
+        with turns.hold():
             done.set()
 
     threading.Thread(target=run, daemon=True).start()
     return done
 
 
-def _in_turn(step: Callable[[], Any]) -> tuple[threading.Event, dict[str, Any]]:
+def _in_turn(
+    step: Callable[[], Any], turns: Turns = TURNS
+) -> tuple[threading.Event, dict[str, Any]]:
     """``step`` run in a thread that holds the turn; the event is set when it has finished."""
     finished = threading.Event()
     result: dict[str, Any] = {}
 
     def run() -> None:
-        with TURNS.hold():
+        with turns.hold():
             try:
                 result["value"] = step()
             except Exception as err:  # handed to the test, which asserts on it
@@ -250,3 +255,135 @@ def test_a_checksum_gives_the_turn_away(tmp_path: Path) -> None:
         os.close(writer)
     assert finished.wait(WAIT)
     assert result == {"value": hashlib.blake2b(b"the data").hexdigest()}
+
+
+# ---- switched off, and watched -----------------------------------------------------------------
+
+
+def _holding(turns: Turns, step: Callable[[], Any] = lambda: None) -> threading.Event:
+    """A thread holding ``turns`` until the returned event is set, running ``step`` meanwhile."""
+    release = threading.Event()
+
+    def run() -> None:
+        with turns.hold():
+            step()
+            release.wait(WAIT)
+
+    threading.Thread(target=run, daemon=True).start()
+    return release
+
+
+def test_switched_off_no_turn_is_held_and_two_threads_run_at_once() -> None:
+    with TURNS.configured(enabled=False, warn_after=WARN_AFTER_SECONDS):
+        holding = threading.Event()
+        release = _holding(TURNS, holding.set)
+        assert holding.wait(WAIT)
+        with TURNS.hold():
+            assert not TURNS.held()
+        assert _taken().wait(WAIT), "a thread waited for a turn that should not exist"
+        release.set()
+    with TURNS.hold():  # switched on again after the block
+        later = _taken()
+        assert not later.wait(BLOCKED)
+    assert later.wait(WAIT)
+
+
+def test_switching_off_while_a_turn_is_held_lets_the_holder_finish_it() -> None:
+    turns = Turns()
+    holding = threading.Event()
+    release = _holding(turns, holding.set)
+    assert holding.wait(WAIT)
+    with turns.configured(enabled=False, warn_after=WARN_AFTER_SECONDS):
+        release.set()  # its hold ends with turns off: the lock it took is given back
+        with turns.hold():
+            assert not turns.held()
+    assert _taken(turns).wait(WAIT), "the turn taken before the switch was never given back"
+
+
+class _Warnings(logging.Handler):
+    """The turn watchdog's log records; ``first`` is set at the first one."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+        self.first = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        self.first.set()
+
+
+@pytest.fixture
+def warnings() -> Iterator[_Warnings]:
+    handler = _Warnings()
+    logger = logging.getLogger("scicat_ingestor.turns")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+class _Timed:
+    """A turn of its own, its holds observed in a histogram of its own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        buckets = (0.1, WARN_AFTER_SECONDS)
+        self.turns = Turns(Histogram("hold", "test", buckets=buckets, registry=self.registry))
+
+    def holds(self, above: float = 0.0) -> float:
+        """How many holds were observed, of those longer than ``above`` (a bucket) seconds."""
+        count = self.registry.get_sample_value("hold_count") or 0.0
+        if not above:
+            return count
+        return count - (self.registry.get_sample_value("hold_bucket", {"le": str(above)}) or 0.0)
+
+
+def test_a_turn_held_too_long_is_logged_once_with_the_blocking_stack(
+    warnings: _Warnings,
+) -> None:
+    def blocks_on_a_slow_mount() -> None:
+        """What the watchdog is for: a blocking call made in a turn, not in ``paused()``."""
+        assert warnings.first.wait(WAIT), "no warning while the turn was held"
+        time.sleep(3 * WATCH_INTERVAL_SECONDS)  # still held: the watchdog looks again, silently
+
+    timed = _Timed()
+    with timed.turns.configured(enabled=True, warn_after=0.1):
+        finished, result = _in_turn(blocks_on_a_slow_mount, timed.turns)
+        assert finished.wait(2 * WAIT)
+    assert result == {"value": None}
+    assert [r.levelno for r in warnings.records] == [logging.WARNING]
+    message = warnings.records[0].getMessage()
+    assert "has held the worker turn for" in message
+    assert "in blocks_on_a_slow_mount" in message  # the stack names the function that blocked
+    assert (timed.holds(), timed.holds(above=0.1)) == (1, 1)  # the hold, timed when it ended
+
+
+def test_a_long_hold_with_pauses_is_timed_stretch_by_stretch_and_not_logged(
+    warnings: _Warnings,
+) -> None:
+    """What counts is the time without a pause: each pause ends one stretch and starts another."""
+    timed = _Timed()
+    turns = timed.turns
+    with turns.configured(enabled=True, warn_after=WARN_AFTER_SECONDS), turns.hold():
+        for _ in range(20):  # 0.5 s in all, more than WARN_AFTER_SECONDS
+            with turns.paused():
+                time.sleep(WARN_AFTER_SECONDS / 10)
+    assert (timed.holds(), timed.holds(above=WARN_AFTER_SECONDS)) == (21, 0)
+    assert not warnings.records
+
+
+def test_ingest_and_replay_switch_turns_as_configured(tmp_path: Path) -> None:
+    data = {
+        "ingestion": {
+            "worker_turns": False,
+            "schemas_directory": str(tmp_path),
+            "fallback_schema_file_path": "ess-fallback",
+        },
+        "scicat": {"host": "http://127.0.0.1:9/api/v3", "token": "t"},
+    }
+    with open_pipeline(build(IngestorConfig, data, "test")), TURNS.hold():
+        assert not TURNS.held()
+    with TURNS.hold():
+        assert TURNS.held()

@@ -16,6 +16,7 @@ import h5py
 import pytest
 from streaming_data_types import serialise_wrdn
 
+from helpers.wait import wait_until
 from scicat_ingestor import daemon as daemon_module
 from scicat_ingestor.commands.replay import read_dead_letters
 from scicat_ingestor.config import ConfigError, IngestorConfig, WatchOptions, build
@@ -32,7 +33,7 @@ from scicat_ingestor.triage import Triaged, WritingFinished
 from scicat_ingestor.watch import WatchConfigError, WatchSource, _Events, job_id_of, record_of
 from scicat_ingestor.watch_state import FileVersion, WatchState, WatchStateError
 
-SETTLE = 0.3
+SETTLE = 0.2
 
 # watchdog >= 7 warns (RuntimeWarning "Callback with id ... already exists") when it re-registers a
 # directory it already watches, e.g. one moved or re-created inside the tree; harmless, but pytest's
@@ -198,6 +199,7 @@ def test_a_file_held_open_by_its_writer_waits_for_the_close(
     source = start(options(tmp_path), started)
     path = tmp_path / "data" / "slow.h5"
     opened = threading.Event()
+    release = threading.Event()
     closed = threading.Event()
 
     def slow_writer() -> None:
@@ -205,15 +207,17 @@ def test_a_file_held_open_by_its_writer_waits_for_the_close(
             out["x"] = [1, 2, 3]
             out.flush()
             opened.set()
-            time.sleep(6 * SETTLE)  # holds the HDF5 lock, writes nothing
+            release.wait(30)  # holds the HDF5 lock, writes nothing, until the test lets go
             out["y"] = [4]
         closed.set()
 
     writer = threading.Thread(target=slow_writer)
     writer.start()
-    opened.wait(5)
-    no_record(source, 4 * SETTLE)
-    assert not closed.is_set()
+    try:
+        assert opened.wait(10)
+        no_record(source, 4 * SETTLE)  # well past the settle time: the open file is not announced
+    finally:
+        release.set()
     record = next_record(source)
     assert closed.is_set()
     assert announced(record).file_name == str(path)
@@ -236,7 +240,9 @@ def test_recursive_watch_sees_new_subdirectories(
 ) -> None:
     source = start(options(tmp_path), started)
     (tmp_path / "data" / "2026" / "run7").mkdir(parents=True)
-    time.sleep(0.2)  # the observer adds the new directory's watch
+    events = source.events
+    (tmp_path / "data" / "2026" / "run7" / "marker.txt").write_text("not a data file")
+    wait_until(lambda: source.events > events, "an event from the new directory")
     path = nexus(tmp_path / "data" / "2026" / "run7" / "f.nxs")
     assert announced(next_record(source)).file_name == str(path)
 
@@ -302,7 +308,7 @@ def test_rescan_finds_what_inotify_missed(
 ) -> None:
     monkeypatch.setattr(_Events, "on_any_event", lambda self, event: None)  # every event lost
     source = start(options(tmp_path, rescan_interval=0.5), started)
-    time.sleep(0.3)  # after the start-up scan
+    wait_until(lambda: source._last_rescan is not None, "the start-up scan")
     path = nexus(tmp_path / "data" / "missed.nxs")
     assert announced(next_record(source)).file_name == str(path)
     assert source.found_by_rescan == 1
@@ -322,7 +328,7 @@ def test_a_file_whose_close_event_was_lost_is_announced_by_a_rescan(
         lambda self, event: seen(self, event) if event.event_type == "created" else None,
     )
     source = start(options(tmp_path, rescan_interval=0.5), started)
-    time.sleep(0.3)  # after the start-up scan
+    wait_until(lambda: source._last_rescan is not None, "the start-up scan")
     path = nexus(tmp_path / "data" / "close-lost.nxs")
     assert announced(next_record(source)).file_name == str(path)
 
@@ -415,9 +421,7 @@ def test_the_daemon_takes_a_watch_record_as_announced_not_triaged(
     try:
         good = nexus(tmp_path / "data" / "good.nxs")
         bad = nexus(tmp_path / "data" / "two\nlines.nxs")
-        deadline = time.monotonic() + 10
-        while not (ingestor.jobs and sink.stored) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: bool(ingestor.jobs and sink.stored), "a job and a letter", 10)
     finally:
         daemon.request_stop("test over")
         thread.join(10)

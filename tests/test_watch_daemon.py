@@ -30,6 +30,7 @@ from scicat_ingestor.watch_state import WatchState
 pytestmark = pytest.mark.integration
 
 WAIT = 120.0
+RESCANS = "scicat_ingestor_watch_rescans_total"
 
 
 class WatchKit:
@@ -60,7 +61,7 @@ class WatchKit:
                 "watch.directories": [str(self.data)],
                 "watch.state_file": str(self.state_file),
                 "watch.settle_seconds": 1.0,
-                "watch.rescan_interval": 2.0,
+                "watch.rescan_interval": 1.0,
                 "health_check.enabled": True,
                 "health_check.port": self.health_port,
                 **(overrides or {}),
@@ -84,6 +85,13 @@ class WatchKit:
 
     def wait_blocks(self, count: int, timeout: float = WAIT) -> None:
         wait_until(lambda: len(self.standin.origdatablocks) >= count, f"{count} blocks", timeout)
+
+    def rescans_pass(self, daemon: DaemonProcess, count: int = 3) -> None:
+        """Wait for ``count`` more rescans: a version a rescan finds is handed over once it
+        stayed unchanged for the settle time (1 s, one rescan interval), so by the third a
+        duplicate (or a file looked at again) would have been ingested."""
+        target = metric(self, daemon, RESCANS) + count
+        wait_until(lambda: metric(self, daemon, RESCANS) >= target, f"{count} more rescans")
 
     def assert_each_file_once(self, files: list[DirFile]) -> None:
         datasets = self.standin.datasets
@@ -110,7 +118,7 @@ def test_concurrent_writers_each_file_once_never_before_close(kit: WatchKit) -> 
     writer = DirectoryWriter(kit.data, writers=8)
     files = writer.write(200, slow_every=10, hold=3.0)  # 20 writers hold the HDF5 lock 3 s
     kit.wait_blocks(200)
-    time.sleep(3)  # a duplicate would arrive within a settle + rescan
+    kit.rescans_pass(daemon)  # no duplicate comes
     kit.assert_each_file_once(files)
     by_uuid = kit.blocks_by_uuid()
     for written in files:
@@ -143,12 +151,18 @@ def test_kill_9_with_files_arriving_while_down_each_file_once(kit: WatchKit) -> 
     wait_until(lambda: len(kit.standin.origdatablocks) >= 60, "some files ingested")
     daemon.kill()  # mid-run: files in flight, settling and being written
     down_at = len(kit.standin.origdatablocks)
-    time.sleep(2)  # files keep arriving while it is down
+    with lock:
+        written_at = len(files)
+    wait_until(
+        lambda: len(files) >= written_at + 40 or not background.is_alive(),
+        "files written while it is down",
+    )
+    assert len(files) > written_at  # some arrived while it was down
     daemon.start()
     background.join()
     assert len(files) == 300
     kit.wait_blocks(300)
-    time.sleep(3)
+    kit.rescans_pass(daemon)  # no duplicate comes
     kit.assert_each_file_once(files)
     assert down_at < 300
     daemon.terminate()
@@ -183,7 +197,7 @@ def test_inotify_overflow_rescan_finds_the_missed_files(
     finally:
         os.kill(daemon.pid, 18)
     kit.wait_blocks(120)
-    time.sleep(3)
+    kit.rescans_pass(daemon)  # no duplicate comes
     kit.assert_each_file_once(files)
     daemon.wait_for_log(r"Inotify queue overflowed", 10)
     missed = metric(kit, daemon, "scicat_ingestor_watch_found_by_rescan_total")
@@ -256,7 +270,7 @@ def test_restart_does_not_reingest_and_a_rewrite_follows_the_pid(kit: WatchKit) 
     daemon.start()
     daemon.wait_for_log(r"was rewritten", 30)
     daemon.wait_for_log(rf"{rewritten.name}: existed", 30)
-    time.sleep(3)  # two rescans: nothing else is looked at
+    kit.rescans_pass(daemon)  # nothing else is looked at
     posts = [r for r in kit.standin.requests_log[requests_before:] if r[0] == "POST"]
     assert posts == []
     kit.assert_each_file_once(files)
@@ -301,14 +315,14 @@ def test_a_missing_watch_directory_is_a_config_error(kit: WatchKit) -> None:
 
 
 def test_a_scicat_outage_pauses_and_every_file_lands_once_after_it(kit: WatchKit) -> None:
-    daemon = kit.daemon()
+    daemon = kit.daemon({"scicat.timeout": 1})  # each unanswered request fails after 1 s
     kit.standin.faults.stop_answering()
     files = DirectoryWriter(kit.data).write(20)
     daemon.wait_for_log(r"SciCat is failing", 60)
     assert kit.standin.origdatablocks == []
     kit.standin.faults.resume()
     kit.wait_blocks(20)
-    time.sleep(3)
+    kit.rescans_pass(daemon)  # no duplicate comes
     kit.assert_each_file_once(files)
     daemon.terminate()
     assert daemon.wait(30) == 0

@@ -20,7 +20,7 @@ import signal
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -437,22 +437,23 @@ def test_permission_denied(scicat_standin: SciCatStandIn) -> None:
     assert scicat_standin.datasets == {}
 
 
-class _DeletesBeforeExistsCheck(SciCatClient):
-    """Deletes the data file when the pipeline asks SciCat whether the dataset exists.
+class _DeletesWhileCreating(SciCatClient):
+    """Deletes the data file when the pipeline POSTs the dataset.
 
-    That GET comes after the metadata was read and before the file is hashed: the moment an
-    operator's clean-up script could remove a file that is half-processed.
+    That POST comes after the metadata was read and before the file is hashed (a redelivery
+    ends at its 409 unread): the moment an operator's clean-up script could remove a file that is
+    half-processed.
     """
 
     def __init__(self, options: SciCatOptions, victim: Path) -> None:
         super().__init__(options)
         self.victim: Path | None = victim
 
-    def get_dataset(self, pid: str) -> dict[str, Any] | None:
+    def create_dataset(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         if self.victim is not None:
             self.victim.unlink()
             self.victim = None
-        return super().get_dataset(pid)
+        return super().create_dataset(payload)
 
 
 @pytest.mark.integration
@@ -461,10 +462,12 @@ def test_file_deleted_after_reading_before_hashing(
 ) -> None:
     path = _copy(root, "small-coda-vanishing.hdf")
     options = _config(scicat_standin, root, root).scicat
-    pipeline = make_pipeline(_DeletesBeforeExistsCheck(options, path))
+    pipeline = make_pipeline(_DeletesWhileCreating(options, path))
     outcome = pipeline.ingest(Job(str(path), "job"))
     _check(outcome, Expect(Transient, ("cannot read for the file list",)))
-    assert scicat_standin.datasets == {}
+    # created before the file went: it stays without its block (a redelivery would add it)
+    assert len(scicat_standin.datasets) == 1
+    assert scicat_standin.origdatablocks == []
 
 
 class _DeletesDuringFetch(SciCatClient):

@@ -28,6 +28,7 @@ from scicat_ingestor.outcome import Outcome, Transient
 from scicat_ingestor.pipeline import Job, Pipeline
 from scicat_ingestor.schema.loader import load_schemas
 from scicat_ingestor.scicat import SciCatClient
+from scicat_ingestor.turns import TURNS
 
 logger = logging.getLogger("scicat_ingestor.commands")
 
@@ -68,8 +69,12 @@ def open_pipeline(config: IngestorConfig) -> Iterator[Pipeline]:
     ingestion = config.ingestion
     schemas = load_schemas(ingestion.schemas_directory, ingestion.fallback_schema_file_path)
     client = SciCatClient(config.scicat)
+    turns = TURNS.configured(
+        enabled=ingestion.worker_turns, warn_after=ingestion.worker_turn_warn_seconds
+    )
     try:
-        yield Pipeline(config, schemas, client)
+        with turns:
+            yield Pipeline(config, schemas, client)
     finally:
         client.close()
 

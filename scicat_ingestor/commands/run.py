@@ -26,6 +26,7 @@ from scicat_ingestor.schema.registry import SchemaRegistry, reload_on_sighup
 from scicat_ingestor.scicat import SciCatClient
 from scicat_ingestor.source import KafkaSource, Source, SourceError
 from scicat_ingestor.state import ServiceState
+from scicat_ingestor.turns import TURNS
 from scicat_ingestor.watch import WatchSource
 
 logger = logging.getLogger("scicat_ingestor.daemon")
@@ -116,7 +117,10 @@ def run_daemon(config: IngestorConfig) -> int:
         # Start-up probe, beside the start (never delaying it or the signal handlers): one line
         # if SciCat refuses the credentials; files then wait and /ready says why.
         threading.Thread(target=client.check_credentials, name="scicat-probe", daemon=True).start()
-        with _signal_handlers(daemon), reload_on_sighup(registry.start()):
+        turns = TURNS.configured(
+            enabled=ingestion.worker_turns, warn_after=ingestion.worker_turn_warn_seconds
+        )
+        with _signal_handlers(daemon), reload_on_sighup(registry.start()), turns:
             status = daemon.run()
     except (ConfigError, SourceError, DeadLetterError) as exc:
         logger.error("%s", exc)

@@ -69,6 +69,13 @@ SCICAT_REQUEST_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )
+SCICAT_REQUESTS = Counter(
+    "scicat_ingestor_scicat_requests",
+    "SciCat requests, by method, endpoint (the route, e.g. datasets/{pid}/origdatablocks) and "
+    "status code ('error' when no response); one per request, however often urllib3 retried it.",
+    ["method", "endpoint", "status"],
+    registry=REGISTRY,
+)
 SCICAT_AUTH_OK = Gauge(
     "scicat_ingestor_scicat_auth_ok",
     "1 while SciCat accepts the ingestor's credentials, 0 during an auth outage.",
@@ -140,6 +147,13 @@ SCHEMA_RELOADS = Counter(
 SCHEMAS_LOADED = Gauge(
     "scicat_ingestor_schemas_loaded",
     "Schema files in the set in use (the fallback not counted).",
+    registry=REGISTRY,
+)
+TURN_HOLD_SECONDS = Histogram(
+    "scicat_ingestor_turn_hold_seconds",
+    "How long a worker held the turn (turns.py) without a pause: every other worker waited "
+    "meanwhile. Long ones are logged with the holder's stack (ingestion.worker_turn_warn_seconds).",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
 WATCH_EVENTS = Counter(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -104,9 +104,20 @@ class SciCatClient:
             raise
         return found
 
-    def find_datasets(self, where: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """Datasets matching a loopback ``where`` filter (an empty list when none)."""
-        params = {"filter": json.dumps({"where": dict(where)})}
+    def find_datasets(
+        self, where: Mapping[str, Any], fields: Sequence[str] = (), limit: int = 0
+    ) -> list[dict[str, Any]]:
+        """Datasets matching a loopback ``where`` filter (an empty list when none); only
+        ``fields`` of each (all when empty), at most ``limit`` of them (all when 0).
+
+        The same ``filter`` on API v3 and v4: ``fields`` and ``limits.limit`` (a top-level
+        ``limit`` is ignored by both, ``backend-v5-behaviour.md`` §4.1)."""
+        spec: dict[str, Any] = {"where": dict(where)}
+        if fields:
+            spec["fields"] = list(fields)
+        if limit:
+            spec["limits"] = {"limit": limit}
+        params = {"filter": json.dumps(spec)}
         found: list[dict[str, Any]] = self._do("find_datasets", list, params=params)
         return found
 
@@ -289,7 +300,7 @@ class SciCatClient:
         url = routes.endpoint_url(self._options, self._layout, "datasets", 4) + "/count"
         endpoint = self._endpoint_of(url)
         params = {"filter": json.dumps({"where": {"pid": "scicat-ingestor-version-check"}})}
-        request = Request("GET", url, endpoint, "datasets", "none", params)
+        request = Request("GET", url, endpoint, "datasets/count", "none", params)
         response = self._transport.send(request, self._credentials.token())
         version = routes.version_from_status(response.status_code)
         if version is None:

@@ -44,7 +44,7 @@ from urllib3.util.retry import Retry
 from urllib3.util.wait import wait_for_read
 
 from scicat_ingestor.config import SciCatOptions
-from scicat_ingestor.ops.metrics import SCICAT_REQUEST_SECONDS
+from scicat_ingestor.ops.metrics import SCICAT_REQUEST_SECONDS, SCICAT_REQUESTS
 from scicat_ingestor.scicat.errors import UNAVAILABLE_STATUSES, SciCatRejected, SciCatUnavailable
 from scicat_ingestor.turns import TURNS
 
@@ -59,7 +59,8 @@ Policy = Literal["idempotent", "unsafe", "none"]
 
 @dataclass(frozen=True)
 class Request:
-    """One logical request: what to send and how it may be retried (``label``: for metrics)."""
+    """One logical request: what to send and how it may be retried (``label``: the route
+    template for metrics, e.g. ``datasets/{pid}``: a bounded set, never a pid)."""
 
     method: str
     url: str
@@ -140,6 +141,7 @@ class Transport:
         finally:
             elapsed = time.perf_counter() - started
             SCICAT_REQUEST_SECONDS.labels(request.label, status).observe(elapsed)
+            SCICAT_REQUESTS.labels(request.method, request.label, status).inc()
 
     def _environment(self, url: str) -> dict[str, Any]:
         """``proxies`` and ``verify`` for ``url`` as requests takes them from the environment

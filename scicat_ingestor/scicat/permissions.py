@@ -43,8 +43,8 @@ class Permissions:
         if request.label in _READS_DATASET and not self._warned_read_access:
             self._warned_read_access = True
             logger.warning(
-                "SciCat account '%s' cannot read datasets of other groups: a redelivered file "
-                "is not recognised by its pid; add the account to ADMIN_GROUPS",
+                "SciCat account '%s' cannot read datasets of other groups: a redelivered file's "
+                "origdatablocks cannot be checked; add the account to ADMIN_GROUPS",
                 account,
             )
         status = response.status_code

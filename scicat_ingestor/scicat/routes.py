@@ -9,7 +9,7 @@ What differs, operation by operation (``ROUTES``):
 
 - ``get_dataset``: ``GET datasets/{pid}`` | ``GET v4/datasets/{pid}``
 - ``find_datasets``: ``GET datasets?filter`` (a dead token: ``[]``) | ``GET v4/datasets?filter``
-  (a dead token: 403)
+  (a dead token: 403); the same ``filter`` (``where``, ``fields``, ``limits``) on both
 - ``create_dataset``: ``POST datasets`` with ``principalInvestigator``, ``proposalId``,
   ``instrumentId``, ``sampleId`` | ``POST v4/datasets`` with ``principalInvestigators``,
   ``proposalIds``, ``instrumentIds``, ``sampleIds`` (arrays) and ``owner`` required (else 500)

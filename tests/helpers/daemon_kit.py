@@ -18,9 +18,10 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from helpers.wait import WAIT, wait_until
-from scicat_ingestor.config import IngestorConfig, build
+from scicat_ingestor.config import IngestorConfig, KafkaOptions, build
 from scicat_ingestor.daemon import Daemon, Ingestor
 from scicat_ingestor.deadletter import DeadLetters
+from scicat_ingestor.offsets import TopicPartition as Partition
 from scicat_ingestor.pipeline import Pipeline
 from scicat_ingestor.schema.loader import load_schemas
 from scicat_ingestor.scicat import SciCatClient
@@ -48,6 +49,18 @@ _COORDINATOR_MOVING = {
 }
 
 
+class CountingSource(KafkaSource):
+    """``KafkaSource`` that counts the daemon's commit calls (one per commit interval)."""
+
+    def __init__(self, options: KafkaOptions, state: ServiceState) -> None:
+        super().__init__(options, state)
+        self.commit_calls = 0
+
+    def commit(self, offsets: Mapping[Partition, int]) -> dict[Partition, int]:
+        self.commit_calls += 1
+        return super().commit(offsets)
+
+
 class RunningDaemon:
     """``Daemon.run`` in a thread; ``stop()`` returns its exit code."""
 
@@ -66,14 +79,19 @@ class RunningDaemon:
         self.dead_letters = dead_letters or DeadLetters.from_config(
             config.ingestion.dead_letter, config.kafka
         )
-        source = KafkaSource(config.kafka, self.state)
-        self.daemon = Daemon(config, ingestor, self.dead_letters, source, self.state)
+        self.source = CountingSource(config.kafka, self.state)
+        self.daemon = Daemon(config, ingestor, self.dead_letters, self.source, self.state)
         self.code: int | None = None
         self._thread = threading.Thread(target=self._run, name="daemon-under-test")
         self._thread.start()
 
     def _run(self) -> None:
         self.code = self.daemon.run()
+
+    def commits_pass(self, count: int) -> None:
+        """Wait until the daemon made ``count`` more commits (or tried: nothing to commit)."""
+        target = self.source.commit_calls + count
+        wait_until(lambda: self.source.commit_calls >= target, f"{count} more commit calls")
 
     def stop(self, timeout: float = WAIT) -> int | None:
         self.daemon.request_stop("test over")

@@ -7,7 +7,7 @@ test_jobs does with ``schemas_dir``).
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import pytest
 
 from helpers.daemon_kit import CODA_SCHEMA, YMIR_SCHEMA, LiveKit, make_kit
 from helpers.pipeline import MakePipeline
-from scicat_ingestor.config import IngestorConfig, build
+from scicat_ingestor.config import IngestorConfig, SciCatOptions, build
 from scicat_ingestor.pipeline import Pipeline
 from scicat_ingestor.schema.loader import load_schemas
 from scicat_ingestor.scicat import SciCatClient
@@ -74,7 +74,8 @@ def schemas_dir(tmp_path: Path, data_dir: Path) -> Path:
 def make_pipeline(
     tmp_path: Path, schemas_dir: Path, scicat_standin: SciCatStandIn
 ) -> Iterator[MakePipeline]:
-    """``make_pipeline(scicat={...}, ingestion={...}, file_handling={...})`` → Pipeline."""
+    """``make_pipeline(scicat={...}, ingestion={...}, file_handling={...})`` → Pipeline; ``client``
+    makes its SciCat client (a subclass that injects a fault at one call)."""
     clients: list[SciCatClient] = []
 
     def make(
@@ -82,6 +83,7 @@ def make_pipeline(
         ingestion: dict[str, Any] | None = None,
         file_handling: dict[str, Any] | None = None,
         dataset: dict[str, Any] | None = None,
+        client: Callable[[SciCatOptions], SciCatClient] = SciCatClient,
     ) -> Pipeline:
         data = {
             "scicat": {
@@ -105,11 +107,10 @@ def make_pipeline(
             },
         }
         config = build(IngestorConfig, data, "test")
-        client = SciCatClient(config.scicat)
-        clients.append(client)
+        clients.append(client(config.scicat))
         schemas = load_schemas(schemas_dir, config.ingestion.fallback_schema_file_path)
-        return Pipeline(config, schemas, client)
+        return Pipeline(config, schemas, clients[-1])
 
     yield make
-    for client in clients:
-        client.close()
+    for made in clients:
+        made.close()

@@ -1,6 +1,6 @@
 """``python -m scicat_ingestor.testing.scicat [--backend 4.5|5] [--port P] [--token T]
-[--token-lifetime S] [--idle-timeout S]``: a stand-in on its own, e.g. in another process for the
-benchmark."""
+[--token-lifetime S] [--idle-timeout S] [--preload N]``: a stand-in on its own, e.g. in another
+process for the benchmark."""
 
 from __future__ import annotations
 
@@ -38,7 +38,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--idle-timeout", type=float, default=IDLE_TIMEOUT_SECONDS, help="keep-alive seconds"
     )
+    parser.add_argument(
+        "--preload",
+        type=int,
+        default=0,
+        metavar="N",
+        help="start with N datasets in the store (a filled catalogue, for the benchmark)",
+    )
     options = parser.parse_args(argv)
+    if options.preload < 0:
+        parser.error(f"--preload: {options.preload} is not a number of datasets")
     done = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -52,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         token_lifetime=options.token_lifetime,
         idle_timeout=options.idle_timeout,
         backend=options.backend,
+        preload=options.preload,
     ) as standin:
         print(standin.url, flush=True)
         done.wait()

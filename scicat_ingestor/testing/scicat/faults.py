@@ -43,6 +43,8 @@ class Host(Protocol):
 
     def add_proposal(self, proposal: Mapping[str, Any]) -> None: ...
 
+    def preload_datasets(self, count: int) -> None: ...
+
     def _set_password(self, username: str, password: str) -> None: ...
 
     def _refuse_connections(self) -> None:
@@ -70,7 +72,8 @@ class Faults:
     ``/_standin/delay {"seconds", "match"}``, ``/_standin/expire_tokens``,
     ``/_standin/remove_route {"path", "method"}``, ``/_standin/reject_credentials {"seconds"}``,
     ``/_standin/change_password {"username", "password"}``, ``/_standin/set_token {"token"}``,
-    ``/_standin/proposals {proposal}``; ``GET /_standin/stats`` and ``/_standin/datasets``.
+    ``/_standin/proposals {proposal}``, ``/_standin/preload {"count"}`` (datasets, see
+    ``SciCatStandIn.preload_datasets``); ``GET /_standin/stats`` and ``/_standin/datasets``.
     """
 
     def __init__(self, host: Host) -> None:
@@ -289,6 +292,8 @@ class Faults:
             self.set_token(str(args["token"]))
         elif action == "proposals":
             self._host.add_proposal(args)
+        elif action == "preload":
+            self._host.preload_datasets(int(args["count"]))
         else:
             return Reply(404, _error(404, f"Cannot POST {CONTROL_PATH}/{action}"))
         return Reply(200, {"ok": True})

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from scicat_ingestor.testing.scicat.messages import JSONDict
@@ -119,10 +120,15 @@ def _field_sort_key(name: str) -> Callable[[JSONDict], tuple[int, float, str]]:
     return key
 
 
-def apply_filter(documents: list[JSONDict], raw_filter: str | None) -> list[JSONDict]:
-    """Select, order, skip and limit like the backend's ``?filter=`` (``where``, ``limits``)."""
+def apply_filter(documents: Iterable[JSONDict], raw_filter: str | None) -> list[JSONDict]:
+    """Select, order, skip and limit like the backend's ``?filter=`` (``where``, ``limits``).
+
+    Like MongoDB without an index, every document is examined against ``where`` until the answer
+    is complete: all of them when an ``order`` is given or fewer than ``skip + limit`` match,
+    else the scan stops at the last match needed (a collection scan with a limit does the same).
+    """
     if not raw_filter:
-        return documents
+        return list(documents)
     try:
         spec = json.loads(raw_filter)
     except json.JSONDecodeError as exc:
@@ -132,14 +138,18 @@ def apply_filter(documents: list[JSONDict], raw_filter: str | None) -> list[JSON
     where = spec.get("where", {})
     if not isinstance(where, dict):
         raise FilterError("filter.where must be a JSON object")
-    selected = [doc for doc in documents if matches(doc, where)]
     limits = spec.get("limits", spec)
     if not isinstance(limits, dict):
         raise FilterError("filter.limits must be a JSON object")
     order = limits.get("order") or []
+    skip = int(limits.get("skip") or 0)
+    limit = int(limits.get("limit") or 0)
+    matching = (doc for doc in documents if matches(doc, where))
+    if order or not limit:
+        selected = list(matching)
+    else:
+        selected = list(itertools.islice(matching, skip + limit))
     for item in reversed([order] if isinstance(order, str) else order):
         name, _, direction = str(item).replace(" ", ":").partition(":")
         selected.sort(key=_field_sort_key(name), reverse=direction.lower() == "desc")
-    skip = int(limits.get("skip") or 0)
-    limit = limits.get("limit")
-    return selected[skip : skip + int(limit)] if limit else selected[skip:]
+    return selected[skip : skip + limit] if limit else selected[skip:]

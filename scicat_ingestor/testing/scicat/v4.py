@@ -82,22 +82,20 @@ def create_dataset(standin: SciCatStandIn, request: _Request) -> Reply:
 
 
 def list_datasets(standin: SciCatStandIn, request: _Request) -> Reply:
+    found = standin._scan_datasets(request)
     with standin._lock:
-        found = apply_filter(standin._readable_datasets(request), request.filter())
         return Reply(200, [_v4_view(d) for d in found])
 
 
 def find_one_dataset(standin: SciCatStandIn, request: _Request) -> Reply:
     """The first match, or 200 with an empty body (not 404, not ``null``)."""
+    found = standin._scan_datasets(request)
     with standin._lock:
-        found = apply_filter(standin._readable_datasets(request), request.filter())
         return Reply(200, _v4_view(found[0])) if found else Reply(200)
 
 
 def count_datasets(standin: SciCatStandIn, request: _Request) -> Reply:
-    with standin._lock:
-        found = apply_filter(standin._readable_datasets(request), request.filter())
-        return Reply(200, {"count": len(found)})
+    return Reply(200, {"count": len(standin._scan_datasets(request))})
 
 
 def get_dataset(standin: SciCatStandIn, request: _Request) -> Reply:

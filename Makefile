@@ -49,10 +49,10 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.watch
 
 demo: install
-	$(PY) -m scicat_ingestor.demo
+	$(PY) -m scicat_ingestor.testing.demo
 
 demo-watch: install
-	$(PY) -m scicat_ingestor.demo --trigger watch
+	$(PY) -m scicat_ingestor.testing.demo --trigger watch
 
 chaos: $(BENCH_STAMP)
 	$(PY) -m bench.chaos

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
 import logging
 import shutil
 import sys
@@ -18,9 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench import catalogue, report, scenarios
+from bench.output import BUSY_WARNING, RESULTS_DIR, header, log, save
 from bench.stack import BenchError, Stack, busy_elsewhere
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SCENARIOS = (
     "throughput",
     "phases",
@@ -35,7 +34,6 @@ SCENARIOS = (
     "profile",
 )
 DEFAULT_SCENARIOS = SCENARIOS[:-1]
-BUSY_WARNING = 0.1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -97,10 +95,6 @@ def build_plan(args: argparse.Namespace) -> scenarios.Plan:
     return dataclasses.replace(plan, **{k: v for k, v in changes.items() if v is not None})
 
 
-def log(text: str) -> None:
-    print(text, flush=True)
-
-
 def _header(plan: scenarios.Plan, catalogue_plan: catalogue.CataloguePlan | None) -> report.Results:
     settings: dict[str, object] = {
         k: v for k, v in dataclasses.asdict(plan).items() if k != "quick"
@@ -108,41 +102,6 @@ def _header(plan: scenarios.Plan, catalogue_plan: catalogue.CataloguePlan | None
     if catalogue_plan is not None:
         settings["catalogue"] = dataclasses.asdict(catalogue_plan)
     return header(settings, plan.quick)
-
-
-def header(settings: dict[str, object], quick: bool) -> report.Results:
-    """Results without figures yet: date, machine (and how busy it is), settings, method notes."""
-    now = dt.datetime.now(dt.UTC)
-    results = report.Results(
-        date=now.strftime("%Y-%m-%d"),
-        started=now.isoformat(timespec="seconds"),
-        machine=report.machine_info(),
-        settings=settings | {"quick": quick},
-    )
-    results.machine["cpu_speed_ms_start"] = report.cpu_speed_ms()
-    log(f"machine: {report.machine_line(results.machine)}")
-    elsewhere = busy_elsewhere()
-    results.machine["busy_elsewhere_at_start"] = round(elsewhere, 3)
-    if elsewhere > BUSY_WARNING:
-        warning = (
-            f"WARNING: other processes used {elsewhere:.0%} of the machine when the benchmark "
-            "started; the figures are low and noisy (see 'machine used by other processes')."
-        )
-        log(warning)
-        results.notes.append(warning)
-    results.notes.append(
-        "Every part is its own process: Tansu broker, SciCat stand-in "
-        "(python -m scicat_ingestor.testing.scicat, so its CPU does not share the daemon's "
-        "GIL) and the daemon (python -m scicat_ingestor run; hashing, stats, hash and message "
-        "side files on; INFO logging to stdout and a file). The machine has "
-        f"{results.machine['logical_cores']} cores for all of them: broker, stand-in and daemon "
-        "compete for CPU, so the figures are a floor for a daemon with a host of its own."
-    )
-    if quick:
-        results.notes.append(
-            "QUICK SMOKE RUN: sizes too small and too few runs to be a measurement."
-        )
-    return results
 
 
 def _throughput(
@@ -251,20 +210,6 @@ def run(
     return results
 
 
-def save(results: report.Results, out: Path, quick: bool, selected: Sequence[str]) -> Path:
-    """Write JSON, markdown and PNG; a smoke run or a partial selection gets its own name."""
-    out.mkdir(parents=True, exist_ok=True)
-    name = results.date + ("-quick" if quick else "")
-    if set(selected) != set(DEFAULT_SCENARIOS):
-        name += "-" + "-".join(sorted(set(selected)))
-    stem = out / name
-    report.write_json(results, stem.with_suffix(".json"))
-    stem.with_suffix(".md").write_text(report.markdown(results), encoding="utf-8")
-    if {s.name for s in results.scenarios} & set(report.PLOTTED):
-        report.plot(results, stem.with_suffix(".png"))
-    return stem
-
-
 def _wait_quiet(limit: float) -> None:
     deadline = time.monotonic() + limit
     while (busy := busy_elsewhere(5.0)) > BUSY_WARNING and time.monotonic() < deadline:
@@ -288,7 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"interrupted (work directory kept: {workspace})", file=sys.stderr)
         return 1
-    stem = save(results, args.out, plan.quick, args.only)
+    selected = sorted(set(args.only))
+    part = "" if set(selected) == set(DEFAULT_SCENARIOS) else "-".join(selected)
+    stem = save(results, args.out, plan.quick, part)
     print()
     print(report.markdown(results))
     print(f"results: {stem}.* ({results.duration_s:.0f} s)")

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from scicat_ingestor.files import checksum
+from scicat_ingestor.ingest.files import checksum
 
 MIB = 1024 * 1024
 

@@ -44,6 +44,8 @@ from typing import Any
 
 import requests
 
+from bench import report
+from bench.output import RESULTS_DIR, header, log, save
 from bench.report import Row, ScenarioResult, Spread, Target
 from bench.scenarios import Log, percentiles, requests_per_file, warm_up
 from bench.stack import (
@@ -590,9 +592,6 @@ def build_plan(args: argparse.Namespace, quick: bool, runs: int | None) -> Catal
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from bench import report
-    from bench.__main__ import RESULTS_DIR, header, log, save
-
     args = _parser().parse_args(argv)
     plan = build_plan(args, args.quick, args.runs)
     workspace = Path(tempfile.mkdtemp(prefix="scicat-bench-catalogue-"))
@@ -607,7 +606,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     results.machine["cpu_speed_ms_end"] = report.cpu_speed_ms()
     results.duration_s = round(time.monotonic() - started, 1)
-    stem = save(results, args.out or RESULTS_DIR, args.quick, ["catalogue"])
+    stem = save(results, args.out or RESULTS_DIR, args.quick, "catalogue")
     print()
     print(report.markdown(results))
     print(f"results: {stem}.* ({results.duration_s:.0f} s)")

@@ -26,11 +26,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from scicat_ingestor import pipeline as pipeline_module
 from scicat_ingestor import scicat as scicat_module
-from scicat_ingestor.config import IngestorConfig, build
+from scicat_ingestor.config.model import IngestorConfig, build
+from scicat_ingestor.ingest import pipeline as pipeline_module
+from scicat_ingestor.ingest.pipeline import Job, Pipeline
 from scicat_ingestor.ops.logs import reset_logging, setup_logging
-from scicat_ingestor.pipeline import Job, Pipeline
 from scicat_ingestor.schema.loader import load_schemas
 
 PARTS = ("nexus_schema", "http_client", "files", "logging", "pipeline_other")

@@ -45,7 +45,7 @@ from bench.stack import (
     running,
     thread_switches,
 )
-from scicat_ingestor.config import IngestionOptions, SciCatOptions, Secret
+from scicat_ingestor.config.model import IngestionOptions, SciCatOptions, Secret
 from scicat_ingestor.scicat import LookupCache, SciCatClient
 
 Log = Callable[[str], None]
@@ -74,7 +74,7 @@ class Plan:
     backlog_runs: int = 1
     scaling_files: int = 600
     scaling_workers: tuple[int, ...] = (1, 2, 4, 10, 16)
-    # Counts also measured with ``ingestion.worker_turns: false`` (turns.py), next to turns on.
+    # Counts also measured with ``ingestion.worker_turns: false`` (ops/turns.py), next to turns on.
     scaling_turns_off: tuple[int, ...] = (1, 10)
     scaleout_files: int = 2000
     hashing_mib: int = 1024
@@ -847,10 +847,10 @@ def hashing(plan: Plan, workspace: Path, log: Log) -> ScenarioResult:
 
 
 def workers(stack: Stack, plan: Plan, log: Log) -> ScenarioResult:
-    """Files/s by worker count, with the workers' turns (``turns.py``) on, and off for the counts
-    of ``plan.scaling_turns_off``. Counts and settings take turns run by run (each off run next to
-    its on run), so that a change in the machine's speed during the scenario (seen here: ±30 %
-    within a minute) hits them alike."""
+    """Files/s by worker count, with the workers' turns (``ops/turns.py``) on, and off for the
+    counts of ``plan.scaling_turns_off``. Counts and settings take turns run by run (each off run
+    next to its on run), so that a change in the machine's speed during the scenario (seen here:
+    ±30 % within a minute) hits them alike."""
     files = stack.pool[: plan.scaling_files]
     name = f"Workers ({plan.scaling_files} files)"
     variants = {(count, True) for count in plan.scaling_workers}

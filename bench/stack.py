@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import re
 import signal
 import subprocess
 import sys
@@ -28,7 +27,8 @@ import requests
 import yaml
 from confluent_kafka import Producer
 
-from scicat_ingestor.config import IngestionOptions
+from bench.log_lines import FileLine, file_lines
+from scicat_ingestor.config.model import IngestionOptions
 from scicat_ingestor.testing.broker import TansuBroker, free_port
 from scicat_ingestor.testing.filewriter import SAMPLE_FILES, wrdn_message, write_nexus_copy
 from scicat_ingestor.testing.scicat import DEFAULT_TOKEN
@@ -343,7 +343,7 @@ class DaemonSettings:
     # answers at once), so librdkafka's default 500 ms would add ~250 ms to every message.
     fetch_wait_max_ms: int = 500
     profile: str = "production"  # see ``profile_overrides``
-    worker_turns: bool = IngestionOptions().worker_turns  # ``turns.py``; the production default
+    worker_turns: bool = IngestionOptions().worker_turns  # ``ops/turns.py``; the production default
 
 
 def daemon_config(
@@ -501,28 +501,11 @@ class DaemonProcess:
     def finished_files(self) -> list[FileLine]:
         """Every file the daemon logged as created or existed, from its one INFO line per file."""
         text = self.output_file.read_text(errors="replace")
-        return [FileLine(f, o, pid, float(s)) for f, o, pid, s in DONE_LINE.findall(text)]
+        return file_lines(text)
 
     def ingest_seconds(self) -> dict[str, float]:
         """Per created dataset's pid, the pipeline's own duration (its log line)."""
         return {d.pid: d.seconds for d in self.finished_files() if d.outcome == "created"}
-
-
-@dataclass(frozen=True)
-class FileLine:
-    """What the daemon's line for one finished file says."""
-
-    file: str
-    outcome: str
-    pid: str
-    seconds: float
-
-
-# The pipeline's one INFO line per file: "<file>: created, dataset <pid>, 0.123 s", then the log
-# context's facts the line does not state, e.g. " [job_id=...]".
-DONE_LINE = re.compile(
-    r"INFO - (.+): (created|existed), dataset (\S+), ([0-9.]+) s(?: \[[^]]*\])?$", re.MULTILINE
-)
 
 
 # ------------------------------------------------------------------------------------------------

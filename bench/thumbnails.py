@@ -40,8 +40,8 @@ from bench.stack import (
     running,
     write_pool,
 )
+from scicat_ingestor.ingest.thumbnail import Axis, make_thumbnail, render_image, render_line
 from scicat_ingestor.testing.nexus_plots import add_image_2d, write_plot_file
-from scicat_ingestor.thumbnail import Axis, make_thumbnail, render_image, render_line
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 ATTACHED = "POST /datasets/{pid}/attachments 201"

@@ -2,6 +2,6 @@
 
 import sys
 
-from scicat_ingestor.cli import main
+from scicat_ingestor.commands.cli import main
 
 sys.exit(main())

@@ -6,10 +6,10 @@ from typing import Literal
 
 import pytest
 
-from scicat_ingestor.attempt import Refused, classify
-from scicat_ingestor.files import PathRefused
-from scicat_ingestor.nexus import FileNotReady, NexusValueError, NotNexus
-from scicat_ingestor.outcome import Permanent, Transient
+from scicat_ingestor.ingest.attempt import Refused, classify
+from scicat_ingestor.ingest.files import PathRefused
+from scicat_ingestor.ingest.outcome import Permanent, Transient
+from scicat_ingestor.schema.nexus import FileNotReady, NexusValueError, NotNexus
 from scicat_ingestor.scicat import (
     SciCatAuthRefused,
     SciCatConflict,

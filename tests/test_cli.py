@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scicat_ingestor.cli import (
+from scicat_ingestor.commands.cli import (
     SUBCOMMANDS,
     build_parser,
-    collect_overrides,
     main,
     parse_command_line,
     upstream_offline_main,
     upstream_online_main,
 )
-from scicat_ingestor.config import iter_leaf_fields
+from scicat_ingestor.config.flags import collect_overrides
+from scicat_ingestor.config.model import iter_leaf_fields
 from scicat_ingestor.ops.logs import reset_logging
 from scicat_ingestor.testing.scicat import SciCatStandIn
 

@@ -16,15 +16,15 @@ from pathlib import Path
 import pytest
 
 from helpers.commands import ingest_config, totals
-from scicat_ingestor.cli import parse_command_line
+from scicat_ingestor.commands.cli import parse_command_line
 from scicat_ingestor.commands.ingest import discover, ingest_command
 from scicat_ingestor.commands.jobs import RunEnd, open_pipeline, run_jobs
 from scicat_ingestor.commands.progress import RunState
 from scicat_ingestor.commands.replay import replay_command
 from scicat_ingestor.commands.summary import Ending, FileResult, Tally, write_text
+from scicat_ingestor.ingest.outcome import Created, DryRun, Existed, Outcome, Permanent, Transient
+from scicat_ingestor.ingest.pipeline import Job
 from scicat_ingestor.ops.metrics import REGISTRY
-from scicat_ingestor.outcome import Created, DryRun, Existed, Outcome, Permanent, Transient
-from scicat_ingestor.pipeline import Job
 from scicat_ingestor.testing.scicat import SciCatStandIn
 
 CODA_PID = "20.500.12269/f22acb1c-950b-11ef-a3ef-fa163e9aae0a"

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from scicat_ingestor.commands.ingest import ingest_command
-from scicat_ingestor.config import IngestorConfig, build
+from scicat_ingestor.config.model import IngestorConfig, build
 from scicat_ingestor.testing.filewriter import SAMPLE_FILES, write_nexus_copy
 from scicat_ingestor.testing.scicat import SciCatStandIn
 from scicat_ingestor.testing.terminal import run_in_pty, screen

@@ -17,7 +17,7 @@ import pytest
 
 from helpers.daemon_kit import Kit, make_kit
 from helpers.pipeline import PID, MakePipeline, ingest
-from scicat_ingestor.outcome import Created, Existed
+from scicat_ingestor.ingest.outcome import Created, Existed
 from scicat_ingestor.testing.scicat import SciCatStandIn
 
 pytestmark = pytest.mark.integration

@@ -6,19 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scicat_ingestor.config import (
-    ConfigError,
-    IngestorConfig,
-    Secret,
-    build,
-    config_warnings,
-    dump_yaml,
-    iter_leaf_fields,
-    load_config,
-    secret_values,
-    to_dict,
-)
-from scicat_ingestor.fieldtypes import (
+from scicat_ingestor.config.fieldtypes import (
     AtLeastOne,
     Disallowed,
     Mismatch,
@@ -29,6 +17,18 @@ from scicat_ingestor.fieldtypes import (
     describe,
     metavar,
     parse_text,
+)
+from scicat_ingestor.config.model import (
+    ConfigError,
+    IngestorConfig,
+    Secret,
+    build,
+    config_warnings,
+    dump_yaml,
+    iter_leaf_fields,
+    load_config,
+    secret_values,
+    to_dict,
 )
 
 

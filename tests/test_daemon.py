@@ -21,17 +21,13 @@ from streaming_data_types import serialise_f144
 
 from helpers.daemon_kit import Kit, announce_round_robin, make_kit, new_group
 from helpers.wait import WAIT, wait_until
-from scicat_ingestor.config import HealthCheckOptions, KafkaOptions, build
-from scicat_ingestor.deadletter import DeadLetters, KafkaSink
+from scicat_ingestor.config.model import HealthCheckOptions, KafkaOptions, build
+from scicat_ingestor.daemon.deadletters import DeadLetters, KafkaSink
+from scicat_ingestor.ingest.outcome import Created, Outcome
+from scicat_ingestor.ingest.pipeline import Job
 from scicat_ingestor.ops.health import HealthServer
-from scicat_ingestor.outcome import Created, Outcome
-from scicat_ingestor.pipeline import Job
-from scicat_ingestor.state import ServiceState
-from scicat_ingestor.testing.broker import (
-    BrokerError,
-    consumer_test_config,
-    read_messages,
-)
+from scicat_ingestor.ops.state import ServiceState
+from scicat_ingestor.testing.broker import BrokerError, consumer_test_config, read_messages
 from scicat_ingestor.testing.brokers import HarnessBroker
 from scicat_ingestor.testing.filewriter import WrittenFile, wrdn_message
 

@@ -21,7 +21,7 @@ import requests
 from helpers.daemon_kit import Kit, RunningDaemon, make_kit
 from helpers.standin import LOGIN, logins
 from helpers.wait import wait_until
-from scicat_ingestor.config import HealthCheckOptions
+from scicat_ingestor.config.model import HealthCheckOptions
 from scicat_ingestor.ops.health import HealthServer
 from scicat_ingestor.testing.daemon_process import DaemonProcess, write_config
 from scicat_ingestor.testing.scicat import Account

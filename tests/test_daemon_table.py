@@ -25,13 +25,13 @@ import pytest
 from streaming_data_types import serialise_f144
 
 from helpers.controls import FakeClock, InlineExecutor
-from scicat_ingestor.config import IngestorConfig, build
-from scicat_ingestor.daemon import Daemon
-from scicat_ingestor.deadletter import DeadLetter, DeadLetters, Done
-from scicat_ingestor.outcome import Created, DryRun, Outcome, Permanent, Transient
-from scicat_ingestor.pipeline import Job
-from scicat_ingestor.source import Record
-from scicat_ingestor.state import ServiceState
+from scicat_ingestor.config.model import IngestorConfig, build
+from scicat_ingestor.daemon.deadletters import DeadLetter, DeadLetters, Done
+from scicat_ingestor.daemon.loop import Daemon
+from scicat_ingestor.ingest.outcome import Created, DryRun, Outcome, Permanent, Transient
+from scicat_ingestor.ingest.pipeline import Job
+from scicat_ingestor.ops.state import ServiceState
+from scicat_ingestor.sources.base import Record
 from scicat_ingestor.testing.fake_source import FakeSource
 from scicat_ingestor.testing.filewriter import run_start_message, wrdn_message
 

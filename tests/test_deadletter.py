@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from helpers.wait import wait_until
-from scicat_ingestor.config import IngestorConfig, KafkaOptions, build
-from scicat_ingestor.deadletter import (
+from scicat_ingestor.config.model import IngestorConfig, KafkaOptions, build
+from scicat_ingestor.daemon.deadletters import (
     DeadLetter,
     DeadLetterError,
     DeadLetters,
@@ -22,7 +22,7 @@ from scicat_ingestor.deadletter import (
     FileSink,
     KafkaSink,
 )
-from scicat_ingestor.source import Record
+from scicat_ingestor.sources.base import Record
 from scicat_ingestor.testing.broker import consumer_test_config, read_messages
 from scicat_ingestor.testing.brokers import HarnessBroker
 from scicat_ingestor.testing.plugin import TopicFactory

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scicat_ingestor.config import load_config
-from scicat_ingestor.demo import DEFAULT_CONFIG, REPO_ROOT, runtime_config
+from scicat_ingestor.config.model import load_config
+from scicat_ingestor.testing.demo import DEFAULT_CONFIG, REPO_ROOT, runtime_config
 from scicat_ingestor.testing.scicat import DEFAULT_TOKEN
 
-DEMO = [sys.executable, "-m", "scicat_ingestor.demo"]
+DEMO = [sys.executable, "-m", "scicat_ingestor.testing.demo"]
 # Secrets the daemon gets from the environment; none may reach its log, even at DEBUG.
 SECRET_ENV = {"KAFKA_SASL_PASSWORD": "sasl-Secret-42", "SCICAT_PASSWORD": "pw-Secret-77"}
 
@@ -132,7 +132,7 @@ def test_without_the_testing_extra_one_line_names_it() -> None:
     """After ``pip install .`` it died in a traceback on ``import jsonschema``."""
     code = (
         "import sys; sys.modules['jsonschema'] = None\n"
-        "from scicat_ingestor.demo import main\n"
+        "from scicat_ingestor.testing.demo import main\n"
         "sys.exit(main(['--files', '1']))"
     )
     done = subprocess.run(

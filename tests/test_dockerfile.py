@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from scicat_ingestor.cli import EXIT_USAGE, build_parser, collect_overrides
-from scicat_ingestor.config import (
+from scicat_ingestor.commands.cli import EXIT_USAGE, build_parser
+from scicat_ingestor.config.flags import collect_overrides
+from scicat_ingestor.config.model import (
     FileHandlingOptions,
     HealthCheckOptions,
     IngestorConfig,

@@ -15,8 +15,9 @@ from types import ModuleType
 import pytest
 import yaml
 
-from scicat_ingestor import __version__, cli
-from scicat_ingestor.config import (
+from scicat_ingestor import __version__
+from scicat_ingestor.commands import cli
+from scicat_ingestor.config.model import (
     SECRET_ENV_VARS,
     IngestorConfig,
     iter_leaf_fields,

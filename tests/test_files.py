@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from scicat_ingestor.config import FileHandlingOptions
-from scicat_ingestor.files import (
+from scicat_ingestor.config.model import FileHandlingOptions
+from scicat_ingestor.ingest.files import (
     FileEntry,
     PathRefused,
     SideFileCollision,

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from streaming_data_types import serialise_pl72, serialise_wrdn
 
 from helpers.fuzz import FUZZ
-from scicat_ingestor.triage import Poison, RunStart, Skip, Triaged, WritingFinished, triage
+from scicat_ingestor.sources.triage import Poison, RunStart, Skip, Triaged, WritingFinished, triage
 
 
 def _check(value: bytes | None, result: Triaged) -> None:

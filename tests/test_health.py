@@ -14,12 +14,12 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from scicat_ingestor.config import HealthCheckOptions, SciCatOptions, Secret
+from scicat_ingestor.config.model import HealthCheckOptions, SciCatOptions, Secret
 from scicat_ingestor.ops.health import HealthServer, HealthServerError, check_data_roots
 from scicat_ingestor.ops.metrics import COMMITTED_OFFSET, CONSUMER_LAG, FILES
+from scicat_ingestor.ops.state import SchemaStatus, ServiceState, WatchStatus
 from scicat_ingestor.ops.status import SourceInfo, StatusRecorder
 from scicat_ingestor.scicat import SciCatClient, SciCatError
-from scicat_ingestor.state import SchemaStatus, ServiceState, WatchStatus
 from scicat_ingestor.testing.scicat import SciCatStandIn
 
 LOCAL = HealthCheckOptions(host="127.0.0.1", port=0, liveness_timeout=60.0)

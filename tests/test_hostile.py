@@ -23,7 +23,7 @@ import requests
 import yaml
 from confluent_kafka import Producer
 
-from scicat_ingestor.config import (
+from scicat_ingestor.config.model import (
     ConfigError,
     IngestorConfig,
     SciCatOptions,
@@ -32,12 +32,12 @@ from scicat_ingestor.config import (
     config_warnings,
     load_config,
 )
-from scicat_ingestor.deadletter import DeadLetter, DeadLetters, FileSink
-from scicat_ingestor.outcome import Created, Permanent
-from scicat_ingestor.pipeline import Job, Pipeline
+from scicat_ingestor.daemon.deadletters import DeadLetter, DeadLetters, FileSink
+from scicat_ingestor.ingest.outcome import Created, Permanent
+from scicat_ingestor.ingest.pipeline import Job, Pipeline
 from scicat_ingestor.schema.loader import SchemaError, load_schema_file, load_schemas
 from scicat_ingestor.scicat import SciCatClient, SciCatRejected
-from scicat_ingestor.source import Record
+from scicat_ingestor.sources.base import Record
 from scicat_ingestor.testing.broker import free_port
 from scicat_ingestor.testing.brokers import HarnessBroker
 from scicat_ingestor.testing.daemon_process import DaemonProcess, daemon_config, write_config

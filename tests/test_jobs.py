@@ -17,17 +17,17 @@ from helpers.pipeline import PID, MakePipeline, ingest
 from helpers.standin import V4_DATASET, V4_PID, call
 from scicat_ingestor.commands.replay import replay_command
 from scicat_ingestor.commands.validate import validate_schema
-from scicat_ingestor.config import IngestorConfig, build
-from scicat_ingestor.deadletter import JOB_KIND
+from scicat_ingestor.config.model import IngestorConfig, build
+from scicat_ingestor.ingest.jobs import JobRetry, JobSubmitter
+from scicat_ingestor.ingest.letters import JOB_KIND
+from scicat_ingestor.ingest.outcome import Created, DryRun, Existed
 from scicat_ingestor.ops.metrics import REGISTRY
-from scicat_ingestor.outcome import Created, DryRun, Existed
 from scicat_ingestor.schema.jobs import JobDraft, build_jobs
 from scicat_ingestor.schema.loader import load_schema_file
 from scicat_ingestor.schema.model import SchemaError
 from scicat_ingestor.schema.operators import Value
 from scicat_ingestor.schema.variables import VariableFailure, VariableResults
 from scicat_ingestor.scicat.routes import v3_job
-from scicat_ingestor.scicat_jobs import JobRetry, JobSubmitter
 from scicat_ingestor.testing.scicat import SciCatStandIn
 
 REFUSED = """\

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from scicat_ingestor.config import ConfigError, KafkaOptions, LoggingOptions
-from scicat_ingestor.logcontext import log_context
+from scicat_ingestor.config.model import ConfigError, KafkaOptions, LoggingOptions
+from scicat_ingestor.ops.logcontext import log_context
 from scicat_ingestor.ops.logs import RepeatLimiter, log_file_name, reset_logging, setup_logging
-from scicat_ingestor.source import KafkaSource
-from scicat_ingestor.state import ServiceState
+from scicat_ingestor.ops.state import ServiceState
+from scicat_ingestor.sources.kafka import KafkaSource
 from scicat_ingestor.testing.gelf_receiver import ChunkAssembler, GelfReceiver, decode_payload
 
 log = logging.getLogger("scicat_ingestor.test_logs")

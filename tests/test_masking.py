@@ -13,15 +13,16 @@ import requests
 import yaml
 
 from helpers.http import EchoHandler, serving
-from scicat_ingestor.cli import main
-from scicat_ingestor.config import HealthCheckOptions, Secret, load_config, secret_values
-from scicat_ingestor.deadletter import DeadLetter, file_letter
+from scicat_ingestor.commands.cli import main
+from scicat_ingestor.config.model import HealthCheckOptions, Secret, load_config, secret_values
+from scicat_ingestor.config.redact import REDACTED, is_secret_key, masked_settings
+from scicat_ingestor.daemon.deadletters import DeadLetter
+from scicat_ingestor.ingest.letters import file_letter
 from scicat_ingestor.ops.health import HealthServer
 from scicat_ingestor.ops.logs import reset_logging, setup_logging
-from scicat_ingestor.redact import REDACTED, is_secret_key, masked_settings
+from scicat_ingestor.ops.state import ServiceState
 from scicat_ingestor.scicat import SciCatClient, SciCatRejected
-from scicat_ingestor.source import Record
-from scicat_ingestor.state import ServiceState
+from scicat_ingestor.sources.base import Record
 
 # (section, mapping key, entry name, value): every value here must never be shown.
 CASES = [

@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from scicat_ingestor.nexus import (
+from scicat_ingestor.schema.nexus import (
     FileNotReady,
     NexusError,
     NexusReader,
@@ -344,7 +344,7 @@ def _dataset_names(h5: h5py.File) -> list[str]:
 
 def _reference(h5: h5py.File, path: str) -> object:
     """What the reader returned when it went through h5py's high-level ``Dataset``."""
-    from scicat_ingestor.nexus import plain
+    from scicat_ingestor.schema.nexus import plain
 
     ds = h5[path]
     return None if ds.shape is None else plain(ds[()])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scicat_ingestor.offsets import OffsetTracker, TopicPartition
+from scicat_ingestor.sources.offsets import OffsetTracker, TopicPartition
 
 TP = TopicPartition("t", 0)
 TP1 = TopicPartition("t", 1)

@@ -15,10 +15,10 @@ import pytest
 
 from helpers.pipeline import PID, MakePipeline, ingest
 from helpers.versions import VERSIONS
-from scicat_ingestor.config import ConfigError
-from scicat_ingestor.logcontext import ContextFilter
+from scicat_ingestor.config.model import ConfigError
+from scicat_ingestor.ingest.outcome import Created, DryRun, Existed, Outcome, Permanent, Transient
+from scicat_ingestor.ops.logcontext import ContextFilter
 from scicat_ingestor.ops.metrics import REGISTRY
-from scicat_ingestor.outcome import Created, DryRun, Existed, Outcome, Permanent, Transient
 from scicat_ingestor.testing.scicat import SciCatStandIn
 
 

@@ -16,16 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from scicat_ingestor.config import HealthCheckOptions
+from scicat_ingestor.config.model import HealthCheckOptions
 from scicat_ingestor.ops.health import HealthServer
-from scicat_ingestor.ops.probe import (
-    URL_FILE_VARIABLE,
-    cause,
-    main,
-    publish_health_url,
-    url_file,
-)
-from scicat_ingestor.state import ServiceState
+from scicat_ingestor.ops.probe import URL_FILE_VARIABLE, cause, main, publish_health_url, url_file
+from scicat_ingestor.ops.state import ServiceState
 from scicat_ingestor.testing.broker import free_port
 from scicat_ingestor.testing.daemon_process import DaemonProcess, daemon_config, write_config
 from scicat_ingestor.testing.scicat import SciCatStandIn

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from scicat_ingestor.cli import main
+from scicat_ingestor.commands.cli import main
 from scicat_ingestor.commands.replay import read_dead_letters, replay_command
-from scicat_ingestor.config import IngestorConfig, build
-from scicat_ingestor.deadletter import DeadLetter, DeadLetters, FileSink
+from scicat_ingestor.config.model import IngestorConfig, build
+from scicat_ingestor.daemon.deadletters import DeadLetter, DeadLetters, FileSink
 from scicat_ingestor.ops.logs import reset_logging
-from scicat_ingestor.source import Record
+from scicat_ingestor.sources.base import Record
 from scicat_ingestor.testing.filewriter import (
     SAMPLE_FILES,
     run_start_message,

@@ -21,9 +21,9 @@ from helpers.http import EchoHandler, serving
 from helpers.pipeline import PID, MakePipeline, ingest
 from helpers.standin import DATASET
 from helpers.versions import VERSIONS
-from scicat_ingestor.config import SciCatOptions, build
+from scicat_ingestor.config.model import SciCatOptions, build
+from scicat_ingestor.ingest.outcome import Created, Existed
 from scicat_ingestor.ops.metrics import REGISTRY
-from scicat_ingestor.outcome import Created, Existed
 from scicat_ingestor.scicat import SciCatClient
 from scicat_ingestor.testing.scicat import SciCatStandIn
 

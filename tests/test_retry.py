@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scicat_ingestor.config import FileHandlingOptions
-from scicat_ingestor.retry import backoff_delay, file_retry_delays
+from scicat_ingestor.config.model import FileHandlingOptions
+from scicat_ingestor.ingest.retry import backoff_delay, file_retry_delays
 
 
 @pytest.mark.parametrize(

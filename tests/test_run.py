@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from scicat_ingestor.commands.run import run_daemon
-from scicat_ingestor.config import IngestorConfig, KafkaOptions, build
-from scicat_ingestor.source import KafkaSource, consumer_settings
-from scicat_ingestor.state import ServiceState
+from scicat_ingestor.config.model import IngestorConfig, KafkaOptions, build
+from scicat_ingestor.ops.state import ServiceState
+from scicat_ingestor.sources.kafka import KafkaSource, consumer_settings
 
 SASL = {
     "bootstrap_servers": "127.0.0.1:1",

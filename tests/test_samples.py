@@ -21,14 +21,20 @@ import pytest
 
 from helpers.standin import linked_samples
 from helpers.wait import wait_until
-from scicat_ingestor.config import IngestorConfig, build
-from scicat_ingestor.daemon import Daemon
-from scicat_ingestor.deadletter import DeadLetters
-from scicat_ingestor.logcontext import ContextFilter
+from scicat_ingestor.config.model import IngestorConfig, build
+from scicat_ingestor.daemon.deadletters import DeadLetters
+from scicat_ingestor.daemon.loop import Daemon
+from scicat_ingestor.ingest.outcome import Created, DryRun, Existed, Permanent, Transient
+from scicat_ingestor.ingest.pipeline import Job, Pipeline
+from scicat_ingestor.ingest.samples import (
+    SampleInfo,
+    SampleIngestor,
+    SampleJob,
+    sample_body,
+    sample_id,
+)
+from scicat_ingestor.ops.logcontext import ContextFilter
 from scicat_ingestor.ops.metrics import REGISTRY
-from scicat_ingestor.outcome import Created, DryRun, Existed, Permanent, Transient
-from scicat_ingestor.pipeline import Job, Pipeline
-from scicat_ingestor.samples import SampleInfo, SampleIngestor, SampleJob, sample_body, sample_id
 from scicat_ingestor.schema.loader import load_schemas
 from scicat_ingestor.scicat import SciCatClient
 from scicat_ingestor.testing.fake_source import FakeSource

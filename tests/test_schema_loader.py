@@ -9,11 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from scicat_ingestor.schema.loader import (
-    fallback_path,
-    load_schema_file,
-    load_schemas,
-)
+from scicat_ingestor.schema.loader import fallback_path, load_schema_file, load_schemas
 from scicat_ingestor.schema.model import SampleAttachment, SchemaError
 from scicat_ingestor.schema.selector import MatchAll
 

@@ -13,11 +13,11 @@ import jsonschema
 import pytest
 import yaml
 
-from scicat_ingestor.config import DatasetOptions
-from scicat_ingestor.logcontext import ContextFilter, log_context
-from scicat_ingestor.nexus import open_nexus
+from scicat_ingestor.config.model import DatasetOptions
+from scicat_ingestor.ops.logcontext import ContextFilter, log_context
 from scicat_ingestor.schema.loader import load_schema_file, load_schemas
 from scicat_ingestor.schema.model import MetadataSchema
+from scicat_ingestor.schema.nexus import open_nexus
 from scicat_ingestor.schema.operators import Value
 from scicat_ingestor.schema.payload import (
     RAW_DATASET_FIELDS,

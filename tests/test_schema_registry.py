@@ -14,12 +14,12 @@ import pytest
 import yaml
 
 from scicat_ingestor.commands.validate import validate_schema
-from scicat_ingestor.config import IngestorConfig, build
+from scicat_ingestor.config.model import IngestorConfig, build
 from scicat_ingestor.ops.metrics import REGISTRY
+from scicat_ingestor.ops.state import ServiceState
 from scicat_ingestor.schema.loader import load_all
 from scicat_ingestor.schema.model import SchemaError
 from scicat_ingestor.schema.registry import SchemaRegistry, fingerprint
-from scicat_ingestor.state import ServiceState
 
 CODA = "/ess/data/coda/2024/run-1-small-coda.hdf"
 YMIR = "/ess/data/ymir/2024/run-2-small-ymir.hdf"

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from scicat_ingestor.commands.validate import NOT_FETCHED, validate_schema
-from scicat_ingestor.config import DatasetOptions, IngestionOptions, IngestorConfig
+from scicat_ingestor.config.model import DatasetOptions, IngestionOptions, IngestorConfig
 
 DATA = Path(__file__).parent / "data"
 SCHEMAS = DATA / "schemas"

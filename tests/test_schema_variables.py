@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import yaml
 
-from scicat_ingestor.nexus import NexusReader, open_nexus
 from scicat_ingestor.schema.loader import load_schema_file
 from scicat_ingestor.schema.model import MetadataSchema
+from scicat_ingestor.schema.nexus import NexusReader, open_nexus
 from scicat_ingestor.schema.operators import Value
 from scicat_ingestor.schema.variables import (
     Builtins,

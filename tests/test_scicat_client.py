@@ -19,7 +19,7 @@ import pytest
 
 from helpers.http import EchoHandler, ProxyHandler, clear_proxy_environment, serving
 from helpers.standin import DATASET
-from scicat_ingestor.config import ConfigError, SciCatOptions, Secret, build
+from scicat_ingestor.config.model import ConfigError, SciCatOptions, Secret, build
 from scicat_ingestor.ops.metrics import REGISTRY
 from scicat_ingestor.scicat import (
     SciCatAuthRefused,

@@ -21,12 +21,8 @@ from helpers.commands import ingest_config, totals
 from helpers.http import clear_proxy_environment, serving
 from helpers.standin import DATASET
 from scicat_ingestor.commands.ingest import ingest_command
-from scicat_ingestor.config import SciCatOptions, Secret, build
-from scicat_ingestor.scicat import (
-    SciCatAuthRefused,
-    SciCatClient,
-    SciCatForbidden,
-)
+from scicat_ingestor.config.model import SciCatOptions, Secret, build
+from scicat_ingestor.scicat import SciCatAuthRefused, SciCatClient, SciCatForbidden
 from scicat_ingestor.testing.scicat import SciCatStandIn
 
 pytestmark = pytest.mark.integration

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from scicat_ingestor.config import ConfigError, SciCatOptions, build
+from scicat_ingestor.config.model import ConfigError, SciCatOptions, build
 from scicat_ingestor.scicat import routes
 from scicat_ingestor.scicat.routes import ROUTES, BodyError, layout
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from helpers.standin import DATASET
-from scicat_ingestor.config import SciCatOptions, build, load_config
+from scicat_ingestor.config.model import SciCatOptions, build, load_config
 from scicat_ingestor.scicat import (
     SciCatAuthRefused,
     SciCatClient,

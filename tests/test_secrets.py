@@ -13,20 +13,20 @@ import pytest
 import requests
 import yaml
 
-from scicat_ingestor.cli import main
-from scicat_ingestor.config import (
+from scicat_ingestor.commands.cli import main
+from scicat_ingestor.config.model import (
     HealthCheckOptions,
     LoggingOptions,
     dump_yaml,
     load_config,
     secret_values,
 )
-from scicat_ingestor.logcontext import log_context
+from scicat_ingestor.config.redact import REDACTED
 from scicat_ingestor.ops.health import HealthServer
+from scicat_ingestor.ops.logcontext import log_context
 from scicat_ingestor.ops.logs import add_secret, reset_logging, setup_logging
-from scicat_ingestor.redact import REDACTED
+from scicat_ingestor.ops.state import ServiceState
 from scicat_ingestor.scicat import SciCatClient, SciCatError
-from scicat_ingestor.state import ServiceState
 from scicat_ingestor.testing.gelf_receiver import GelfReceiver
 from scicat_ingestor.testing.scicat import SciCatStandIn
 

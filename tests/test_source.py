@@ -8,10 +8,11 @@ from collections.abc import Sequence
 import confluent_kafka
 import pytest
 
-from scicat_ingestor.config import KafkaOptions, build
-from scicat_ingestor.offsets import TopicPartition
-from scicat_ingestor.source import KafkaSource, Record
-from scicat_ingestor.state import ServiceState
+from scicat_ingestor.config.model import KafkaOptions, build
+from scicat_ingestor.ops.state import ServiceState
+from scicat_ingestor.sources.base import Record
+from scicat_ingestor.sources.kafka import KafkaSource
+from scicat_ingestor.sources.offsets import TopicPartition
 from scicat_ingestor.testing.broker import consumer_test_config, producer_test_config
 from scicat_ingestor.testing.plugin import TopicFactory
 

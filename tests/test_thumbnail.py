@@ -21,17 +21,17 @@ import pytest
 import yaml
 from PIL import Image
 
-from scicat_ingestor.cli import main
-from scicat_ingestor.schema.loader import load_schema_file
-from scicat_ingestor.schema.model import SchemaError
-from scicat_ingestor.testing.nexus_plots import PLOT_KINDS, add_big_stack, write_plot_file
-from scicat_ingestor.thumbnail import (
+from scicat_ingestor.commands.cli import main
+from scicat_ingestor.ingest.thumbnail import (
     REASONS,
     ThumbnailError,
     make_thumbnail,
     plan_read,
     thumbnail_of_file,
 )
+from scicat_ingestor.schema.loader import load_schema_file
+from scicat_ingestor.schema.model import SchemaError
+from scicat_ingestor.testing.nexus_plots import PLOT_KINDS, add_big_stack, write_plot_file
 
 EXPECTED = Path(__file__).parent / "data" / "thumbnails"
 MAX_POINTS = 1_000_000
@@ -306,7 +306,7 @@ def test_validate_schema_writes_the_thumbnail(
 
 
 def test_scale_zero_is_the_bottom_of_a_log_scale_and_nan_is_missing() -> None:
-    from scicat_ingestor.thumbnail import _scaled
+    from scicat_ingestor.ingest.thumbnail import _scaled
 
     unit, low, high, log = _scaled(np.array([0.0, 1.0, 1e4, np.nan, -0.0]))
     assert log and (low, high) == (0.0, 4.0)

@@ -15,10 +15,10 @@ from PIL import Image
 
 from helpers.pipeline import PID, MakePipeline, ingest
 from helpers.versions import VERSIONS
-from scicat_ingestor.config import SciCatOptions
+from scicat_ingestor.config.model import SciCatOptions
+from scicat_ingestor.ingest.outcome import Created, Existed, Outcome
+from scicat_ingestor.ingest.pipeline import Pipeline
 from scicat_ingestor.ops.metrics import REGISTRY
-from scicat_ingestor.outcome import Created, Existed, Outcome
-from scicat_ingestor.pipeline import Pipeline
 from scicat_ingestor.scicat import SciCatClient
 from scicat_ingestor.testing.nexus_plots import write_plot_file
 from scicat_ingestor.testing.scicat import SciCatStandIn

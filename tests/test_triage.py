@@ -7,7 +7,7 @@ import logging
 import pytest
 from streaming_data_types import serialise_6s4t, serialise_f144, serialise_pl72, serialise_wrdn
 
-from scicat_ingestor.triage import Poison, RunStart, Skip, WritingFinished, triage
+from scicat_ingestor.sources.triage import Poison, RunStart, Skip, WritingFinished, triage
 
 
 def wrdn(file_name: str = "/data/run-1.hdf", error: bool = False, job: str = "job-1") -> bytes:

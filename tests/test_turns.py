@@ -21,12 +21,12 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from helpers.http import ProxyHandler, clear_proxy_environment, serving
 from scicat_ingestor.commands.jobs import open_pipeline
-from scicat_ingestor.config import IngestorConfig, SciCatOptions, Secret, build
-from scicat_ingestor.files import checksum
-from scicat_ingestor.nexus import open_nexus
+from scicat_ingestor.config.model import IngestorConfig, SciCatOptions, Secret, build
+from scicat_ingestor.ingest.files import checksum
+from scicat_ingestor.ops.turns import TURNS, WARN_AFTER_SECONDS, WATCH_INTERVAL_SECONDS, Turns
+from scicat_ingestor.schema.nexus import open_nexus
 from scicat_ingestor.scicat import SciCatClient, SciCatUnavailable
 from scicat_ingestor.testing.scicat import Account, SciCatStandIn
-from scicat_ingestor.turns import TURNS, WARN_AFTER_SECONDS, WATCH_INTERVAL_SECONDS, Turns
 
 WAIT = 5.0  # seconds a step that should happen may take
 BLOCKED = 0.3  # seconds a step that should not happen is given

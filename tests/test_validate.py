@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from scicat_ingestor.commands.validate import validate_schema
-from scicat_ingestor.config import IngestorConfig, build
-from scicat_ingestor.outcome import Created
-from scicat_ingestor.pipeline import Job, Pipeline
+from scicat_ingestor.config.model import IngestorConfig, build
+from scicat_ingestor.ingest.outcome import Created
+from scicat_ingestor.ingest.pipeline import Job, Pipeline
 from scicat_ingestor.schema.loader import load_schemas
 from scicat_ingestor.scicat import SciCatClient
 from scicat_ingestor.testing.scicat import SciCatStandIn

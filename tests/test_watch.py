@@ -17,21 +17,27 @@ import pytest
 from streaming_data_types import serialise_wrdn
 
 from helpers.wait import wait_until
-from scicat_ingestor import daemon as daemon_module
 from scicat_ingestor.commands.replay import read_dead_letters
-from scicat_ingestor.config import ConfigError, IngestorConfig, WatchOptions, build
-from scicat_ingestor.daemon import Daemon
-from scicat_ingestor.deadletter import DeadLetter, DeadLetters, Done
-from scicat_ingestor.nexus import open_nexus
-from scicat_ingestor.offsets import TopicPartition
-from scicat_ingestor.outcome import Created, Outcome
-from scicat_ingestor.pipeline import Job
-from scicat_ingestor.source import Record
-from scicat_ingestor.state import ServiceState
+from scicat_ingestor.config.model import ConfigError, IngestorConfig, WatchOptions, build
+from scicat_ingestor.daemon import loop as daemon_module
+from scicat_ingestor.daemon.deadletters import DeadLetter, DeadLetters, Done
+from scicat_ingestor.daemon.loop import Daemon
+from scicat_ingestor.ingest.outcome import Created, Outcome
+from scicat_ingestor.ingest.pipeline import Job
+from scicat_ingestor.ops.state import ServiceState
+from scicat_ingestor.schema.nexus import open_nexus
+from scicat_ingestor.sources.base import Record
+from scicat_ingestor.sources.offsets import TopicPartition
+from scicat_ingestor.sources.triage import Triaged, WritingFinished
+from scicat_ingestor.sources.watch import (
+    WatchConfigError,
+    WatchSource,
+    _Events,
+    job_id_of,
+    record_of,
+)
+from scicat_ingestor.sources.watch_state import FileVersion, WatchState, WatchStateError
 from scicat_ingestor.testing.filewriter import SAMPLE_FILES, write_nexus_copy
-from scicat_ingestor.triage import Triaged, WritingFinished
-from scicat_ingestor.watch import WatchConfigError, WatchSource, _Events, job_id_of, record_of
-from scicat_ingestor.watch_state import FileVersion, WatchState, WatchStateError
 
 SETTLE = 0.2
 

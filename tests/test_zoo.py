@@ -31,8 +31,8 @@ import numpy as np
 import pytest
 from confluent_kafka import Producer
 
-from scicat_ingestor.config import IngestorConfig, SciCatOptions, build
-from scicat_ingestor.outcome import (
+from scicat_ingestor.config.model import IngestorConfig, SciCatOptions, build
+from scicat_ingestor.ingest.outcome import (
     Created,
     DryRun,
     Existed,
@@ -41,7 +41,7 @@ from scicat_ingestor.outcome import (
     Skipped,
     Transient,
 )
-from scicat_ingestor.pipeline import Job, Pipeline
+from scicat_ingestor.ingest.pipeline import Job, Pipeline
 from scicat_ingestor.schema.loader import load_schemas
 from scicat_ingestor.scicat import SciCatClient
 from scicat_ingestor.testing.brokers import HarnessBroker

@@ -8,8 +8,9 @@ site, and a configuration key without a meaning fails the build:
   and allowed values from the field annotations (``fieldtypes``), the default, "ESS" or "new" (is
   the key in the ESS ingestor's own sample config, ``tests/data/upstream-config.sample.yml``?) and
   the meaning: ``config_notes.yml`` beside this file, else the comment above the field in
-  ``config.py``;
-- command line: the argparse parsers of ``cli.py`` (every subcommand, option and override flag);
+  ``config/model.py``;
+- command line: the argparse parsers of ``commands/cli.py`` (every subcommand, option and
+  override flag);
 - metrics: the Prometheus metrics registered in ``ops/metrics.py``;
 - modules: every module of the package with the first paragraph of its docstring.
 
@@ -32,11 +33,11 @@ from typing import Annotated, Any, get_args, get_origin
 
 import yaml
 
-from scicat_ingestor import cli
-from scicat_ingestor.config import SECRET_ENV_VARS, IngestorConfig, iter_leaf_fields, to_dict
-from scicat_ingestor.fieldtypes import Check, describe, is_section
+from scicat_ingestor.commands import cli
+from scicat_ingestor.config.fieldtypes import Check, describe, is_section
+from scicat_ingestor.config.model import SECRET_ENV_VARS, IngestorConfig, iter_leaf_fields, to_dict
+from scicat_ingestor.config.redact import Secret
 from scicat_ingestor.ops import health, metrics
-from scicat_ingestor.redact import Secret
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTES_FILE = Path(__file__).with_name("config_notes.yml")
@@ -169,7 +170,7 @@ def config_keys(
     if missing:
         problems.append(
             f"no meaning for {', '.join(missing)} (add it to {NOTES_FILE.name} "
-            "or as a comment above the field in config.py)"
+            "or as a comment above the field in config/model.py)"
         )
     if stale:
         problems.append(f"{NOTES_FILE.name} names keys the code does not have: {', '.join(stale)}")

@@ -29,13 +29,13 @@ from scicat_ingestor.commands.summary import (
     write_json,
     write_text,
 )
-from scicat_ingestor.config import IngestorConfig
-from scicat_ingestor.deadletter import file_letter
-from scicat_ingestor.exitcodes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK
+from scicat_ingestor.config.model import IngestorConfig
+from scicat_ingestor.ingest.letters import file_letter
+from scicat_ingestor.ingest.outcome import Outcome, Permanent, is_failure, outcome_label
+from scicat_ingestor.ingest.pipeline import Job
+from scicat_ingestor.ingest.retry import file_retry_delays
+from scicat_ingestor.ops.exitcodes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK
 from scicat_ingestor.ops.metrics import FILES
-from scicat_ingestor.outcome import Outcome, Permanent, is_failure, outcome_label
-from scicat_ingestor.pipeline import Job
-from scicat_ingestor.retry import file_retry_delays
 
 logger = logging.getLogger("scicat_ingestor.commands.ingest")
 

@@ -21,14 +21,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 
-from scicat_ingestor.config import IngestorConfig
-from scicat_ingestor.exitcodes import EXIT_INTERRUPTED
+from scicat_ingestor.config.model import IngestorConfig
+from scicat_ingestor.ingest.outcome import Outcome, Transient
+from scicat_ingestor.ingest.pipeline import Job, Pipeline
+from scicat_ingestor.ops.exitcodes import EXIT_INTERRUPTED
 from scicat_ingestor.ops.metrics import RETRIES
-from scicat_ingestor.outcome import Outcome, Transient
-from scicat_ingestor.pipeline import Job, Pipeline
+from scicat_ingestor.ops.turns import TURNS
 from scicat_ingestor.schema.loader import load_schemas
 from scicat_ingestor.scicat import SciCatClient
-from scicat_ingestor.turns import TURNS
 
 logger = logging.getLogger("scicat_ingestor.commands")
 

@@ -26,8 +26,8 @@ from typing import Protocol, TextIO
 from tqdm import tqdm
 
 from scicat_ingestor.commands.summary import Tally
+from scicat_ingestor.ingest.outcome import Outcome, Transient, is_failure
 from scicat_ingestor.ops.logs import PACKAGE_LOGGER, StdoutHandler
-from scicat_ingestor.outcome import Outcome, Transient, is_failure
 
 logger = logging.getLogger("scicat_ingestor.commands.progress")
 

@@ -31,11 +31,10 @@ from scicat_ingestor.commands.summary import (
     report_line,
     write_text,
 )
-from scicat_ingestor.config import IngestorConfig
-from scicat_ingestor.deadletter import JOB_KIND, file_letter
-from scicat_ingestor.exitcodes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
-from scicat_ingestor.ops.metrics import FILES
-from scicat_ingestor.outcome import (
+from scicat_ingestor.config.model import IngestorConfig
+from scicat_ingestor.ingest.jobs import JobResult, JobSubmitter
+from scicat_ingestor.ingest.letters import JOB_KIND, file_letter
+from scicat_ingestor.ingest.outcome import (
     Created,
     Existed,
     Outcome,
@@ -45,12 +44,13 @@ from scicat_ingestor.outcome import (
     is_failure,
     outcome_label,
 )
-from scicat_ingestor.pipeline import Job
-from scicat_ingestor.retry import file_retry_delays
+from scicat_ingestor.ingest.pipeline import Job
+from scicat_ingestor.ingest.retry import file_retry_delays
+from scicat_ingestor.ops.exitcodes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from scicat_ingestor.ops.metrics import FILES
 from scicat_ingestor.schema.jobs import JobDraft
 from scicat_ingestor.scicat import SciCatClient
-from scicat_ingestor.scicat_jobs import JobResult, JobSubmitter
-from scicat_ingestor.triage import RunStart, WritingFinished, triage
+from scicat_ingestor.sources.triage import RunStart, WritingFinished, triage
 
 Letter = dict[str, Any]
 

@@ -12,22 +12,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from scicat_ingestor.config import ConfigError, IngestorConfig
-from scicat_ingestor.daemon import Daemon
-from scicat_ingestor.deadletter import DeadLetterError, DeadLetters
-from scicat_ingestor.exitcodes import EXIT_FAILURE, EXIT_USAGE
+from scicat_ingestor.config.model import ConfigError, IngestorConfig
+from scicat_ingestor.daemon.deadletters import DeadLetterError, DeadLetters
+from scicat_ingestor.daemon.loop import Daemon
+from scicat_ingestor.ingest.pipeline import Pipeline
+from scicat_ingestor.ingest.samples import SampleIngestor
+from scicat_ingestor.ops.exitcodes import EXIT_FAILURE, EXIT_USAGE
 from scicat_ingestor.ops.health import HealthServer, HealthServerError
 from scicat_ingestor.ops.probe import PublishedUrl, publish_health_url
+from scicat_ingestor.ops.state import ServiceState
 from scicat_ingestor.ops.status import SourceInfo, StatusRecorder
-from scicat_ingestor.pipeline import Pipeline
-from scicat_ingestor.samples import SampleIngestor
+from scicat_ingestor.ops.turns import TURNS
 from scicat_ingestor.schema.loader import SchemaError
 from scicat_ingestor.schema.registry import SchemaRegistry, reload_on_sighup
 from scicat_ingestor.scicat import SciCatClient
-from scicat_ingestor.source import KafkaSource, Source, SourceError
-from scicat_ingestor.state import ServiceState
-from scicat_ingestor.turns import TURNS
-from scicat_ingestor.watch import WatchSource
+from scicat_ingestor.sources.base import Source, SourceError
+from scicat_ingestor.sources.kafka import KafkaSource
+from scicat_ingestor.sources.watch import WatchSource
 
 logger = logging.getLogger("scicat_ingestor.daemon")
 

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from scicat_ingestor.outcome import Outcome, Skipped, is_failure, outcome_label
+from scicat_ingestor.ingest.outcome import Outcome, Skipped, is_failure, outcome_label
 
 FAILURES_SHOWN = 20
 

@@ -19,15 +19,16 @@ from typing import Any, TextIO
 
 import yaml
 
-from scicat_ingestor.config import (
+from scicat_ingestor.config.model import (
     ConfigError,
     IngestorConfig,
     check_config,
     config_warnings,
     dump_yaml,
 )
-from scicat_ingestor.exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-from scicat_ingestor.pipeline import Draft, Job, Pipeline
+from scicat_ingestor.ingest.pipeline import Draft, Job, Pipeline
+from scicat_ingestor.ingest.thumbnail import ThumbnailError, thumbnail_of_file
+from scicat_ingestor.ops.exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from scicat_ingestor.schema.jobs import build_jobs
 from scicat_ingestor.schema.loader import SchemaSet
 from scicat_ingestor.schema.model import MetadataSchema
@@ -35,7 +36,6 @@ from scicat_ingestor.schema.payload import DatasetDraft
 from scicat_ingestor.schema.report import check_schemas
 from scicat_ingestor.schema.variables import BUILTIN_NAMES, VariableResults
 from scicat_ingestor.scicat import SciCatClient
-from scicat_ingestor.thumbnail import ThumbnailError, thumbnail_of_file
 
 NOT_FETCHED = "not fetched (no SciCat)"
 

@@ -1,1 +1,2 @@
-"""Operations: health/readiness endpoint, Prometheus metrics, logging sinks."""
+"""Operations: health/readiness endpoint, status page, Prometheus metrics, logging, the service
+state the health server reads, worker turns, exit codes. Below everything but ``config``."""

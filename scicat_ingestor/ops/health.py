@@ -50,12 +50,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from scicat_ingestor.config import HealthCheckOptions
+from scicat_ingestor.config.model import HealthCheckOptions
 from scicat_ingestor.ops import metrics
 from scicat_ingestor.ops.metrics import REGISTRY
+from scicat_ingestor.ops.state import ServiceState, StateSnapshot, WatchStatus
 from scicat_ingestor.ops.status import SourceInfo, StatusRecorder
 from scicat_ingestor.ops.status_page import CONTENT_SECURITY_POLICY, render_page
-from scicat_ingestor.state import ServiceState, StateSnapshot, WatchStatus
 
 logger = logging.getLogger("scicat_ingestor.ops.health")
 

@@ -18,7 +18,8 @@ Differences from the ESS ingestor (spec §7), all deliberate:
   accepted beside the old one, and every listed target gets every record;
 - text timestamps are ISO 8601 with the zone offset; the same warning repeated within a minute is
   held back and shown once a minute as "still: ... (N more times)";
-- librdkafka's own lines come through the ``scicat_ingestor.librdkafka`` logger (``source.py``).
+- librdkafka's own lines come through the ``scicat_ingestor.librdkafka`` logger
+  (``sources/kafka.py``).
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ from typing import Any
 
 import graypy
 
-from scicat_ingestor.config import ConfigError, LoggingOptions
-from scicat_ingestor.logcontext import CONTEXT_FIELDS, ContextFilter
-from scicat_ingestor.redact import Redactor
+from scicat_ingestor.config.model import ConfigError, LoggingOptions
+from scicat_ingestor.config.redact import Redactor
+from scicat_ingestor.ops.logcontext import CONTEXT_FIELDS, ContextFilter
 
 PACKAGE_LOGGER = "scicat_ingestor"
 

@@ -151,7 +151,7 @@ SCHEMAS_LOADED = Gauge(
 )
 TURN_HOLD_SECONDS = Histogram(
     "scicat_ingestor_turn_hold_seconds",
-    "How long a worker held the turn (turns.py) without a pause: every other worker waited "
+    "How long a worker held the turn (ops/turns.py) without a pause: every other worker waited "
     "meanwhile. Long ones are logged with the holder's stack (ingestion.worker_turn_warn_seconds).",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from scicat_ingestor.config import HealthCheckOptions
+from scicat_ingestor.config.model import HealthCheckOptions
 from scicat_ingestor.ops.health import local_url
 
 URL_FILE_VARIABLE = "SCICAT_INGESTOR_HEALTH_URL_FILE"

@@ -22,7 +22,6 @@ from typing import Any, NoReturn, cast
 
 import yaml
 
-from scicat_ingestor.nexus import is_wildcard
 from scicat_ingestor.schema.model import (
     JOB_PID,
     NAME,
@@ -44,6 +43,7 @@ from scicat_ingestor.schema.model import (
     one_line,
     references,
 )
+from scicat_ingestor.schema.nexus import is_wildcard
 from scicat_ingestor.schema.operators import NEEDS_FIELD, NEEDS_PATTERN, OPERATORS
 from scicat_ingestor.schema.payload import INGESTOR_FIELDS, RAW_DATASET_FIELDS
 from scicat_ingestor.schema.selector import SelectorError, parse_selector, subsumes

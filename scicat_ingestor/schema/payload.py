@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import NAMESPACE_URL, uuid4, uuid5
 
-from scicat_ingestor.config import DatasetOptions
+from scicat_ingestor.config.model import DatasetOptions
 from scicat_ingestor.schema.model import MetadataSchema, SchemaField
 from scicat_ingestor.schema.types import convert
 from scicat_ingestor.schema.variables import VariableResults, describe_error, name_list, render

@@ -26,9 +26,9 @@ from pathlib import Path
 from types import FrameType
 
 from scicat_ingestor.ops import metrics
+from scicat_ingestor.ops.state import SchemaStatus, ServiceState
 from scicat_ingestor.schema.loader import fallback_path, is_schema_file, load_all, log_loaded
 from scicat_ingestor.schema.model import SchemaError, SchemaSet
-from scicat_ingestor.state import SchemaStatus, ServiceState
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from scicat_ingestor.config import IngestorConfig
+from scicat_ingestor.config.model import IngestorConfig
 from scicat_ingestor.schema.loader import (
     SUFFIXES,
     assemble,

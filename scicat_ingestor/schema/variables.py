@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
-from scicat_ingestor.nexus import NexusError, NexusReader
 from scicat_ingestor.schema import operators
 from scicat_ingestor.schema.model import (
     Compiled,
@@ -35,6 +34,7 @@ from scicat_ingestor.schema.model import (
     Variable,
     one_line,
 )
+from scicat_ingestor.schema.nexus import NexusError, NexusReader
 from scicat_ingestor.schema.operators import Value
 from scicat_ingestor.schema.types import LIST_TYPES, convert, short_repr
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from scicat_ingestor.config import ConfigError, SciCatOptions
+from scicat_ingestor.config.model import ConfigError, SciCatOptions
+from scicat_ingestor.ops.turns import TURNS
 from scicat_ingestor.scicat import routes
 from scicat_ingestor.scicat.credentials import Credentials
 from scicat_ingestor.scicat.errors import (
@@ -29,7 +30,6 @@ from scicat_ingestor.scicat.errors import (
 )
 from scicat_ingestor.scicat.http import Policy, Request, Transport
 from scicat_ingestor.scicat.routes import ApiVersion, Route
-from scicat_ingestor.turns import TURNS
 
 logger = logging.getLogger("scicat_ingestor.scicat")
 

@@ -33,19 +33,14 @@ from typing import Any
 
 import requests
 
-from scicat_ingestor.config import ConfigError, SciCatOptions
+from scicat_ingestor.config.model import ConfigError, SciCatOptions
+from scicat_ingestor.config.redact import Redactor
 from scicat_ingestor.ops.logs import add_secret
 from scicat_ingestor.ops.metrics import SCICAT_AUTH_OK, SCICAT_LOGINS
-from scicat_ingestor.redact import Redactor
-from scicat_ingestor.scicat.errors import (
-    SciCatAuthRefused,
-    SciCatError,
-    SciCatUnavailable,
-    decode,
-)
+from scicat_ingestor.ops.turns import TURNS
+from scicat_ingestor.scicat.errors import SciCatAuthRefused, SciCatError, SciCatUnavailable, decode
 from scicat_ingestor.scicat.http import Request, Transport
 from scicat_ingestor.scicat.permissions import Permissions
-from scicat_ingestor.turns import TURNS
 
 logger = logging.getLogger("scicat_ingestor.scicat")
 
@@ -165,7 +160,7 @@ class TokenSource:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         """The lock, taken without holding the turn while it is busy: its holder may be logging
-        in and need the turn back to finish (``turns.py``)."""
+        in and need the turn back to finish (``ops/turns.py``)."""
         TURNS.take_lock(self._lock)
         try:
             yield

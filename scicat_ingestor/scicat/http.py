@@ -43,10 +43,10 @@ from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 from urllib3.util.wait import wait_for_read
 
-from scicat_ingestor.config import SciCatOptions
+from scicat_ingestor.config.model import SciCatOptions
 from scicat_ingestor.ops.metrics import SCICAT_REQUEST_SECONDS, SCICAT_REQUESTS
+from scicat_ingestor.ops.turns import TURNS
 from scicat_ingestor.scicat.errors import UNAVAILABLE_STATUSES, SciCatRejected, SciCatUnavailable
-from scicat_ingestor.turns import TURNS
 
 logger = logging.getLogger("scicat_ingestor.scicat")
 

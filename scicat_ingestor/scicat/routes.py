@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from scicat_ingestor.config import ConfigError, SciCatOptions
+from scicat_ingestor.config.model import ConfigError, SciCatOptions
 from scicat_ingestor.scicat.http import Policy
 
 ApiVersion = Literal[3, 4]

@@ -1,1 +1,1 @@
-"""Test harness shipped with the package: Tansu broker, SciCat stand-in, fake file-writer."""
+"""Test harness shipped with the package: Tansu broker, SciCat stand-in, fake file-writer, demo."""

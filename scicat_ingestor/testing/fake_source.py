@@ -14,8 +14,8 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from scicat_ingestor.offsets import TopicPartition
-from scicat_ingestor.source import RebalanceListener, Record
+from scicat_ingestor.sources.base import RebalanceListener, Record
+from scicat_ingestor.sources.offsets import TopicPartition
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from scicat_ingestor.config import IngestorConfig, build
+from scicat_ingestor.config.model import IngestorConfig, build
 from scicat_ingestor.testing.scicat import SciCatStandIn
 
 

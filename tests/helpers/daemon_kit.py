@@ -18,15 +18,15 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from helpers.wait import WAIT, wait_until
-from scicat_ingestor.config import IngestorConfig, KafkaOptions, build
-from scicat_ingestor.daemon import Daemon, Ingestor
-from scicat_ingestor.deadletter import DeadLetters
-from scicat_ingestor.offsets import TopicPartition as Partition
-from scicat_ingestor.pipeline import Pipeline
+from scicat_ingestor.config.model import IngestorConfig, KafkaOptions, build
+from scicat_ingestor.daemon.deadletters import DeadLetters
+from scicat_ingestor.daemon.loop import Daemon, Ingestor
+from scicat_ingestor.ingest.pipeline import Pipeline
+from scicat_ingestor.ops.state import ServiceState
 from scicat_ingestor.schema.loader import load_schemas
 from scicat_ingestor.scicat import SciCatClient
-from scicat_ingestor.source import KafkaSource
-from scicat_ingestor.state import ServiceState
+from scicat_ingestor.sources.kafka import KafkaSource
+from scicat_ingestor.sources.offsets import TopicPartition as Partition
 from scicat_ingestor.testing.broker import consumer_test_config
 from scicat_ingestor.testing.brokers import HarnessBroker
 from scicat_ingestor.testing.daemon_process import DaemonProcess, daemon_config, write_config

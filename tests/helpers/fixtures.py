@@ -15,8 +15,8 @@ import pytest
 
 from helpers.daemon_kit import CODA_SCHEMA, YMIR_SCHEMA, LiveKit, make_kit
 from helpers.pipeline import MakePipeline
-from scicat_ingestor.config import IngestorConfig, SciCatOptions, build
-from scicat_ingestor.pipeline import Pipeline
+from scicat_ingestor.config.model import IngestorConfig, SciCatOptions, build
+from scicat_ingestor.ingest.pipeline import Pipeline
 from scicat_ingestor.schema.loader import load_schemas
 from scicat_ingestor.scicat import SciCatClient
 from scicat_ingestor.testing.scicat import SciCatStandIn

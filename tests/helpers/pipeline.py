@@ -6,8 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from scicat_ingestor.outcome import Outcome
-from scicat_ingestor.pipeline import Job, Pipeline
+from scicat_ingestor.ingest.outcome import Outcome
+from scicat_ingestor.ingest.pipeline import Job, Pipeline
 
 PID = "20.500.12269/f22acb1c-950b-11ef-a3ef-fa163e9aae0a"  # from small-coda.hdf's job id
 

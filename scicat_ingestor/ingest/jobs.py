@@ -22,12 +22,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from scicat_ingestor.deadletter import append_letter, job_letter
+from scicat_ingestor.ingest.letters import append_letter, job_letter
+from scicat_ingestor.ingest.retry import backoff_delay
 from scicat_ingestor.ops.metrics import JOBS
-from scicat_ingestor.retry import backoff_delay
+from scicat_ingestor.ops.turns import TURNS
 from scicat_ingestor.schema.jobs import JobDraft, JobFailure
 from scicat_ingestor.scicat import SciCatClient, SciCatRejected, SciCatUnavailable
-from scicat_ingestor.turns import TURNS
 
 logger = logging.getLogger("scicat_ingestor.jobs")
 

@@ -46,16 +46,16 @@ from watchdog.events import (
 )
 from watchdog.observers.inotify import InotifyObserver
 
-from scicat_ingestor.config import WatchOptions
-from scicat_ingestor.nexus import FileNotReady, NexusError, open_nexus
-from scicat_ingestor.offsets import TopicPartition
+from scicat_ingestor.config.model import WatchOptions
 from scicat_ingestor.ops import metrics
-from scicat_ingestor.source import RebalanceListener, Record, SourceError
-from scicat_ingestor.state import ServiceState, WatchStatus
-from scicat_ingestor.triage import WritingFinished
-from scicat_ingestor.watch_state import FileVersion, WatchState, WatchStateError
+from scicat_ingestor.ops.state import ServiceState, WatchStatus
+from scicat_ingestor.schema.nexus import FileNotReady, NexusError, open_nexus
+from scicat_ingestor.sources.base import RebalanceListener, Record, SourceError
+from scicat_ingestor.sources.offsets import TopicPartition
+from scicat_ingestor.sources.triage import WritingFinished
+from scicat_ingestor.sources.watch_state import FileVersion, WatchState, WatchStateError
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("scicat_ingestor.watch")
 
 TOPIC = "watch"
 PARTITION = TopicPartition(TOPIC, 0)

@@ -25,13 +25,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from scicat_ingestor.attempt import Attempted, Refused, Reporting, attempt
-from scicat_ingestor.config import IngestorConfig
-from scicat_ingestor.files import require_regular_file, resolve_in_roots
-from scicat_ingestor.nexus import open_nexus
+from scicat_ingestor.config.model import IngestorConfig
+from scicat_ingestor.ingest.attempt import Attempted, Refused, Reporting, attempt
+from scicat_ingestor.ingest.files import require_regular_file, resolve_in_roots
+from scicat_ingestor.ingest.outcome import Created, DryRun, Existed, Outcome, outcome_label
+from scicat_ingestor.ingest.pipeline import Job
 from scicat_ingestor.ops.metrics import SAMPLE_SECONDS
-from scicat_ingestor.outcome import Created, DryRun, Existed, Outcome, outcome_label
-from scicat_ingestor.pipeline import Job
+from scicat_ingestor.schema.nexus import open_nexus
 from scicat_ingestor.scicat import (
     SciCatAuthRefused,
     SciCatClient,

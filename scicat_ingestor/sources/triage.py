@@ -13,7 +13,7 @@ from typing import Any
 
 from streaming_data_types import deserialise_pl72, deserialise_wrdn
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("scicat_ingestor.triage")
 
 WRDN = b"wrdn"
 PL72 = b"pl72"

@@ -37,22 +37,29 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from scicat_ingestor.config import IngestorConfig
-from scicat_ingestor.deadletter import DeadLetter, DeadLetters
-from scicat_ingestor.exitcodes import EXIT_FAILURE, EXIT_OK
-from scicat_ingestor.logcontext import log_context
-from scicat_ingestor.offsets import OffsetTracker, TopicPartition
+from scicat_ingestor.config.model import IngestorConfig
+from scicat_ingestor.daemon.deadletters import DeadLetter, DeadLetters
+from scicat_ingestor.ingest.outcome import (
+    Created,
+    Existed,
+    Outcome,
+    Permanent,
+    Transient,
+    outcome_label,
+)
+from scicat_ingestor.ingest.pipeline import Job
+from scicat_ingestor.ingest.retry import backoff_delay, file_retry_delays
+from scicat_ingestor.ingest.samples import SampleJob
 from scicat_ingestor.ops import metrics
+from scicat_ingestor.ops.exitcodes import EXIT_FAILURE, EXIT_OK
+from scicat_ingestor.ops.logcontext import log_context
+from scicat_ingestor.ops.state import ServiceState
 from scicat_ingestor.ops.status import StatusRecorder
-from scicat_ingestor.outcome import Created, Existed, Outcome, Permanent, Transient, outcome_label
-from scicat_ingestor.pipeline import Job
-from scicat_ingestor.retry import backoff_delay, file_retry_delays
-from scicat_ingestor.samples import SampleJob
-from scicat_ingestor.source import Record, Source, SourceError
-from scicat_ingestor.state import ServiceState
-from scicat_ingestor.triage import Poison, RunStart, Skip, WritingFinished, triage, vet
+from scicat_ingestor.sources.base import Record, Source, SourceError
+from scicat_ingestor.sources.offsets import OffsetTracker, TopicPartition
+from scicat_ingestor.sources.triage import Poison, RunStart, Skip, WritingFinished, triage, vet
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("scicat_ingestor.daemon")
 
 _POLL_TIMEOUT = 0.1  # seconds; also the latency of handling finished work while not paused
 _SINK_ERROR_LOG_INTERVAL = 60.0  # seconds between ERROR lines while letters cannot be stored

@@ -22,9 +22,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from scicat_ingestor.turns import TURNS
+from scicat_ingestor.ops.turns import TURNS
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("scicat_ingestor.nexus")
 
 DEFAULT_MAX_READ_BYTES = 16 * 1024 * 1024
 

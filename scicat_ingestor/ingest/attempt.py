@@ -5,7 +5,7 @@ yet or a SciCat outage: try again (with the cause the daemon's retry policy and
 ``scicat_ingestor_retries_total{cause}`` go by); a refused path, file, input or request: give up —
 so a file and a sample in the same situation end the same way. ``attempt`` runs one in the job's
 log context, times it, observes the duration and logs one line with outcome and seconds.
-Kept out of ``outcome.py``, which the daemon and the status page read without the SciCat client.
+Kept out of ``outcome``, which the daemon and the status page read without the SciCat client.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import TypeVar
 
 from prometheus_client import Histogram
 
-from scicat_ingestor.files import PathRefused
-from scicat_ingestor.logcontext import current_context, log_context, update_context
-from scicat_ingestor.nexus import FileNotReady, NexusError
-from scicat_ingestor.outcome import Outcome, Permanent, Transient, is_failure, outcome_label
+from scicat_ingestor.ingest.files import PathRefused
+from scicat_ingestor.ingest.outcome import Outcome, Permanent, Transient, is_failure, outcome_label
+from scicat_ingestor.ops.logcontext import current_context, log_context, update_context
+from scicat_ingestor.schema.nexus import FileNotReady, NexusError
 from scicat_ingestor.scicat import SciCatAuthRefused, SciCatRejected, SciCatUnavailable
 
 _T = TypeVar("_T")

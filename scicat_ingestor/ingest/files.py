@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from scicat_ingestor.config import HASH_ALGORITHMS, FileHandlingOptions
+from scicat_ingestor.config.model import HASH_ALGORITHMS, FileHandlingOptions
 from scicat_ingestor.ops.metrics import BYTES_HASHED
-from scicat_ingestor.turns import TURNS
+from scicat_ingestor.ops.turns import TURNS
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("scicat_ingestor.files")
 
 MIB = 1024 * 1024
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.000Z"

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 
-from scicat_ingestor.fieldtypes import (
+from scicat_ingestor.config.fieldtypes import (
     AtLeastOne,
     Bytes,
     Check,
@@ -40,8 +40,8 @@ from scicat_ingestor.fieldtypes import (
     one_of,
     url_with_scheme,
 )
-from scicat_ingestor.redact import SECRET_MAPPINGS, is_secret_key, mask, masked_settings
-from scicat_ingestor.redact import Secret as Secret  # noqa: PLC0414 - re-exported for importers
+from scicat_ingestor.config.redact import SECRET_MAPPINGS, is_secret_key, mask, masked_settings
+from scicat_ingestor.config.redact import Secret as Secret  # noqa: PLC0414 - re-exported for importers
 
 T = TypeVar("T")
 
@@ -185,7 +185,7 @@ class IngestionOptions:
     sample_proposal_id_path: str = "/entry/experiment_identifier"
     # (new) what announces finished files: Kafka ``wrdn`` messages, or watched directories.
     trigger: Literal["kafka", "watch"] = "kafka"
-    # (new) workers take turns running Python (turns.py); false: they interleave under the GIL.
+    # (new) workers take turns running Python (ops/turns.py); false: they interleave under the GIL.
     worker_turns: bool = True
     # (new) a turn held this long without a pause is logged (WARNING) with the holder's stack.
     worker_turn_warn_seconds: PositiveSeconds = 0.25

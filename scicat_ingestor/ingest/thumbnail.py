@@ -29,7 +29,7 @@ import h5py
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from scicat_ingestor.turns import TURNS
+from scicat_ingestor.ops.turns import TURNS
 
 MAX_GROUPS_VISITED = 500
 MAX_DEFAULT_HOPS = 8

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml
 
-from scicat_ingestor.config import ConfigError, load_config, read_config_file
-from scicat_ingestor.exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from scicat_ingestor.config.model import ConfigError, load_config, read_config_file
+from scicat_ingestor.ops.exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from scicat_ingestor.testing.broker import BrokerError, TansuBroker, free_port
 from scicat_ingestor.testing.dirwriter import DirectoryWriter
 from scicat_ingestor.testing.filewriter import FakeFileWriter
@@ -37,7 +37,7 @@ from scicat_ingestor.testing.filewriter import FakeFileWriter
 if TYPE_CHECKING:
     from scicat_ingestor.testing.scicat import SciCatStandIn
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "config" / "demo.yml"
 PARTITIONS = 2
 LOG_TAIL_LINES = 25
@@ -317,7 +317,7 @@ def _signals() -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m scicat_ingestor.demo",
+        prog="python -m scicat_ingestor.testing.demo",
         description="Run broker, SciCat stand-in and daemon locally; ingest a few files; stop.",
     )
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="demo config template")

@@ -160,8 +160,8 @@ class Turns:
         names = {thread.ident: thread.name for thread in threading.enumerate()}
         logger.warning(
             "thread %s has held the worker turn for %.2f s without a pause, and every other "
-            "worker waits: a blocking call outside TURNS.paused() (turns.py), or the machine is "
-            "short of CPU. Its stack:\n%s",
+            "worker waits: a blocking call outside TURNS.paused() (ops/turns.py), or the machine "
+            "is short of CPU. Its stack:\n%s",
             names.get(stretch.thread, stretch.thread),
             held,
             stack,

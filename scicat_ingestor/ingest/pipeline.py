@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scicat_ingestor.attempt import Attempted, Refused, Reporting, attempt, classify
-from scicat_ingestor.config import IngestorConfig
-from scicat_ingestor.files import (
+from scicat_ingestor.config.model import IngestorConfig
+from scicat_ingestor.ingest.attempt import Attempted, Refused, Reporting, attempt, classify
+from scicat_ingestor.ingest.files import (
     FileEntry,
     checksum,
     ingestor_directory,
@@ -41,10 +41,8 @@ from scicat_ingestor.files import (
     write_hash_file,
     write_message_file,
 )
-from scicat_ingestor.logcontext import update_context
-from scicat_ingestor.nexus import FileNotReady, open_nexus
-from scicat_ingestor.ops.metrics import INGEST_SECONDS, JOBS, THUMBNAILS
-from scicat_ingestor.outcome import (
+from scicat_ingestor.ingest.jobs import DEFAULT_JOB_RETRY, JobRetry, JobSubmitter
+from scicat_ingestor.ingest.outcome import (
     Created,
     DryRun,
     Existed,
@@ -53,9 +51,14 @@ from scicat_ingestor.outcome import (
     Transient,
     outcome_label,
 )
+from scicat_ingestor.ingest.thumbnail import ThumbnailError, thumbnail_of_file
+from scicat_ingestor.ops.logcontext import update_context
+from scicat_ingestor.ops.metrics import INGEST_SECONDS, JOBS, THUMBNAILS
+from scicat_ingestor.ops.turns import TURNS
 from scicat_ingestor.schema.jobs import build_jobs
 from scicat_ingestor.schema.loader import SchemaSet
 from scicat_ingestor.schema.model import MetadataSchema, SampleAttachment
+from scicat_ingestor.schema.nexus import FileNotReady, open_nexus
 from scicat_ingestor.schema.payload import DatasetDraft, build_dataset
 from scicat_ingestor.schema.variables import Builtins, VariableResults, evaluate_variables
 from scicat_ingestor.scicat import (
@@ -66,9 +69,6 @@ from scicat_ingestor.scicat import (
     SciCatError,
     SciCatUnavailable,
 )
-from scicat_ingestor.scicat_jobs import DEFAULT_JOB_RETRY, JobRetry, JobSubmitter
-from scicat_ingestor.thumbnail import ThumbnailError, thumbnail_of_file
-from scicat_ingestor.turns import TURNS
 
 logger = logging.getLogger("scicat_ingestor.pipeline")
 
@@ -178,7 +178,7 @@ class Pipeline:
     # ----------------------------------------------------------------------------------------
 
     def _held(self, job: Job) -> Outcome:
-        # the turn (see turns.py) is taken after the per-file hold, which may wait for
+        # the turn (see ops/turns.py) is taken after the per-file hold, which may wait for
         # another attempt on the same file, and given away whenever this attempt waits
         with self._serial.hold(os.path.normpath(job.file_path)), TURNS.hold():
             return self._run(job)

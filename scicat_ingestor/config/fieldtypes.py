@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
-from scicat_ingestor.redact import Secret
+from scicat_ingestor.config.redact import Secret
 
 
 class Mismatch(Exception):  # noqa: N818 - a signal, not an error shown to anyone

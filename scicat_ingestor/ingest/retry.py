@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from scicat_ingestor.config import FileHandlingOptions
+from scicat_ingestor.config.model import FileHandlingOptions
 
 DEFAULT_FILE_RETRY_DELAY = 3.0
 MAX_FILE_RETRY_DELAY = 120.0

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import shutil
 import sys
 import tempfile
 import time
@@ -17,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench import catalogue, report, scenarios
-from bench.output import BUSY_WARNING, RESULTS_DIR, header, log, save
+from bench.output import BUSY_WARNING, RESULTS_DIR, header, log, save, show_and_clean_up
 from bench.stack import BenchError, Stack, busy_elsewhere
 
 SCENARIOS = (
@@ -236,13 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     selected = sorted(set(args.only))
     part = "" if set(selected) == set(DEFAULT_SCENARIOS) else "-".join(selected)
     stem = save(results, args.out, plan.quick, part)
-    print()
-    print(report.markdown(results))
-    print(f"results: {stem}.* ({results.duration_s:.0f} s)")
-    if args.keep:
-        print(f"work directory kept: {workspace}")
-    else:
-        shutil.rmtree(workspace, ignore_errors=True)
+    show_and_clean_up(results, stem, workspace, keep=args.keep)
     return 0
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
-import shutil
 import sys
 import tempfile
 import time
@@ -45,7 +44,7 @@ from typing import Any
 import requests
 
 from bench import report
-from bench.output import RESULTS_DIR, header, log, save
+from bench.output import RESULTS_DIR, header, log, save, show_and_clean_up
 from bench.report import Row, ScenarioResult, Spread, Target
 from bench.scenarios import Log, percentiles, requests_per_file, warm_up
 from bench.stack import (
@@ -607,13 +606,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results.machine["cpu_speed_ms_end"] = report.cpu_speed_ms()
     results.duration_s = round(time.monotonic() - started, 1)
     stem = save(results, args.out or RESULTS_DIR, args.quick, "catalogue")
-    print()
-    print(report.markdown(results))
-    print(f"results: {stem}.* ({results.duration_s:.0f} s)")
-    if args.keep:
-        print(f"work directory kept: {workspace}")
-    else:
-        shutil.rmtree(workspace, ignore_errors=True)
+    show_and_clean_up(results, stem, workspace, keep=args.keep)
     return 0
 
 

@@ -4,6 +4,7 @@ start: the machine, how busy it was, the settings and the method notes."""
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from pathlib import Path
 
 from bench import report
@@ -65,3 +66,14 @@ def save(results: report.Results, out: Path, quick: bool, part: str = "") -> Pat
     if {s.name for s in results.scenarios} & set(report.PLOTTED):
         report.plot(results, stem.with_suffix(".png"))
     return stem
+
+
+def show_and_clean_up(results: report.Results, stem: Path, workspace: Path, keep: bool) -> None:
+    """Print the table and where the results went; remove the work directory unless kept."""
+    print()
+    print(report.markdown(results))
+    print(f"results: {stem}.* ({results.duration_s:.0f} s)")
+    if keep:
+        print(f"work directory kept: {workspace}")
+    else:
+        shutil.rmtree(workspace, ignore_errors=True)

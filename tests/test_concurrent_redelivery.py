@@ -9,13 +9,12 @@ here come from attempts that follow each other, never from two POSTs of one proc
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from helpers.daemon_kit import Kit, make_kit
+from helpers.daemon_kit import Kit
 from helpers.pipeline import PID, MakePipeline, ingest
 from scicat_ingestor.ingest.outcome import Created, Existed
 from scicat_ingestor.testing.scicat import SciCatStandIn
@@ -44,15 +43,6 @@ def test_same_file_five_times_to_ten_workers(
     # search off: every repeat POSTs and reads the 409 as "exists"; on: the search finds it
     assert conflicts == (0 if search else ANNOUNCED - 1)
     assert requests["POST /origdatablocks 201"] == 1
-
-
-@pytest.fixture
-def kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Kit]:
-    made = make_kit(request, tmp_path)
-    yield made
-    for running in made.running:
-        if running.code is None:
-            running.stop()
 
 
 @pytest.mark.broker

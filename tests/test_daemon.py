@@ -11,7 +11,6 @@ import base64
 import contextlib
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import pytest
 import requests
 from streaming_data_types import serialise_f144
 
-from helpers.daemon_kit import Kit, announce_round_robin, make_kit, new_group
+from helpers.daemon_kit import Kit, announce_round_robin, new_group
 from helpers.wait import WAIT, wait_until
 from scicat_ingestor.config.model import HealthCheckOptions, KafkaOptions, build
 from scicat_ingestor.daemon.deadletters import DeadLetters, KafkaSink
@@ -37,15 +36,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.broker]  # kit uses kafka_bro
 # A bound of 32 files in flight (4 workers + 28 queued): enough pauses at 100 files, and fewer of
 # them; each resume costs ~0.8 s before Tansu's next fetch arrives.
 WIDE = {"ingestion.queue_size": 28}
-
-
-@pytest.fixture
-def kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Kit]:
-    made = make_kit(request, tmp_path)
-    yield made
-    for running in made.running:
-        if running.code is None:
-            running.stop()
 
 
 def test_every_file_ingested_once_and_offsets_committed_to_the_end(kit: Kit) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from helpers.daemon_kit import CODA_SCHEMA, YMIR_SCHEMA, LiveKit, make_kit
+from helpers.daemon_kit import CODA_SCHEMA, YMIR_SCHEMA, Kit, LiveKit, make_kit
 from helpers.pipeline import MakePipeline
 from scicat_ingestor.config.model import IngestorConfig, SciCatOptions, build
 from scicat_ingestor.ingest.pipeline import Pipeline
@@ -34,6 +34,17 @@ def tree(tmp_path: Path, data_dir: Path) -> Path:
     for name in ("small-coda", "small-ymir"):
         shutil.copy(data_dir / "schemas" / f"{name}.imsc.yml", schemas)
     return tmp_path
+
+
+@pytest.fixture
+def kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Kit]:
+    """A ``Kit`` for daemons in this process (on the test's broker); the ones still running are
+    stopped at teardown."""
+    made = make_kit(request, tmp_path)
+    yield made
+    for running in made.running:
+        if running.code is None:
+            running.stop()
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ import yaml
 
 from bench.report import Row, ScenarioResult, Spread, Target
 from bench.stack import (
+    API_VERSION,
     PARTITIONS,
     SCHEMAS_DIR,
     BenchError,
@@ -407,7 +408,7 @@ def http_run(
     standin = stack.standin("http")
     sampler = Sampler()
     sampler.watch("standin", standin.pid)
-    options = SciCatOptions(host=standin.url, token=Secret(standin.token))
+    options = SciCatOptions(host=standin.url, token=Secret(standin.token), api_version=API_VERSION)
     client = SciCatClient(options)
     lookups = LookupCache(client.get_json, options.lookup_cache_seconds)
     try:

@@ -33,6 +33,10 @@ from scicat_ingestor.testing.broker import TansuBroker, free_port
 from scicat_ingestor.testing.filewriter import SAMPLE_FILES, wrdn_message, write_nexus_copy
 from scicat_ingestor.testing.scicat import DEFAULT_TOKEN
 
+# The SciCat API every bench daemon and HTTP-only client speaks: v3, so results stay comparable
+# across dates (v4 makes the same calls); the HTTP-only run repeats the v3 bodies the daemon sent.
+API_VERSION = 3
+
 REPO = Path(__file__).resolve().parent.parent
 SCHEMAS_DIR = REPO / "tests" / "data" / "schemas"
 PARTITIONS = 4
@@ -410,6 +414,7 @@ def daemon_config(
             "token": standin.token,
             "timeout": 30,
             "verify": True,
+            "api_version": API_VERSION,
         },
         "health_check": {"host": "127.0.0.1", "port": free_port(), "enabled": True},
     }

@@ -64,6 +64,19 @@ def test_a_search_that_finds_nothing_examines_every_dataset(
 
 
 @integration
+@pytest.mark.parametrize("api", ["v3", "v4"])
+def test_a_search_answers_as_backend_5_does_to_fields_and_a_top_level_limit(
+    scicat_standin_factory: Factory, api: str
+) -> None:
+    """Recorded on backend 5 (v3 and v4): ``fields: ["pid"]`` answers ``_id`` and ``pid`` only;
+    ``limit``/``skip`` outside ``limits`` are ignored (all rows)."""
+    standin = scicat_standin_factory(preload=3)
+    projected = _search(standin, {}, api=api, fields=["pid"], limits={"limit": 1})
+    assert projected == [{"_id": _preloaded_pid(0), "pid": _preloaded_pid(0)}]
+    assert len(_search(standin, {}, api=api, limit=1, skip=2)) == 3
+
+
+@integration
 def test_a_search_with_a_limit_stops_at_the_match_like_a_collection_scan(
     scicat_standin_factory: Factory,
 ) -> None:

@@ -640,12 +640,15 @@ class SciCatStandIn:
             self._datasets[pid] = dataset
             return Reply(201, view(dataset))
 
-    def _scan_datasets(self, request: _Request) -> list[JSONDict]:
+    def _scan_datasets(
+        self, request: _Request, view: Callable[[JSONDict], JSONDict] | None = None
+    ) -> list[JSONDict]:
         """The readable datasets matching the request's ``filter``, found as SciCat's MongoDB
         finds them by a field without an index: by examining the stored datasets one by one (no
         index, no dict look-up), so a search costs time in proportion to the catalogue. The
         scan walks a snapshot outside the lock, so other requests go on meanwhile, as they do
-        beside a collection scan; ``stats()["examined"]`` counts the documents examined."""
+        beside a collection scan; ``stats()["examined"]`` counts the documents examined. ``view``:
+        the API's shape of each one answered."""
         account = self._account(request.user)
         raw_filter = request.filter()
         with self._lock:
@@ -660,22 +663,17 @@ class SciCatStandIn:
                     yield dataset
 
         try:
-            return apply_filter(readable(), raw_filter)
+            return apply_filter(readable(), raw_filter, view)
         finally:
             with self._lock:
                 self._examined += examined
 
     def _list_datasets(self, request: _Request) -> Reply:
-        found = self._scan_datasets(request)
-        with self._lock:
-            return Reply(200, [_v3_view(d) for d in found])
+        return Reply(200, self._scan_datasets(request, _v3_view))
 
     def _find_one_dataset(self, request: _Request) -> Reply:
-        found = self._scan_datasets(request)
-        with self._lock:
-            if not found:
-                return Reply(404, _error(404, "dataset not found"))
-            return Reply(200, _v3_view(found[0]))
+        found = self._scan_datasets(request, _v3_view)
+        return Reply(200, found[0]) if found else Reply(404, _error(404, "dataset not found"))
 
     def _get_dataset(self, request: _Request) -> Reply:
         pid = request.params["pid"]

@@ -120,15 +120,24 @@ def _field_sort_key(name: str) -> Callable[[JSONDict], tuple[int, float, str]]:
     return key
 
 
-def apply_filter(documents: Iterable[JSONDict], raw_filter: str | None) -> list[JSONDict]:
-    """Select, order, skip and limit like the backend's ``?filter=`` (``where``, ``limits``).
+def apply_filter(
+    documents: Iterable[JSONDict],
+    raw_filter: str | None,
+    view: Callable[[JSONDict], JSONDict] | None = None,
+) -> list[JSONDict]:
+    """Select, order, skip, limit and project like the backend's ``?filter=`` (``where``,
+    ``limits``, ``fields``); ``view``: the API's shape of a stored document, applied before the
+    projection, as the backend projects what it answers.
 
     Like MongoDB without an index, every document is examined against ``where`` until the answer
     is complete: all of them when an ``order`` is given or fewer than ``skip + limit`` match,
     else the scan stops at the last match needed (a collection scan with a limit does the same).
+    ``limit`` and ``skip`` count only inside ``limits``: backend 5 ignores them at the top level
+    (recorded on v3 and v4); a top-level ``order`` is still taken (not recorded either way).
     """
+    shape = view or (lambda doc: doc)
     if not raw_filter:
-        return list(documents)
+        return [shape(doc) for doc in documents]
     try:
         spec = json.loads(raw_filter)
     except json.JSONDecodeError as exc:
@@ -138,10 +147,13 @@ def apply_filter(documents: Iterable[JSONDict], raw_filter: str | None) -> list[
     where = spec.get("where", {})
     if not isinstance(where, dict):
         raise FilterError("filter.where must be a JSON object")
-    limits = spec.get("limits", spec)
+    limits = spec.get("limits", {})
     if not isinstance(limits, dict):
         raise FilterError("filter.limits must be a JSON object")
-    order = limits.get("order") or []
+    fields = spec.get("fields") or []
+    if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+        raise FilterError("filter.fields must be a list of field names")
+    order = limits.get("order") or spec.get("order") or []
     skip = int(limits.get("skip") or 0)
     limit = int(limits.get("limit") or 0)
     matching = (doc for doc in documents if matches(doc, where))
@@ -152,4 +164,12 @@ def apply_filter(documents: Iterable[JSONDict], raw_filter: str | None) -> list[
     for item in reversed([order] if isinstance(order, str) else order):
         name, _, direction = str(item).replace(" ", ":").partition(":")
         selected.sort(key=_field_sort_key(name), reverse=direction.lower() == "desc")
-    return selected[skip : skip + limit] if limit else selected[skip:]
+    page = selected[skip : skip + limit] if limit else selected[skip:]
+    return [_projected(shape(doc), fields) for doc in page]
+
+
+def _projected(document: JSONDict, fields: list[str]) -> JSONDict:
+    """Only ``fields`` and ``_id`` (MongoDB keeps it unless excluded); all without ``fields``."""
+    if not fields:
+        return document
+    return {k: v for k, v in document.items() if k == "_id" or k in fields}

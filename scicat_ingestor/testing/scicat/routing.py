@@ -27,7 +27,9 @@ class StandIn(Protocol):
 
     def _validated(self, request: _Request, dto_name: str) -> JSONDict | Reply: ...
 
-    def _scan_datasets(self, request: _Request) -> list[JSONDict]: ...
+    def _scan_datasets(
+        self, request: _Request, view: Callable[[JSONDict], JSONDict] | None = None
+    ) -> list[JSONDict]: ...
 
     def _store_dataset(
         self, request: _Request, dataset: JSONDict, view: Callable[[JSONDict], JSONDict]

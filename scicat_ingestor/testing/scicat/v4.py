@@ -82,16 +82,13 @@ def create_dataset(standin: SciCatStandIn, request: _Request) -> Reply:
 
 
 def list_datasets(standin: SciCatStandIn, request: _Request) -> Reply:
-    found = standin._scan_datasets(request)
-    with standin._lock:
-        return Reply(200, [_v4_view(d) for d in found])
+    return Reply(200, standin._scan_datasets(request, _v4_view))
 
 
 def find_one_dataset(standin: SciCatStandIn, request: _Request) -> Reply:
     """The first match, or 200 with an empty body (not 404, not ``null``)."""
-    found = standin._scan_datasets(request)
-    with standin._lock:
-        return Reply(200, _v4_view(found[0])) if found else Reply(200)
+    found = standin._scan_datasets(request, _v4_view)
+    return Reply(200, found[0]) if found else Reply(200)
 
 
 def count_datasets(standin: SciCatStandIn, request: _Request) -> Reply:

@@ -168,15 +168,19 @@ _FILE_KINDS = {
 }
 
 
-def ingestor_directory(fh: FileHandlingOptions, nexus: Path) -> Path:
+def side_file_directory(fh: FileHandlingOptions, nexus: Path) -> Path:
     """Where side files go: absolute as configured, else relative to the NeXus file's folder.
 
-    Created when missing (upstream failed to write the hash file into a missing directory). The
-    path is normalised lexically, not resolved: listed side files must stay under ``sourceFolder``,
-    which the schemas derive from the NeXus path as given.
+    The path is normalised lexically, not resolved: listed side files must stay under
+    ``sourceFolder``, which the schemas derive from the NeXus path as given.
     """
-    configured = Path(fh.ingestor_files_directory)
-    directory = Path(os.path.normpath(nexus.parent / configured))
+    return Path(os.path.normpath(nexus.parent / Path(fh.ingestor_files_directory)))
+
+
+def ingestor_directory(fh: FileHandlingOptions, nexus: Path) -> Path:
+    """``side_file_directory``, created when missing (upstream failed to write the hash file
+    into a missing directory)."""
+    directory = side_file_directory(fh, nexus)
     directory.mkdir(parents=True, exist_ok=True)
     return directory
 

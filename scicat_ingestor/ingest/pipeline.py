@@ -37,6 +37,7 @@ from scicat_ingestor.ingest.files import (
     relative_to_source_folder,
     require_regular_file,
     resolve_in_roots,
+    side_file_directory,
     stat_entry,
     write_hash_file,
     write_message_file,
@@ -335,8 +336,9 @@ class Pipeline:
         fh = self._fh
         paths = [Path(os.path.abspath(nexus))]
         if fh.save_file_hash and fh.compute_file_hash:
-            # where ``ingestor_directory`` puts the hash file, named but not created (yet)
-            side = Path(os.path.normpath(nexus.parent / fh.ingestor_files_directory))
+            # where the hash file will go (its folder decides), named but neither created nor
+            # claimed: ``side_file_path`` would claim the name before the dataset exists
+            side = side_file_directory(fh, nexus)
             name = f"{nexus.stem}.{fh.hash_file_extension.lstrip('.')}"
             paths.append(Path(os.path.abspath(side)) / name)
         entries = [FileEntry(p.as_posix(), None, "", None, None, None, None) for p in paths]

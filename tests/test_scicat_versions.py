@@ -105,6 +105,8 @@ def outage_then_fix(
     assert kit.dead_letters() == []
     assert kit.standin.datasets == {}
     assert kit.standin.samples == []
+    # the daemon's first commit pass (the sleep this wait replaced covered it): held at the start
+    wait_until(lambda: kit.committed_all(writer.topic) >= 0, "the first commit")
     assert kit.committed_all(writer.topic) == 0
 
     fix()
